@@ -1,0 +1,114 @@
+"""Bus messages: frozen msgspec Structs, one tagged union per subject family.
+
+Audio itself never travels inside a Struct: ``audio.<shard>.<session>`` messages carry raw PCM
+s16le 16 kHz mono as the payload and their metadata in NATS headers (see ``common.subjects``).
+Control messages on the same subject (start, finalize, end) have an empty payload, so the VAD
+worker sees audio and control of one session in the order the edge received them.
+
+Jobs and results are msgpack-encoded Structs. Times are session-relative seconds of audio
+(``*_s``) or wall-clock UNIX seconds (``*_at``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+
+class _Msg(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=False):
+    """Base: every bus message names its type in the ``type`` field."""
+
+
+# --- jobs: vad_worker -> asr_worker ---------------------------------------------------------
+
+
+class AsrJob(_Msg, frozen=True, tag="asr_job"):
+    """A self-contained recognition job: the utterance audio so far and where it sits."""
+
+    session_id: str
+    utterance_id: str
+    is_final: bool
+    audio: bytes  # PCM s16le 16 kHz mono
+    start_s: float  # utterance start, seconds of session audio
+    end_s: float  # utterance end (or audio so far, for partials)
+    final_index: int = 0  # 1-based index of this final among the session's finals; 0 for partials
+    reason: str = ""  # why a final was cut: endpoint | max_length | finalize | end
+    created_at: float = 0.0  # wall clock when the VAD worker emitted the job
+    speech_end_at: float = 0.0  # wall clock when the VAD worker saw the end of speech (finals)
+
+
+# --- results: asr_worker / vad_worker -> ingest ---------------------------------------------
+
+
+class Transcript(_Msg, frozen=True, tag="transcript"):
+    """A partial or final transcript of one utterance.
+
+    Finals are published for every final job, also when recognition produced nothing
+    (``text == ""``): the edge orders finals by ``final_index`` and needs to see every index.
+    """
+
+    session_id: str
+    utterance_id: str
+    is_final: bool
+    text: str
+    start_s: float
+    end_s: float
+    final_index: int = 0
+    context: str = ""  # recent session text after this final, the next final's prompt
+    worker_id: str = ""
+    inference_s: float = 0.0
+    speech_end_at: float = 0.0
+
+
+class SpeechStarted(_Msg, frozen=True, tag="speech_started"):
+    session_id: str
+    utterance_id: str
+    start_s: float
+
+
+class UtteranceEnd(_Msg, frozen=True, tag="utterance_end"):
+    session_id: str
+    utterance_id: str
+    end_s: float
+
+
+class SessionFlushed(_Msg, frozen=True, tag="session_flushed"):
+    """The VAD worker has processed the session's ``end``: ``finals_total`` finals exist."""
+
+    session_id: str
+    finals_total: int
+    audio_s: float
+
+
+class SessionError(_Msg, frozen=True, tag="session_error"):
+    """A worker could not process the session's audio (sent to the client as ``error``)."""
+
+    session_id: str
+    code: str
+    message: str
+
+
+Result = Transcript | SpeechStarted | UtteranceEnd | SessionFlushed | SessionError
+
+# --- worker presence ------------------------------------------------------------------------
+
+
+class WorkerHeartbeat(_Msg, frozen=True, tag="heartbeat"):
+    role: str
+    worker_id: str
+    started_at: float
+    sent_at: float
+
+
+_encoder = msgspec.msgpack.Encoder()
+job_decoder = msgspec.msgpack.Decoder(AsrJob)
+result_decoder = msgspec.msgpack.Decoder(Result)
+heartbeat_decoder = msgspec.msgpack.Decoder(WorkerHeartbeat)
+
+
+def encode(msg: _Msg) -> bytes:
+    return _encoder.encode(msg)
+
+
+AudioKind = Literal["start", "audio", "finalize", "end"]

