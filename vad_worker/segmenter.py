@@ -1,0 +1,294 @@
+"""Endpointing engine: cuts a stream of PCM into utterances. Pure and synchronous, no I/O.
+
+The speech classifier is injected (`is_speech(frame) -> bool`, e.g. a wrapped webrtcvad), so the
+engine can be driven by a fake in unit tests. Usage, in the style of whisper_streaming::
+
+    seg = Segmenter(SegmenterOptions(), is_speech)
+    events = seg.push(pcm)      # any number of bytes, as often as audio arrives
+    events = seg.finalize()     # the client asked to finish the current utterance now
+    events = seg.end()          # no more audio
+
+Semantics:
+
+* Audio is PCM s16le mono. Time is counted in samples pushed; every ``*_s`` field is
+  ``samples / sample_rate`` measured from the first byte pushed.
+* Audio is classified in whole frames of ``frame_ms`` (``sample_rate * frame_ms / 1000 * 2``
+  bytes), in order. A partial frame is buffered until the rest arrives. Every duration option is
+  rounded UP to whole frames.
+* Silence: only the last ``pre_roll_ms`` of audio is kept. After ``min_speech_ms`` of consecutive
+  speech frames an utterance starts (`SpeechStarted`); its audio is the kept pre-roll plus those
+  voiced frames, so ``start_s`` is the first voiced frame minus the pre-roll actually available
+  (never before the stream start nor before the end of the previous utterance). A shorter blip
+  of speech never starts an utterance.
+* Speech: every frame is appended. Each time the utterance audio length reaches another multiple
+  of ``partial_interval_ms``, a `PartialReady` carries the audio so far (except on the frame that
+  closes the utterance). ``endpointing_ms`` of consecutive non-speech ends the utterance with
+  reason ``"endpoint"``: `FinalReady` with the audio up to the end of the last voiced frame plus
+  ``trailing_pad_ms`` (capped at what was appended), then `UtteranceEnded`. The non-speech frames
+  after that cut are the pre-roll candidates of the next utterance.
+* When the utterance audio reaches ``max_utterance_ms`` it is cut as is (reason
+  ``"max_length"``). If the frame that filled it was speech, a new, empty utterance begins at the
+  cut point (no pre-roll); otherwise the engine is back in silence.
+* `finalize` and `end` close an open utterance like an endpoint (same trailing-pad rule) with
+  reason ``"finalize"`` / ``"end"``. `end` first zero-pads a buffered partial frame to classify
+  it, but only the real bytes become audio (a dangling odd byte is dropped).
+* ``utterance_index`` counts utterances from 0; ``final_index`` counts `FinalReady` from 1.
+  Memory is bounded: the open utterance (at most ``max_utterance_ms``), the pre-roll and
+  ``min_speech_ms`` of candidate frames, and less than one frame of input.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+_SAMPLE_WIDTH = 2  # bytes per sample, s16le
+
+Reason: TypeAlias = Literal["endpoint", "max_length", "finalize", "end"]
+"""Why an utterance was closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class SegmenterOptions:
+    """Thresholds of the endpointer. All durations are rounded up to whole frames."""
+
+    sample_rate: int = 16000
+    """Hz of the PCM s16le mono input: 8000, 16000, 32000 or 48000 (what webrtcvad accepts)."""
+    frame_ms: int = 30
+    """Classification frame: 10, 20 or 30 ms (webrtcvad frame sizes)."""
+    endpointing_ms: int = 500
+    """This much consecutive non-speech ends an utterance (reason "endpoint")."""
+    pre_roll_ms: int = 300
+    """Audio kept before the first voiced frame so first syllables survive; may be 0."""
+    min_speech_ms: int = 90
+    """This much consecutive speech starts an utterance; shorter blips are ignored."""
+    trailing_pad_ms: int = 200
+    """Non-speech kept after the last voiced frame in the final audio; may be 0."""
+    max_utterance_ms: int = 30000
+    """An utterance is cut (reason "max_length") when its audio reaches this length."""
+    partial_interval_ms: int = 1000
+    """A partial is emitted each time the utterance audio grows by this much."""
+
+    def __post_init__(self) -> None:
+        if self.sample_rate not in (8000, 16000, 32000, 48000):
+            raise ValueError(f"sample_rate must be 8000, 16000, 32000 or 48000 Hz, not {self.sample_rate}")
+        if self.frame_ms not in (10, 20, 30):
+            raise ValueError(f"frame_ms must be 10, 20 or 30, not {self.frame_ms}")
+        for name in ("endpointing_ms", "min_speech_ms", "max_utterance_ms", "partial_interval_ms"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
+        for name in ("pre_roll_ms", "trailing_pad_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be zero or positive, not {getattr(self, name)}")
+        opening = self.frames(self.pre_roll_ms) + self.frames(self.min_speech_ms)
+        if self.frames(self.max_utterance_ms) <= opening:
+            raise ValueError("max_utterance_ms must be longer than pre_roll_ms + min_speech_ms")
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes in one classification frame."""
+        return self.sample_rate * self.frame_ms // 1000 * _SAMPLE_WIDTH
+
+    def frames(self, ms: int) -> int:
+        """`ms` as a whole number of frames, rounded up."""
+        return -(-ms // self.frame_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    utterance_index: int
+    start_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PartialReady:
+    utterance_index: int
+    audio: bytes
+    start_s: float
+    end_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class FinalReady:
+    utterance_index: int
+    final_index: int
+    audio: bytes
+    start_s: float
+    end_s: float
+    reason: Reason
+
+
+@dataclass(frozen=True, slots=True)
+class UtteranceEnded:
+    utterance_index: int
+    end_s: float
+
+
+Event: TypeAlias = SpeechStarted | PartialReady | FinalReady | UtteranceEnded
+
+
+class Segmenter:
+    """Turns pushed PCM into utterance events; see the module docstring for the semantics."""
+
+    def __init__(self, options: SegmenterOptions, is_speech: Callable[[bytes], bool]) -> None:
+        self._opts = options
+        self._is_speech = is_speech
+        fb = options.frame_bytes
+        self._pre_roll_frames = options.frames(options.pre_roll_ms)
+        self._min_speech_frames = options.frames(options.min_speech_ms)
+        self._endpoint_frames = options.frames(options.endpointing_ms)
+        self._pad_bytes = options.frames(options.trailing_pad_ms) * fb
+        self._max_bytes = options.frames(options.max_utterance_ms) * fb
+        self._partial_bytes = options.frames(options.partial_interval_ms) * fb
+
+        self._pending = bytearray()  # less than one frame of input
+        self._pushed_bytes = 0
+        self._pos = 0  # samples classified so far
+        self._ended = False
+        self._utterances = 0
+        self._finals = 0
+        # Silence state: the pre-roll plus the current run of voiced frames.
+        self._history: deque[bytes] = deque(maxlen=self._pre_roll_frames + self._min_speech_frames)
+        self._voiced_run = 0
+        # Speech state (self._utt is None in silence).
+        self._utt: bytearray | None = None
+        self._utt_start = 0  # samples
+        self._voiced_end = 0  # bytes into self._utt where the last voiced frame ends
+        self._silence_run = 0  # frames
+        self._partials = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"Segmenter(samples_seen={self.samples_seen}, utterances={self._utterances}, "
+            f"finals_emitted={self._finals}, in_speech={self.in_speech})"
+        )
+
+    @property
+    def samples_seen(self) -> int:
+        """Samples pushed so far, including a buffered partial frame."""
+        return self._pushed_bytes // _SAMPLE_WIDTH
+
+    @property
+    def finals_emitted(self) -> int:
+        return self._finals
+
+    @property
+    def in_speech(self) -> bool:
+        """True while an utterance is open."""
+        return self._utt is not None
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Audio bytes held in memory: partial frame, pre-roll candidates and open utterance."""
+        utt = len(self._utt) if self._utt is not None else 0
+        return len(self._pending) + sum(map(len, self._history)) + utt
+
+    def push(self, pcm: bytes) -> list[Event]:
+        """Add audio of any length; returns the events of every whole frame now available."""
+        if self._ended:
+            raise RuntimeError("push() after end(): the stream is closed")
+        self._pushed_bytes += len(pcm)
+        self._pending += pcm
+        fb = self._opts.frame_bytes
+        whole = len(self._pending) // fb * fb
+        events: list[Event] = []
+        for offset in range(0, whole, fb):
+            frame = bytes(self._pending[offset : offset + fb])
+            self._on_frame(frame, self._is_speech(frame), events)
+        del self._pending[:whole]
+        return events
+
+    def finalize(self) -> list[Event]:
+        """Close the open utterance now (reason "finalize"); [] in silence. Keeps a partial frame."""
+        events: list[Event] = []
+        if self._utt is not None:
+            self._close("finalize", events)
+        return events
+
+    def end(self) -> list[Event]:
+        """No more audio: classify the buffered partial frame, close any open utterance ("end")."""
+        if self._ended:
+            raise RuntimeError("end() called twice")
+        self._ended = True
+        events: list[Event] = []
+        real = bytes(self._pending[: len(self._pending) // _SAMPLE_WIDTH * _SAMPLE_WIDTH])
+        self._pending.clear()
+        if real:
+            padded = real.ljust(self._opts.frame_bytes, b"\0")
+            self._on_frame(real, self._is_speech(padded), events)
+        if self._utt is not None:
+            self._close("end", events)
+        return events
+
+    def _on_frame(self, frame: bytes, voiced: bool, events: list[Event]) -> None:
+        self._pos += len(frame) // _SAMPLE_WIDTH
+        if self._utt is None:
+            self._history.append(frame)
+            self._voiced_run = self._voiced_run + 1 if voiced else 0
+            if self._voiced_run >= self._min_speech_frames:
+                audio = b"".join(self._history)
+                self._open(self._pos - len(audio) // _SAMPLE_WIDTH, audio, events)
+            return
+        self._utt += frame
+        if voiced:
+            self._voiced_end = len(self._utt)
+            self._silence_run = 0
+        else:
+            self._silence_run += 1
+        if self._silence_run >= self._endpoint_frames:
+            self._close("endpoint", events)
+        elif len(self._utt) >= self._max_bytes:
+            self._cut_at_max(voiced, events)
+        else:
+            self._maybe_partial(events)
+
+    def _open(self, start: int, audio: bytes, events: list[Event]) -> None:
+        self._history.clear()
+        self._voiced_run = 0
+        self._utt = bytearray(audio)
+        self._utt_start = start
+        self._voiced_end = len(audio)
+        self._silence_run = 0
+        self._partials = 0
+        events.append(SpeechStarted(self._utterances, self._seconds(start)))
+        self._maybe_partial(events)
+
+    def _maybe_partial(self, events: list[Event]) -> None:
+        assert self._utt is not None
+        if len(self._utt) >= (self._partials + 1) * self._partial_bytes:
+            self._partials = len(self._utt) // self._partial_bytes
+            start, end = self._utt_start, self._utt_start + len(self._utt) // _SAMPLE_WIDTH
+            audio = bytes(self._utt)
+            events.append(PartialReady(self._utterances, audio, self._seconds(start), self._seconds(end)))
+
+    def _close(self, reason: Reason, events: list[Event]) -> None:
+        """Emit the final up to the last voiced frame + trailing pad; the rest becomes pre-roll."""
+        assert self._utt is not None
+        cut = min(self._voiced_end + self._pad_bytes, len(self._utt))
+        tail = self._utt[cut:]
+        self._emit_final(bytes(self._utt[:cut]), reason, events)
+        fb = self._opts.frame_bytes
+        self._history.extend(bytes(tail[i : i + fb]) for i in range(0, len(tail), fb))
+
+    def _cut_at_max(self, voiced: bool, events: list[Event]) -> None:
+        assert self._utt is not None
+        cut_at = self._utt_start + len(self._utt) // _SAMPLE_WIDTH
+        self._emit_final(bytes(self._utt), "max_length", events)
+        if voiced:
+            self._open(cut_at, b"", events)
+
+    def _emit_final(self, audio: bytes, reason: Reason, events: list[Event]) -> None:
+        self._finals += 1
+        start = self._seconds(self._utt_start)
+        end = self._seconds(self._utt_start + len(audio) // _SAMPLE_WIDTH)
+        events.append(FinalReady(self._utterances, self._finals, audio, start, end, reason))
+        events.append(UtteranceEnded(self._utterances, end))
+        self._utterances += 1
+        self._utt = None
+        self._history.clear()
+        self._voiced_run = 0
+
+    def _seconds(self, samples: int) -> float:
+        return samples / self._opts.sample_rate
