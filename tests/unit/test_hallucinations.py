@@ -1,0 +1,152 @@
+import math
+
+import numpy as np
+import pytest
+
+from asr_worker.hallucinations import (
+    KNOWN_HALLUCINATIONS,
+    SILENCE_DBFS,
+    HallucinationFilter,
+    SegmentInfo,
+    clean_text,
+    level_dbfs,
+    normalise,
+    strip_annotations,
+)
+
+OPTS = HallucinationFilter()
+LOUD = -20.0
+QUIET = -50.0
+
+
+def seg(text: str, no_speech: float = 0.01, logprob: float = -0.2, ratio: float = 1.2) -> SegmentInfo:
+    return SegmentInfo(text=text, no_speech_prob=no_speech, avg_logprob=logprob, compression_ratio=ratio)
+
+
+def test_confident_speech_is_kept_and_joined_with_single_spaces():
+    segments = [seg(" We will meet at the train station"), seg("  at noon. ")]
+    assert clean_text(segments, LOUD, OPTS) == "We will meet at the train station at noon."
+
+
+def test_no_segments_give_empty_text():
+    assert clean_text([], LOUD, OPTS) == ""
+
+
+# Rule 1: no_speech_prob and avg_logprob together.
+def test_segment_marked_silent_by_decoder_is_dropped():
+    segments = [seg("Hello there."), seg(" Something odd.", no_speech=0.7, logprob=-1.2)]
+    assert clean_text(segments, LOUD, OPTS) == "Hello there."
+
+
+@pytest.mark.parametrize(("no_speech", "logprob"), [(0.7, -0.5), (0.5, -1.5), (0.6, -1.5), (0.7, -1.0)])
+def test_segment_needs_both_conditions_to_be_dropped(no_speech: float, logprob: float):
+    assert clean_text([seg("Quiet but sure.", no_speech, logprob)], LOUD, OPTS) == "Quiet but sure."
+
+
+# Rule 2: repetition loops.
+def test_repetition_loop_is_dropped():
+    loop = seg(" the the the the the the the the the the", ratio=4.1)
+    assert clean_text([seg("Start."), loop], LOUD, OPTS) == "Start."
+
+
+def test_compression_ratio_at_threshold_is_kept():
+    assert clean_text([seg("Fine.", ratio=2.4)], LOUD, OPTS) == "Fine."
+
+
+# Rule 3: captions and symbols only.
+@pytest.mark.parametrize(
+    "text", ["♪", " ♪♪ ", "[Music]", "[BLANK_AUDIO]", "(silence)", "*applause*", "...", "-", "🎵 [MUSIC] 🎵"]
+)
+def test_non_speech_markers_give_empty_text(text: str):
+    assert clean_text([seg(text)], LOUD, OPTS) == ""
+
+
+def test_markers_are_stripped_from_real_speech():
+    assert clean_text([seg("[MUSIC] Hello ♪ world (laughs)")], LOUD, OPTS) == "Hello world"
+
+
+def test_strip_annotations():
+    assert strip_annotations("♪ [BLANK_AUDIO]  Hi (coughs) there *sigh*") == "Hi there"
+
+
+# Rule 4: known phrases only when the audio or the decoder agrees.
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Thank you.",
+        " Thanks for watching!",
+        "Thank you for watching.",
+        "you",
+        "Bye.",
+        "So",
+        "Okay.",
+        "Subtitles by the Amara.org community",
+        "Please subscribe.",
+    ],
+)
+def test_known_phrase_on_quiet_audio_is_dropped(text: str):
+    assert clean_text([seg(text)], QUIET, OPTS) == ""
+
+
+def test_known_phrase_with_unsure_decoder_is_dropped_even_when_loud():
+    assert clean_text([seg("Thank you.", no_speech=0.35)], LOUD, OPTS) == ""
+    assert clean_text([seg("Thank you.", logprob=-0.8)], LOUD, OPTS) == ""
+
+
+def test_known_phrase_loud_and_confident_is_kept():
+    assert clean_text([seg(" Thank you.")], LOUD, OPTS) == "Thank you."
+
+
+def test_known_phrase_across_segments_is_matched_as_a_whole():
+    assert clean_text([seg("Thank you"), seg(" for watching!")], QUIET, OPTS) == ""
+
+
+def test_known_phrase_inside_longer_text_is_kept_even_when_quiet():
+    assert clean_text([seg("Thank you for the report.")], QUIET, OPTS) == "Thank you for the report."
+
+
+def test_phrase_level_boundary_is_strict():
+    assert clean_text([seg("Okay.")], -45.0, OPTS) == "Okay."
+    assert clean_text([seg("Okay.")], -45.1, OPTS) == ""
+
+
+def test_custom_options_are_honoured():
+    opts = HallucinationFilter(compression_ratio_threshold=3.0, phrases=frozenset({"hello"}))
+    assert clean_text([seg("Hello!", ratio=2.8)], QUIET, opts) == ""
+    assert clean_text([seg("Thank you.", ratio=2.8)], QUIET, opts) == "Thank you."
+
+
+def test_normalise():
+    assert normalise("  Thank   YOU! ") == "thank you"
+    assert normalise("Subtitles by the Amara.org community") == "subtitles by the amara org community"
+    assert normalise("...") == ""
+
+
+def test_phrase_set_is_normalised():
+    assert {"thank you", "thanks for watching", "you", "bye", "", "so", "okay"} <= KNOWN_HALLUCINATIONS
+    assert all(normalise(p) == p for p in KNOWN_HALLUCINATIONS)
+
+
+def pcm(samples: np.ndarray) -> bytes:
+    return samples.astype("<i2").tobytes()
+
+
+def test_level_of_silence_and_empty_audio_is_the_floor():
+    assert level_dbfs(b"") == SILENCE_DBFS
+    assert level_dbfs(pcm(np.zeros(1600))) == SILENCE_DBFS
+
+
+def test_level_of_full_scale_square_wave_is_zero():
+    assert level_dbfs(pcm(np.tile([32767, -32767], 800))) == pytest.approx(0.0, abs=0.001)
+
+
+def test_level_of_half_scale_sine_is_minus_nine():
+    t = np.arange(16000) / 16000
+    expected = 20 * math.log10(0.5 / math.sqrt(2))  # -9.03 dB
+    sine = np.round(16384 * np.sin(2 * math.pi * 440 * t))
+    assert level_dbfs(pcm(sine)) == pytest.approx(expected, abs=0.01)
+
+
+def test_level_of_single_lsb_and_odd_length():
+    assert level_dbfs(pcm(np.ones(100))) == pytest.approx(20 * math.log10(1 / 32768))  # -90.3 dB
+    assert level_dbfs(pcm(np.ones(100)) + b"\x01") == pytest.approx(20 * math.log10(1 / 32768))
