@@ -1,0 +1,292 @@
+"""Audio conversion: WAV files and sample rates to PCM s16le 16 kHz mono.
+
+Pure numpy, no I/O except :func:`read_wav`. Used by the CLI client (file -> wire format) and by
+the edge when a client streams at another ``?sample_rate=`` (:class:`StreamResampler`).
+
+Resampling is linear interpolation; when downsampling by more than 1.5x the input is first
+low-passed with a windowed-sinc FIR (zero phase: its group delay is compensated) so that content
+above the new Nyquist frequency does not fold back into the speech band. The one-shot
+:func:`resample_s16` is the streaming resampler fed in one piece, so chunked and one-shot
+outputs agree up to the last bit of rounding.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import wave
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+TARGET_RATE = 16000
+"""The rate of everything behind the edge: PCM s16le mono at 16 kHz."""
+
+_CONVERT_HINT = "sox {path} -r 16000 -c 1 -b 16 out.wav"
+_WAVE_FORMAT_PCM = 0x0001
+_WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+_MIN_FILTER_RATIO = 1.5  # lowpass before interpolating when from_rate / to_rate exceeds this
+_TAPS_PER_RATIO = 16  # FIR length per unit of decimation ratio (about 8 zero crossings each side)
+_CUTOFF = 0.9  # FIR cutoff as a fraction of the output Nyquist frequency
+
+Floats = npt.NDArray[np.float64]
+
+
+class AudioFormatError(ValueError):
+    """A file that is not audio this service can read, with what was found and how to fix it."""
+
+    def __init__(self, path: str, found: str) -> None:
+        self.path = path
+        self.found = found  # what the file turned out to be, e.g. "IEEE float WAV (format 3)"
+        super().__init__(
+            f"{path}: {found}; need a PCM WAV file (8/16/24/32-bit integer samples, any rate and "
+            f"channel count). Convert with: {_CONVERT_HINT.format(path=path)}"
+        )
+
+
+def pcm_duration_s(nbytes: int, rate: int = TARGET_RATE) -> float:
+    """Seconds of audio in ``nbytes`` of PCM s16le mono at ``rate`` Hz."""
+    return nbytes / (2 * rate)
+
+
+# --- resampling --------------------------------------------------------------------------------
+
+
+def _lowpass_taps(from_rate: int, to_rate: int) -> Floats:
+    """Hann-windowed sinc lowpass at ``_CUTOFF`` of the output Nyquist, unity DC gain, odd length."""
+    ratio = from_rate / to_rate
+    ntaps = math.ceil(ratio * _TAPS_PER_RATIO) | 1
+    cutoff = 0.5 * _CUTOFF / ratio  # cycles per input sample
+    n = np.arange(ntaps, dtype=np.float64) - (ntaps - 1) / 2
+    taps = 2 * cutoff * np.sinc(2 * cutoff * n) * np.hanning(ntaps + 2)[1:-1]
+    result: Floats = taps / taps.sum()
+    return result
+
+
+def _to_s16(samples: Floats) -> bytes:
+    return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
+
+
+class StreamResampler:
+    """Chunk-by-chunk resampler of PCM s16le mono, continuous across chunk boundaries.
+
+    Output sample ``k`` sits at input position ``k * from_rate / to_rate`` (exact integer
+    arithmetic, no drift). Between chunks it keeps the input samples still needed for
+    interpolation, the lowpass history and an odd trailing byte. Call :meth:`flush` once at the
+    end of the stream for the remaining tail; the total output is then
+    ``ceil(n_in * to_rate / from_rate)`` samples. ``from_rate == to_rate`` passes bytes through.
+    """
+
+    def __init__(self, from_rate: int, to_rate: int) -> None:
+        if from_rate <= 0 or to_rate <= 0:
+            raise ValueError(f"sample rates must be positive, got {from_rate} -> {to_rate}")
+        self.from_rate = from_rate
+        self.to_rate = to_rate
+        g = math.gcd(from_rate, to_rate)
+        self._up = to_rate // g  # output samples per ...
+        self._down = from_rate // g  # ... this many input samples
+        self._passthrough = from_rate == to_rate
+        self._odd_byte = b""
+        # lowpass state (only when downsampling by more than _MIN_FILTER_RATIO)
+        self._taps: Floats | None = None
+        self._history: Floats = np.zeros(0)
+        self._delay_left = 0  # leading filter outputs that precede input sample 0
+        if from_rate > _MIN_FILTER_RATIO * to_rate:
+            self._taps = _lowpass_taps(from_rate, to_rate)
+            self._history = np.zeros(len(self._taps) - 1)
+            self._delay_left = (len(self._taps) - 1) // 2
+        # interpolation state
+        self._buf: Floats = np.zeros(0)  # input samples from absolute index _buf_start on
+        self._buf_start = 0
+        self._n_in = 0  # input samples that reached the interpolator
+        self._n_out = 0  # output samples emitted
+        self._flushed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"StreamResampler({self.from_rate} -> {self.to_rate}, in={self._n_in}, out={self._n_out}, "
+            f"filter={0 if self._taps is None else len(self._taps)} taps)"
+        )
+
+    def process(self, pcm: bytes) -> bytes:
+        """Resample the next chunk; returns the output samples that are complete so far."""
+        if self._flushed:
+            raise RuntimeError("StreamResampler.process() after flush()")
+        if self._passthrough:
+            return pcm
+        data = self._odd_byte + pcm
+        usable = len(data) - len(data) % 2
+        self._odd_byte = data[usable:]
+        samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float64)
+        return _to_s16(self.process_float(samples))
+
+    def flush(self) -> bytes:
+        """Emit the tail of the stream; the resampler accepts no more input afterwards."""
+        if self._passthrough:
+            self._flushed = True
+            return b""
+        return _to_s16(self.flush_float())
+
+    def process_float(self, samples: Floats) -> Floats:
+        """:meth:`process` on samples already decoded to float (int16 scale)."""
+        return self._interpolate(self._filter(samples), final=False)
+
+    def flush_float(self) -> Floats:
+        """:meth:`flush` returning float samples (int16 scale)."""
+        if self._flushed:
+            return np.zeros(0)
+        self._flushed = True
+        tail = np.zeros(0)
+        if self._taps is not None:
+            # Push the centred filter's look-ahead through with zeros (silence after the end).
+            tail = self._filter(np.zeros((len(self._taps) - 1) // 2))
+        return self._interpolate(tail, final=True)
+
+    def _filter(self, samples: Floats) -> Floats:
+        if self._taps is None or len(samples) == 0:
+            return samples
+        padded = np.concatenate([self._history, samples])
+        self._history = padded[len(padded) - (len(self._taps) - 1) :]
+        out: Floats = np.convolve(padded, self._taps, mode="valid")
+        if self._delay_left:
+            skip = min(self._delay_left, len(out))
+            self._delay_left -= skip
+            out = out[skip:]
+        return out
+
+    def _interpolate(self, samples: Floats, *, final: bool) -> Floats:
+        self._buf = np.concatenate([self._buf, samples])
+        self._n_in += len(samples)
+        end = self._n_in  # one past the last input sample available
+        if final:
+            # Every output position before the last input sample; the right neighbour is clamped.
+            k_end = -(-end * self._up // self._down)
+        else:
+            # Positions whose right neighbour (idx + 1) has arrived: k * down < (end - 1) * up.
+            k_end = max(self._n_out, -(-(end - 1) * self._up // self._down))
+        k = np.arange(self._n_out, k_end, dtype=np.int64)
+        pos = k * self._down
+        idx = pos // self._up
+        frac = (pos - idx * self._up) / self._up
+        local = idx - self._buf_start
+        right = np.minimum(local + 1, len(self._buf) - 1)
+        out: Floats = self._buf[local] * (1 - frac) + self._buf[right] * frac if len(k) else np.zeros(0)
+        self._n_out = k_end
+        keep_from = self._n_out * self._down // self._up  # first input sample still needed
+        drop = min(max(keep_from - self._buf_start, 0), len(self._buf))
+        self._buf = self._buf[drop:]
+        self._buf_start += drop
+        return out
+
+
+def _resample_float(samples: Floats, from_rate: int, to_rate: int) -> Floats:
+    if from_rate == to_rate:
+        return samples
+    resampler = StreamResampler(from_rate, to_rate)
+    return np.concatenate([resampler.process_float(samples), resampler.flush_float()])
+
+
+def resample_s16(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
+    """Resample a whole buffer of PCM s16le mono from ``from_rate`` to ``to_rate`` Hz."""
+    if from_rate == to_rate:
+        return pcm
+    resampler = StreamResampler(from_rate, to_rate)
+    return resampler.process(pcm) + resampler.flush()
+
+
+# --- WAV files ---------------------------------------------------------------------------------
+
+
+def _decode_pcm(frames: bytes, sampwidth: int, nchannels: int) -> Floats:
+    """Interleaved little-endian PCM to a (frames, channels) float array at int16 scale."""
+    if sampwidth == 1:  # 8-bit WAV is unsigned
+        samples = (np.frombuffer(frames, dtype=np.uint8).astype(np.float64) - 128) * 256
+    elif sampwidth == 2:
+        samples = np.frombuffer(frames, dtype="<i2").astype(np.float64)
+    elif sampwidth == 3:
+        raw = np.frombuffer(frames, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        value = raw[:, 0] | (raw[:, 1] << 8) | (raw[:, 2] << 16)
+        value = np.where(value >= 1 << 23, value - (1 << 24), value)
+        samples = value.astype(np.float64) / 256
+    elif sampwidth == 4:
+        samples = np.frombuffer(frames, dtype="<i4").astype(np.float64) / 65536
+    else:
+        raise ValueError(f"unsupported sample width {sampwidth}")
+    usable = len(samples) - len(samples) % nchannels
+    result: Floats = samples[:usable].reshape(-1, nchannels)
+    return result
+
+
+def _read_extensible(path: Path) -> tuple[int, int, int, bytes]:
+    """Parse a WAVE_FORMAT_EXTENSIBLE file (which ``wave`` reads only from Python 3.12 on).
+
+    Returns (channels, sample width in bytes, rate, frames) if its sub-format is integer PCM.
+    """
+    data = path.read_bytes()
+    fmt: bytes | None = None
+    frames: bytes | None = None
+    offset = 12
+    while offset + 8 <= len(data) and (fmt is None or frames is None):
+        chunk_id = data[offset : offset + 4]
+        (size,) = struct.unpack_from("<I", data, offset + 4)
+        body = data[offset + 8 : offset + 8 + size]
+        if chunk_id == b"fmt ":
+            fmt = body
+        elif chunk_id == b"data":
+            frames = body
+        offset += 8 + size + (size & 1)
+    if fmt is None or frames is None or len(fmt) < 40:
+        raise AudioFormatError(str(path), "a malformed WAVE_FORMAT_EXTENSIBLE file")
+    nchannels, rate = struct.unpack_from("<HI", fmt, 2)
+    (bits,) = struct.unpack_from("<H", fmt, 14)
+    (sub_format,) = struct.unpack_from("<H", fmt, 24)
+    if sub_format != _WAVE_FORMAT_PCM:
+        raise AudioFormatError(str(path), f"a non-PCM WAV (extensible sub-format {sub_format})")
+    return nchannels, (bits + 7) // 8, rate, frames
+
+
+def _describe_wave_error(path: Path, error: Exception) -> str:
+    text = str(error)
+    if text.startswith("unknown format: "):
+        code = text.removeprefix("unknown format: ")
+        names = {"3": "IEEE float", "6": "A-law", "7": "µ-law", "85": "MP3", "2": "ADPCM"}
+        return f"a non-PCM WAV ({names.get(code, 'compressed')}, format {code})"
+    with path.open("rb") as file:
+        head = file.read(4)
+    if head != b"RIFF":
+        return f"not a WAV file (starts with {head!r})"
+    return f"an unreadable WAV file ({text})"
+
+
+def read_wav(path: str | PathLike[str]) -> bytes:
+    """Read a PCM WAV file of any width, rate and channel count as PCM s16le 16 kHz mono.
+
+    Channels are averaged, the rate converted with :func:`resample_s16`'s resampler. Raises
+    :class:`AudioFormatError` for anything that is not integer-PCM WAV audio, ``OSError`` when the
+    file cannot be opened.
+    """
+    file = Path(path)
+    if file.stat().st_size == 0:
+        raise AudioFormatError(str(file), "an empty file (0 bytes)")
+    try:
+        with wave.open(str(file), "rb") as wav:
+            nchannels, sampwidth, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
+            frames = wav.readframes(wav.getnframes())
+    except wave.Error as error:
+        if str(error) == f"unknown format: {_WAVE_FORMAT_EXTENSIBLE}":
+            nchannels, sampwidth, rate, frames = _read_extensible(file)
+        else:
+            raise AudioFormatError(str(file), _describe_wave_error(file, error)) from error
+    except EOFError as error:
+        raise AudioFormatError(str(file), "a truncated WAV header") from error
+    if sampwidth not in (1, 2, 3, 4):
+        raise AudioFormatError(str(file), f"a WAV with {sampwidth * 8}-bit samples")
+    if nchannels < 1 or rate <= 0:
+        raise AudioFormatError(str(file), f"a WAV with {nchannels} channels at {rate} Hz")
+    samples = _decode_pcm(frames, sampwidth, nchannels)
+    if len(samples) == 0:
+        raise AudioFormatError(str(file), "a WAV without audio frames")
+    mono: Floats = samples.mean(axis=1)
+    return _to_s16(_resample_float(mono, rate, TARGET_RATE))
