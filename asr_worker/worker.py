@@ -1,0 +1,210 @@
+"""The ASR worker: takes jobs (finals first), runs faster-whisper in a bounded executor, publishes
+transcripts.
+
+Finals come from a durable work queue and are acknowledged only after their transcript is stored
+in the RESULTS stream: a worker killed mid-job loses nothing, JetStream redelivers the job.
+Partials come from a latest-only queue, are skipped when stale, and go out on core NATS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import msgspec
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+
+from asr_worker.transcriber import Recognition, Transcriber, TranscriberOptions
+from common import health, metrics, presence, subjects
+from common.messages import AsrJob, Transcript, encode, job_decoder, result_decoder
+from common.settings import Settings
+from common.streams import ensure_streams
+
+log = logging.getLogger(__name__)
+
+ROLE = "asr"
+FINAL_POLL_S = 0.1
+PARTIAL_POLL_S = 0.05
+IN_PROGRESS_EVERY_S = 15.0  # well inside the final consumer's ack_wait
+
+
+def transcriber_options(settings: Settings) -> TranscriberOptions:
+    return TranscriberOptions(
+        model=settings.model,
+        device=settings.device,
+        compute_type=settings.compute_type,
+        beam_size=settings.beam_size,
+        cpu_threads=settings.cpu_threads,
+        num_workers=settings.asr_concurrency,
+        language=settings.language or None,
+    )
+
+
+class AsrWorker:
+    def __init__(self, settings: Settings, transcriber: Transcriber) -> None:
+        self.settings = settings
+        self.transcriber = transcriber
+        self.worker_id = settings.effective_worker_id
+        self.executor = ThreadPoolExecutor(settings.asr_concurrency, thread_name_prefix="asr")
+        self.nc: NATS | None = None
+        self.js: JetStreamContext | None = None
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self.counts = {"final": 0, "partial": 0, "stale": 0, "failed": 0}
+
+    def __repr__(self) -> str:
+        return f"<AsrWorker {self.worker_id} running={len(self._jobs)} {self.counts}>"
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.nc and self.nc.is_connected and not self._stopping)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        self.nc = await nats.connect(s.nats_url.split(","), name=f"asr-{self.worker_id}",
+                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        self.js = self.nc.jetstream(timeout=s.publish_timeout_seconds)
+        await ensure_streams(self.js, s)
+        kv = await presence.bucket(self.js)
+        beat = asyncio.create_task(presence.heartbeat(kv, ROLE, self.worker_id), name="heartbeat")
+        puller = asyncio.create_task(self._pull(), name="pull")
+        try:
+            async with health.serve(health.worker_app(lambda: self.ready), s.host, s.asr_http_port):
+                log.info("asr worker %s ready (model %s on %s, %d slot(s))", self.worker_id, s.model,
+                         s.device, s.asr_concurrency)
+                await stop.wait()
+        finally:
+            # Stop taking jobs; finish the running ones within a bound. An unfinished final is
+            # not acknowledged, so JetStream hands it to another worker.
+            self._stopping = True
+            puller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await puller
+            if self._jobs:
+                await asyncio.wait(self._jobs, timeout=20.0)
+            for task in list(self._jobs):
+                task.cancel()
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            await self.nc.drain()
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _pull(self) -> None:
+        assert self.js is not None
+        finals = await self.js.pull_subscribe_bind(durable=subjects.FINAL_CONSUMER,
+                                                   stream=subjects.JOBS_FINAL_STREAM)
+        partials = await self.js.pull_subscribe_bind(durable=subjects.PARTIAL_CONSUMER,
+                                                     stream=subjects.JOBS_PARTIAL_STREAM)
+        slots = asyncio.Semaphore(self.settings.asr_concurrency)
+        while True:
+            await slots.acquire()
+            msg = await _fetch_one(finals, FINAL_POLL_S) or await _fetch_one(partials, PARTIAL_POLL_S)
+            if msg is None:
+                slots.release()
+                continue
+            task = asyncio.create_task(self._handle(msg), name="job")
+            self._jobs.add(task)
+
+            def done(t: asyncio.Task[None]) -> None:
+                self._jobs.discard(t)
+                slots.release()
+
+            task.add_done_callback(done)
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            job = job_decoder.decode(msg.data)
+        except msgspec.DecodeError:
+            log.error("dropping undecodable job on %s", msg.subject)
+            await msg.term()
+            return
+        kind = "final" if job.is_final else "partial"
+        age = time.time() - job.created_at
+        metrics.ASR_QUEUE_WAIT.labels(kind).observe(max(0.0, age))
+        if not job.is_final and age * 1000 > self.settings.partial_max_age_ms:
+            self.counts["stale"] += 1
+            metrics.ASR_JOBS.labels(kind, "stale").inc()
+            await msg.ack()
+            return
+        keepalive = asyncio.create_task(_in_progress(msg)) if job.is_final else None
+        try:
+            prompt = await self._context(job.session_id) if job.is_final else ""
+            rec = await asyncio.get_running_loop().run_in_executor(
+                self.executor, lambda: self.transcriber.transcribe(job.audio, is_final=job.is_final,
+                                                                   prompt=prompt)
+            )
+            await self._publish(job, rec, prompt)
+        except Exception:
+            self.counts["failed"] += 1
+            metrics.ASR_JOBS.labels(kind, "failed").inc()
+            log.exception("session %s %s job %s failed", job.session_id, kind, job.utterance_id,
+                          extra={"session_id": job.session_id})
+            if job.is_final:
+                await msg.nak(delay=1.0)  # another try, possibly on another worker
+            return
+        finally:
+            if keepalive is not None:
+                keepalive.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keepalive
+        await msg.ack()
+        self.counts[kind] += 1
+        metrics.ASR_JOBS.labels(kind, "ok" if rec.text else "empty").inc()
+        metrics.ASR_INFERENCE.labels(kind).observe(rec.inference_s)
+        if rec.audio_s > 0:
+            metrics.ASR_RTF.labels(kind).observe(rec.inference_s / rec.audio_s)
+        if job.is_final:
+            log.info("session %s final %d %6.2fs → %r", job.session_id, job.final_index, rec.inference_s,
+                     rec.text, extra={"session_id": job.session_id})
+
+    async def _publish(self, job: AsrJob, rec: Recognition, prompt: str) -> None:
+        assert self.nc is not None and self.js is not None
+        context = f"{prompt} {rec.text}".strip()[-self.settings.context_chars:] if job.is_final else ""
+        result = Transcript(
+            session_id=job.session_id, utterance_id=job.utterance_id, is_final=job.is_final,
+            text=rec.text, start_s=job.start_s, end_s=job.end_s, final_index=job.final_index,
+            context=context, worker_id=self.worker_id, inference_s=rec.inference_s,
+            speech_end_at=job.speech_end_at,
+        )
+        if job.is_final:
+            await self.js.publish(subjects.result_final(job.session_id), encode(result),
+                                  headers={subjects.H_MSG_ID: f"{job.session_id}.r{job.final_index}"})
+        else:
+            await self.nc.publish(subjects.result_partial(job.session_id), encode(result))
+
+    async def _context(self, session_id: str) -> str:
+        """The session's recent text: the context stored with its latest final."""
+        if not self.settings.context_chars:
+            return ""
+        assert self.js is not None
+        try:
+            last = await self.js.get_last_msg(subjects.RESULTS_STREAM, subjects.result_final(session_id),
+                                              direct=True)
+        except NotFoundError:
+            return ""
+        if not last.data:
+            return ""
+        stored = result_decoder.decode(last.data)
+        return stored.context if isinstance(stored, Transcript) else ""
+
+
+async def _fetch_one(sub: JetStreamContext.PullSubscription, timeout: float) -> Msg | None:
+    try:
+        msgs = await sub.fetch(1, timeout=timeout)
+    except (TimeoutError, nats.errors.TimeoutError):
+        return None
+    return msgs[0] if msgs else None
+
+
+async def _in_progress(msg: Msg) -> None:
+    while True:
+        await asyncio.sleep(IN_PROGRESS_EVERY_S)
+        await msg.in_progress()

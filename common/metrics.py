@@ -1,0 +1,55 @@
+"""Every Prometheus metric of every role, declared in one place.
+
+Each role is its own process, so each exports only the metrics it moves; names say the stage.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0)
+E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+# --- edge ---------------------------------------------------------------------------------
+SESSIONS_TOTAL = Counter("asr_sessions_total", "Sessions admitted by this edge")
+SESSIONS_REJECTED = Counter("asr_sessions_rejected_total", "Sessions refused", ["reason"])
+ACTIVE_SESSIONS = Gauge("asr_active_sessions", "Sessions open on this edge")
+CHUNKS_RECEIVED = Counter("asr_chunks_received_total", "Audio chunks accepted from clients")
+BYTES_RECEIVED = Counter("asr_bytes_received_total", "Audio bytes accepted from clients (16 kHz PCM)")
+CLIENT_ERRORS = Counter("asr_client_errors_total", "Error messages sent to clients", ["code"])
+MESSAGES_SENT = Counter("asr_messages_sent_total", "Messages sent to clients", ["type"])
+MESSAGES_DROPPED = Counter("asr_messages_dropped_total", "Messages dropped for a full send queue", ["type"])
+SLOW_CLIENT_CLOSES = Counter("asr_slow_client_closes_total", "Clients closed with 1008 (too slow)")
+REQUEST_LATENCY = Histogram(
+    "asr_request_latency_seconds", "Edge handling time of one client message", buckets=LATENCY_BUCKETS
+)
+FINAL_LATENCY = Histogram(
+    "asr_final_latency_seconds",
+    "End of speech (seen by the VAD worker) to the final leaving the edge",
+    buckets=E2E_BUCKETS,
+)
+
+# --- VAD worker -----------------------------------------------------------------------------
+VAD_FRAMES = Counter("asr_vad_frames_total", "Frames classified by webrtcvad")
+VAD_SECONDS = Histogram("asr_vad_batch_seconds", "Thread time of one VAD batch", buckets=LATENCY_BUCKETS)
+VAD_SESSIONS = Gauge("asr_vad_sessions", "Sessions with VAD state in this worker")
+VAD_SHARDS = Gauge("asr_vad_shards_owned", "Audio shards this VAD worker owns")
+VAD_JOBS = Counter("asr_vad_jobs_total", "ASR jobs published", ["kind"])
+VAD_STAGE_LATENCY = Histogram(
+    "asr_stage_edge_to_vad_seconds", "Edge publish to VAD processing", buckets=LATENCY_BUCKETS
+)
+
+# --- ASR worker -----------------------------------------------------------------------------
+ASR_JOBS = Counter("asr_jobs_total", "ASR jobs handled", ["kind", "outcome"])
+ASR_INFERENCE = Histogram(
+    "asr_inference_seconds", "Model time of one job", ["kind"], buckets=E2E_BUCKETS
+)
+ASR_RTF = Histogram(
+    "asr_real_time_factor", "Inference seconds per second of audio", ["kind"],
+    buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+)
+ASR_QUEUE_WAIT = Histogram(
+    "asr_stage_vad_to_asr_seconds", "Job creation to the start of inference", ["kind"],
+    buckets=E2E_BUCKETS,
+)
+ASR_BUSY = Gauge("asr_worker_busy_slots", "Jobs running in this ASR worker")

@@ -1,0 +1,150 @@
+"""The edge: ``init(settings) -> web.Application`` with the WebSocket and HTTP routes.
+
+Long-lived resources (the NATS connection, the worker-presence poller) are owned by
+``cleanup_ctx``: created before the first request, cancelled and closed after the last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import nats
+from aiohttp import web
+
+from common import metrics, presence
+from common.health import metrics_handler
+from common.settings import Settings
+from common.streams import ensure_streams
+from ingest import protocol as p
+from ingest.connection import Connection, EdgeContext
+from ingest.session_store import MemorySessionStore
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+CONTEXT = web.AppKey("context", EdgeContext)
+WORKERS = web.AppKey("workers", dict)  # role -> live worker ids, refreshed in the background
+
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 48000
+
+
+async def stream_handler(request: web.Request) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    settings = ctx.settings
+    raw_rate = request.query.get("sample_rate", "16000")
+    if not raw_rate.isdigit() or not MIN_SAMPLE_RATE <= int(raw_rate) <= MAX_SAMPLE_RATE:
+        return web.json_response(
+            p.error(p.INVALID_MESSAGE,
+                    f"sample_rate must be a whole number of Hz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}"),
+            status=400,
+        )
+    ws = web.WebSocketResponse(max_msg_size=settings.max_frame_bytes, heartbeat=20.0)
+    await ws.prepare(request)
+    if ctx.draining:
+        await ws.send_json(p.error(p.CAPACITY, "Edge is draining, reconnect to another edge"))
+        await ws.close(code=p.CLOSE_DRAINING, message=b"Edge draining")
+        return ws
+    await Connection(ctx, ws, int(raw_rate)).run()
+    return ws
+
+
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def readiness(app: web.Application) -> dict[str, Any]:
+    ctx = app.get(CONTEXT)
+    workers = app[WORKERS]
+    checks = {
+        "nats": bool(ctx and ctx.nc.is_connected),
+        "not_draining": bool(ctx and not ctx.draining),
+    }
+    if app[SETTINGS].require_workers_ready:
+        checks["vad_worker"] = bool(workers.get("vad"))
+        checks["asr_worker"] = bool(workers.get("asr"))
+    return {"ready": all(checks.values()), "checks": checks}
+
+
+async def readyz(request: web.Request) -> web.Response:
+    body = readiness(request.app)
+    return web.json_response(body, status=200 if body["ready"] else 503)
+
+
+async def json_metrics(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    cluster, own = await ctx.store.counts()
+    limit = min(ctx.settings.max_global_sessions, ctx.settings.max_sessions_per_worker)
+    return web.json_response({
+        "worker_id": ctx.edge_id,
+        "active_sessions": cluster,
+        "edge_active_sessions": own,
+        "max_sessions": limit,
+        "capacity_percent": round(100.0 * cluster / limit, 2),
+        "sessions_by_state": await ctx.store.states(),
+        "uptime_seconds": round(time.time() - ctx.started_at, 3),
+        "draining": ctx.draining,
+        "workers": {role: len(ids) for role, ids in request.app[WORKERS].items()},
+    })
+
+
+async def _bus(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    edge_id = settings.effective_worker_id
+    nc = await nats.connect(
+        settings.nats_url.split(","), name=f"ingest-{edge_id}", max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5, connect_timeout=5,
+    )
+    js = nc.jetstream(timeout=settings.publish_timeout_seconds)
+    await ensure_streams(js, settings)
+    store = MemorySessionStore(edge_id, settings.max_sessions_per_worker, settings.max_global_sessions)
+    app[CONTEXT] = EdgeContext(settings=settings, nc=nc, js=js, store=store, edge_id=edge_id)
+    kv = await presence.bucket(js)
+    poller = asyncio.create_task(_poll_workers(app, kv), name="poll-workers")
+    log.info("edge %s connected to NATS %s", edge_id, nc.connected_url.netloc if nc.connected_url else "?")
+    try:
+        yield
+    finally:
+        poller.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poller
+        await nc.drain()
+
+
+async def _poll_workers(app: web.Application, kv: Any) -> None:
+    while True:
+        try:
+            app[WORKERS] = await presence.live_workers(kv)
+        except Exception as exc:  # bus hiccup: keep the last view, try again
+            log.warning("could not read worker presence: %s", exc)
+        await asyncio.sleep(1.0)
+
+
+async def _close_sockets(app: web.Application) -> None:
+    """On shutdown: no new sessions; open ones are told to reconnect elsewhere (1012)."""
+    ctx = app.get(CONTEXT)
+    if ctx is None:
+        return
+    ctx.draining = True
+    for conn in list(ctx.connections):
+        with contextlib.suppress(ConnectionError):
+            await conn.ws.close(code=p.CLOSE_DRAINING, message=b"Edge draining")
+
+
+def init(settings: Settings) -> web.Application:
+    app = web.Application()
+    app[SETTINGS] = settings
+    app[WORKERS] = {}
+    app.cleanup_ctx.append(_bus)
+    app.on_shutdown.append(_close_sockets)
+    app.router.add_get("/v1/stream", stream_handler)
+    app.router.add_get("/v1/metrics", json_metrics)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    _ = metrics  # the edge's metrics are declared in common.metrics
+    return app

@@ -1,0 +1,430 @@
+"""One client's stream: WebSocket in, JetStream out, results back through a bounded queue.
+
+Tasks per connection, all owned here: the reader (this coroutine), one writer draining the
+``SendQueue``, and the NATS subscription callback that only enqueues. Everything is torn down in
+``finally`` whatever ended the session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import secrets
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from aiohttp import WSCloseCode, WSMsgType, web
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from nats.js.errors import NotFoundError
+
+from common import metrics, subjects
+from common.audio import TARGET_RATE, StreamResampler
+from common.messages import (
+    Result,
+    SessionError,
+    SessionFlushed,
+    SpeechStarted,
+    Transcript,
+    UtteranceEnd,
+    result_decoder,
+)
+from common.settings import Settings
+from ingest import protocol as p
+from ingest.finals import FinalOrderer
+from ingest.send_queue import Put, SendQueue
+from ingest.session_store import SessionRecord, SessionStore
+
+log = logging.getLogger(__name__)
+
+MAX_PENDING_PUBLISHES = 64  # per session: unacknowledged audio publishes before reading pauses
+REPAIR_AFTER_S = 2.0  # finals still missing this long after session_flushed are read from the stream
+
+_json = msgspec.json.Encoder()
+
+
+@dataclass
+class EdgeContext:
+    """What every connection of one edge shares."""
+
+    settings: Settings
+    nc: NATS
+    js: JetStreamContext
+    store: SessionStore
+    edge_id: str
+    started_at: float = field(default_factory=time.time)
+    draining: bool = False
+    connections: set[Connection] = field(default_factory=set)
+
+
+class _Closed(Exception):
+    """The session must end now with this close code."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Connection:
+    def __init__(self, ctx: EdgeContext, ws: web.WebSocketResponse, sample_rate: int) -> None:
+        self.ctx = ctx
+        self.ws = ws
+        self.settings = ctx.settings
+        self.sample_rate = sample_rate
+        self.session_id = uuid.uuid4().hex
+        self.resume_token = secrets.token_urlsafe(32)
+        self.record = SessionRecord(
+            session_id=self.session_id,
+            edge_id=ctx.edge_id,
+            resume_token_hash=hashlib.sha256(self.resume_token.encode()).hexdigest(),
+        )
+        self.subject = subjects.audio(self.session_id, self.settings.audio_shards)
+        self.resampler = StreamResampler(sample_rate, TARGET_RATE)
+        self.queue = SendQueue(self.settings.max_send_queue_size)
+        self.orderer = FinalOrderer()
+        self._wake = asyncio.Event()
+        self._emptied = asyncio.Event()  # set by the writer each time it has sent all it had
+        self._wake_flush = asyncio.Event()
+        self._fatal: _Closed | None = None
+        self._pending: deque[asyncio.Future[PubAck]] = deque()
+        self._seq = 0
+        self._offset = 0  # bytes of 16 kHz audio published
+        self._full_events = 0
+        self._final_utterances: set[str] = set()  # released finals, to drop their late partials
+        self.started = time.monotonic()
+        self.counts = {"partials_sent": 0, "partials_dropped": 0, "errors_sent": 0, "chunks": 0}
+
+    def __repr__(self) -> str:
+        return (
+            f"<Connection {self.session_id} bytes={self.record.audio_bytes_received} "
+            f"finals={self.record.transcripts_sent} queued={len(self.queue)}>"
+        )
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        if not await self.ctx.store.admit(self.record):
+            metrics.SESSIONS_REJECTED.labels("capacity").inc()
+            metrics.CLIENT_ERRORS.labels(p.CAPACITY).inc()
+            await self.ws.send_str(_dumps(p.error(p.CAPACITY, "Service at capacity, please try again")))
+            await self.ws.close(code=p.CLOSE_CAPACITY, message=b"At capacity")
+            return
+        metrics.SESSIONS_TOTAL.inc()
+        metrics.ACTIVE_SESSIONS.inc()
+        self.ctx.connections.add(self)
+        sub = None
+        writer = asyncio.create_task(self._writer(), name=f"writer-{self.session_id}")
+        close = _Closed(p.CLOSE_NORMAL, "")
+        try:
+            sub = await self.ctx.nc.subscribe(subjects.results(self.session_id), cb=self._on_result)
+            await self._publish(subjects.H_KIND, "start", b"")
+            self.record.state = "active"
+            await self.ctx.store.update(self.record)
+            self._send(
+                p.session_started(self.session_id, self.resume_token, self.ctx.edge_id, self.sample_rate),
+                droppable=False,
+            )
+            log.info("session %s started (sample_rate=%d)", self.session_id, self.sample_rate,
+                     extra={"session_id": self.session_id})
+            close = await self._read_loop()
+        except _Closed as exc:
+            close = exc
+        except (TimeoutError, ConnectionError) as exc:
+            log.warning("session %s: bus error: %r", self.session_id, exc, extra={"session_id": self.session_id})
+            self._send(p.error(p.INTERNAL, "Audio bus unavailable, please reconnect"), droppable=False)
+            close = _Closed(p.CLOSE_INTERNAL, "Internal error")
+        finally:
+            await self._finish(writer, close)
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            for fut in self._pending:
+                fut.cancel()
+            self.ctx.connections.discard(self)
+            metrics.ACTIVE_SESSIONS.dec()
+            self.record.state = "closed"
+            await self.ctx.store.release(self.session_id)
+            log.info(
+                "session %s ended in %.2fs: close=%d %s audio=%.1fs finals=%d partials=%d dropped=%d",
+                self.session_id, time.monotonic() - self.started, close.code, close.reason or "-",
+                self.record.audio_bytes_received / (2 * TARGET_RATE), self.record.transcripts_sent,
+                self.counts["partials_sent"], self.counts["partials_dropped"],
+                extra={"session_id": self.session_id},
+            )
+
+    async def _finish(self, writer: asyncio.Task[None], close: _Closed) -> None:
+        """Lets the writer deliver what is queued (bounded), then closes the socket."""
+        if self._fatal is None and not self.ws.closed:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._drained(), 5.0)
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        final_close = self._fatal or close
+        if not self.ws.closed:
+            with contextlib.suppress(ConnectionError, asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    self.ws.close(code=final_close.code, message=final_close.reason.encode()[:120]), 5.0
+                )
+
+    async def _drained(self) -> None:
+        while len(self.queue) and self._fatal is None and not self.ws.closed:
+            self._emptied.clear()
+            await self._emptied.wait()
+
+    # --- client -> bus ----------------------------------------------------------------------
+
+    async def _read_loop(self) -> _Closed:
+        idle = self.settings.idle_timeout_seconds
+        while True:
+            if self._fatal is not None:
+                return self._fatal
+            try:
+                msg = await self.ws.receive(timeout=idle)
+            except TimeoutError:
+                return _Closed(p.CLOSE_NORMAL, f"Idle timeout: no audio or keepalive for {idle:g} s")
+            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                return _Closed(p.CLOSE_NORMAL, "Client closed")
+            if msg.type == WSMsgType.ERROR:
+                return self._frame_error(msg.data)
+            t0 = time.perf_counter()
+            try:
+                if msg.type == WSMsgType.BINARY:
+                    command: p.Command = p.parse_binary(msg.data, self.settings.max_chunk_bytes)
+                else:
+                    command = p.parse_text(msg.data, self.settings.max_chunk_bytes)
+                done = await self._handle(command)
+            except p.ProtocolError as exc:
+                self._client_error(exc.code, exc.message)
+                done = None
+            metrics.REQUEST_LATENCY.observe(time.perf_counter() - t0)
+            if done is not None:
+                return done
+
+    def _frame_error(self, exc: BaseException) -> _Closed:
+        code = getattr(exc, "code", None)
+        if code == WSCloseCode.MESSAGE_TOO_BIG:
+            self._client_error(
+                p.CHUNK_TOO_LARGE,
+                f"WebSocket frame exceeds the hard limit of {self.settings.max_frame_bytes} bytes",
+            )
+            return _Closed(p.CLOSE_TOO_BIG, "Frame too large")
+        log.info("session %s: websocket error %r", self.session_id, exc, extra={"session_id": self.session_id})
+        return _Closed(p.CLOSE_NORMAL, "WebSocket protocol error")
+
+    async def _handle(self, command: p.Command) -> _Closed | None:
+        match command:
+            case p.Audio(pcm=pcm):
+                await self._audio(pcm)
+            case p.KeepAlive():
+                pass
+            case p.Finalize():
+                await self._publish(subjects.H_KIND, "finalize", b"")
+            case p.End():
+                return await self._end()
+            case p.Reconnect():
+                # Resuming needs the shared session store (Redis): see docs/protocol.md.
+                raise p.ProtocolError(
+                    p.RESUME_FAILED, "Unknown session or wrong resume token; start a new session"
+                )
+        return None
+
+    async def _audio(self, pcm: bytes) -> None:
+        pcm16k = self.resampler.process(pcm)
+        self.record.audio_bytes_received += len(pcm)
+        self.record.last_activity_at = time.time()
+        self.counts["chunks"] += 1
+        metrics.CHUNKS_RECEIVED.inc()
+        metrics.BYTES_RECEIVED.inc(len(pcm))
+        if pcm16k:
+            await self._publish(subjects.H_KIND, "audio", pcm16k)
+
+    async def _end(self) -> _Closed:
+        tail = self.resampler.flush()
+        if tail:
+            await self._publish(subjects.H_KIND, "audio", tail)
+        await self._publish(subjects.H_KIND, "end", b"")
+        self.record.state = "closing"
+        await self.ctx.store.update(self.record)
+        await self._wait_acks()
+        try:
+            await asyncio.wait_for(self._await_all_finals(), self.settings.end_flush_timeout_seconds)
+        except TimeoutError:
+            log.warning(
+                "session %s: finals incomplete after %.0fs (released %d, expected %s)",
+                self.session_id, self.settings.end_flush_timeout_seconds, self.orderer.released,
+                self.orderer.expected_total, extra={"session_id": self.session_id},
+            )
+        self._send({"type": "session_ended", "metrics": self.session_metrics()}, droppable=False)
+        return _Closed(p.CLOSE_NORMAL, "Session ended")
+
+    async def _await_all_finals(self) -> None:
+        """Waits until every final the VAD worker announced was sent; after REPAIR_AFTER_S
+        without progress, reads what the live subscription may have missed from the stream."""
+        while not self.orderer.complete and self._fatal is None:
+            self._wake_flush.clear()
+            try:
+                await asyncio.wait_for(self._wake_flush.wait(), REPAIR_AFTER_S)
+            except TimeoutError:
+                await self._repair_from_stream()
+
+    async def _repair_from_stream(self) -> None:
+        """Reads finals the live subscription missed from the RESULTS stream."""
+        jsm = self.ctx.js
+        try:
+            if self.orderer.expected_total is None:
+                flushed = await jsm.get_last_msg(subjects.RESULTS_STREAM, subjects.result_flushed(self.session_id))
+                if flushed.data:
+                    self._handle_result(result_decoder.decode(flushed.data))
+            seq = 0
+            for _ in range(len(self.orderer.missing) + 1000):
+                if not self.orderer.missing:
+                    break
+                stored = await jsm.get_msg(
+                    subjects.RESULTS_STREAM, seq=seq + 1, subject=subjects.result_final(self.session_id),
+                    next=True,
+                )
+                seq = stored.seq or seq + 1
+                if stored.data:
+                    self._handle_result(result_decoder.decode(stored.data))
+        except NotFoundError:
+            return
+
+    async def _publish(self, header: str, kind: str, payload: bytes) -> None:
+        self._seq += 1
+        headers = {
+            subjects.H_MSG_ID: f"{self.session_id}.{self._seq}",
+            subjects.H_KIND: kind,
+            subjects.H_SEQ: str(self._seq),
+            subjects.H_OFFSET: str(self._offset),
+            subjects.H_SENT_AT: f"{time.time():.6f}",
+        }
+        self._offset += len(payload)
+        future = await self.ctx.js.publish_async(self.subject, payload, headers=headers)
+        self._pending.append(future)
+        while len(self._pending) > MAX_PENDING_PUBLISHES or (self._pending and self._pending[0].done()):
+            await self._ack(self._pending.popleft())
+
+    async def _ack(self, future: asyncio.Future[PubAck]) -> None:
+        try:
+            await asyncio.wait_for(future, self.settings.publish_timeout_seconds)
+        except TimeoutError:
+            raise ConnectionError("JetStream did not acknowledge audio in time") from None
+        except Exception as exc:
+            raise ConnectionError(f"JetStream refused audio: {exc}") from exc
+
+    async def _wait_acks(self) -> None:
+        while self._pending:
+            await self._ack(self._pending.popleft())
+
+    # --- bus -> client ----------------------------------------------------------------------
+
+    async def _on_result(self, msg: Msg) -> None:
+        try:
+            result = result_decoder.decode(msg.data)
+        except msgspec.DecodeError:
+            log.error("session %s: undecodable result on %s", self.session_id, msg.subject)
+            return
+        self._handle_result(result)
+
+    def _handle_result(self, result: Result) -> None:
+        match result:
+            case Transcript(is_final=True):
+                for seq, final in self.orderer.add(result):
+                    self._final_utterances.add(final.utterance_id)
+                    self.record.transcripts_sent += 1
+                    if final.speech_end_at:
+                        metrics.FINAL_LATENCY.observe(max(0.0, time.time() - final.speech_end_at))
+                    self._send(
+                        p.transcript(is_final=True, seq=seq, utterance_id=final.utterance_id,
+                                     text=final.text, start_s=final.start_s, end_s=final.end_s),
+                        droppable=False,
+                    )
+                self._poke_flush()
+            case Transcript():
+                if result.utterance_id in self._final_utterances or not result.text:
+                    return
+                self._send(
+                    p.transcript(is_final=False, utterance_id=result.utterance_id, text=result.text,
+                                 start_s=result.start_s, end_s=result.end_s),
+                    droppable=True,
+                )
+            case SpeechStarted():
+                self._send({"type": "speech_started", "utterance_id": result.utterance_id,
+                            "start_s": round(result.start_s, 3)}, droppable=True)
+            case UtteranceEnd():
+                self._send({"type": "utterance_end", "utterance_id": result.utterance_id,
+                            "end_s": round(result.end_s, 3)}, droppable=True)
+            case SessionFlushed():
+                self.orderer.expected_total = result.finals_total
+                self._poke_flush()
+            case SessionError():
+                self._client_error(result.code, result.message)
+
+    def _poke_flush(self) -> None:
+        self._wake_flush.set()
+
+    def _client_error(self, code: str, message: str) -> None:
+        metrics.CLIENT_ERRORS.labels(code).inc()
+        self.counts["errors_sent"] += 1
+        self._send(p.error(code, message), droppable=False)
+
+    def _send(self, msg: dict[str, Any], *, droppable: bool) -> None:
+        if self._fatal is not None:
+            return
+        outcome = self.queue.put(msg, droppable=droppable)
+        if outcome is Put.QUEUED:
+            self._wake.set()
+            return
+        dropped_type = msg["type"] if outcome is Put.DROPPED else "partial"
+        if outcome in (Put.DROPPED, Put.DISPLACED):
+            metrics.MESSAGES_DROPPED.labels(dropped_type).inc()
+            self.counts["partials_dropped"] += 1
+        self._full_events += 1
+        if outcome is Put.FULL or self._full_events >= self.settings.slow_send_threshold:
+            metrics.SLOW_CLIENT_CLOSES.inc()
+            self._fatal = _Closed(p.CLOSE_TOO_SLOW, "Client too slow")
+        self._wake.set()
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._fatal is not None:
+                await self.ws.close(code=self._fatal.code, message=self._fatal.reason.encode())
+                return
+            while (msg := self.queue.get()) is not None:
+                try:
+                    await self.ws.send_str(_dumps(msg))
+                except ConnectionError:
+                    return
+                self._full_events = 0
+                metrics.MESSAGES_SENT.labels(msg["type"]).inc()
+                if msg["type"] == "transcript" and not msg["is_final"]:
+                    self.counts["partials_sent"] += 1
+            self._emptied.set()
+
+    def session_metrics(self) -> dict[str, Any]:
+        return {
+            "audio_bytes_received": self.record.audio_bytes_received,
+            "audio_seconds": round(self.record.audio_bytes_received / (2 * self.sample_rate), 3),
+            "chunks_received": self.counts["chunks"],
+            "transcripts_sent": self.record.transcripts_sent,
+            "partials_sent": self.counts["partials_sent"],
+            "partials_dropped": self.counts["partials_dropped"],
+            "errors_sent": self.counts["errors_sent"],
+            "duration_seconds": round(time.monotonic() - self.started, 3),
+        }
+
+
+def _dumps(msg: dict[str, Any]) -> str:
+    return _json.encode(msg).decode()
