@@ -22,7 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from asr_worker.transcriber import Recognition, Transcriber, TranscriberOptions
-from common import health, metrics, presence, subjects
+from common import bus, health, metrics, presence, subjects
 from common.messages import AsrJob, Transcript, encode, job_decoder, result_decoder
 from common.settings import Settings
 from common.streams import ensure_streams
@@ -68,8 +68,7 @@ class AsrWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        self.nc = await nats.connect(s.nats_url.split(","), name=f"asr-{self.worker_id}",
-                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        self.nc = await bus.connect(s, f"asr-{self.worker_id}")
         self.js = self.nc.jetstream(timeout=s.publish_timeout_seconds)
         await ensure_streams(self.js, s)
         kv = await presence.bucket(self.js)
@@ -94,7 +93,7 @@ class AsrWorker:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
-            await self.nc.drain()
+            await bus.close(self.nc)
             self.executor.shutdown(wait=True, cancel_futures=True)
 
     async def _pull(self) -> None:
@@ -104,20 +103,26 @@ class AsrWorker:
         partials = await self.js.pull_subscribe_bind(durable=subjects.PARTIAL_CONSUMER,
                                                      stream=subjects.JOBS_PARTIAL_STREAM)
         slots = asyncio.Semaphore(self.settings.asr_concurrency)
-        while True:
-            await slots.acquire()
-            msg = await _fetch_one(finals, FINAL_POLL_S) or await _fetch_one(partials, PARTIAL_POLL_S)
-            if msg is None:
-                slots.release()
-                continue
-            task = asyncio.create_task(self._handle(msg), name="job")
-            self._jobs.add(task)
+        try:
+            while True:
+                await slots.acquire()
+                msg = await _fetch_one(finals, FINAL_POLL_S) or await _fetch_one(partials, PARTIAL_POLL_S)
+                if msg is None:
+                    slots.release()
+                    continue
+                task = asyncio.create_task(self._handle(msg), name="job")
+                self._jobs.add(task)
 
-            def done(t: asyncio.Task[None]) -> None:
-                self._jobs.discard(t)
-                slots.release()
+                def done(t: asyncio.Task[None], /) -> None:
+                    self._jobs.discard(t)
+                    slots.release()
 
-            task.add_done_callback(done)
+                task.add_done_callback(done)
+        finally:
+            # Unsubscribe so that draining the connection does not wait on fetch inboxes.
+            for sub in (finals, partials):
+                with contextlib.suppress(nats.errors.Error):
+                    await sub.unsubscribe()
 
     async def _handle(self, msg: Msg) -> None:
         try:

@@ -134,6 +134,9 @@ class Stack:
                 proc.wait()
         for pump in self._pumps:
             pump.join(2.0)
+        for proc in self.procs.values():
+            if proc.stdout is not None:
+                proc.stdout.close()
         self.nats.stop()
 
 

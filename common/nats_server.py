@@ -59,7 +59,8 @@ class NatsServer:
             "-sd", str(self.store_dir), "--http_port", "0",
         ]
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1,
+            start_new_session=True,  # Ctrl-C reaches the roles first; the bus stops after them
         )
         ready = threading.Event()
 
@@ -95,6 +96,8 @@ class NatsServer:
                 self.proc.wait(timeout)
         if self._reader is not None:
             self._reader.join(timeout)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
         self.proc = None
 
     def __enter__(self) -> NatsServer:

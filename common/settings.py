@@ -190,7 +190,7 @@ def _validate(s: Settings) -> list[str]:
     add(_range("max_send_queue_size", s.max_send_queue_size, 2, 100000, "100 is a good default."))
     add(_range("slow_send_threshold", s.slow_send_threshold, 1, 100000, "10 is a good default."))
     add(_range("max_chunk_bytes", s.max_chunk_bytes, 320, 16 * 1024 * 1024, "64 KiB is 2 s of audio."))
-    if s.max_frame_bytes < s.max_chunk_bytes:
+    if s.max_frame_bytes < s.max_chunk_bytes * 4 // 3 + 64:
         add(
             f"max_frame_bytes={s.max_frame_bytes} is below max_chunk_bytes={s.max_chunk_bytes}: "
             "the hard frame cap must hold the largest chunk (and its base64 form); use at least "
@@ -225,7 +225,8 @@ def _validate(s: Settings) -> list[str]:
         url = getattr(s, name)
         if not url or not all(part.strip().startswith(("nats://", "tls://", "ws://", "wss://"))
                               for part in url.split(",")):
-            add(f"{name}={url!r} is not a NATS URL; use nats://HOST:4222 (comma separated for a cluster).")
+            add(f"{name}={mask_secret(name, url)!r} is not a NATS URL; "
+                "use nats://HOST:4222 (comma separated for a cluster).")
     if s.redis_url and not s.redis_url.startswith(("redis://", "rediss://", "unix://")):
         add(
             f"redis_url={mask_secret('redis_url', s.redis_url)!r} is not a Redis URL; use "
@@ -292,16 +293,18 @@ def load(settings_file: str | os.PathLike[str] | None = None, **overrides: Any) 
     """Loads settings.toml + .env + ASR_* environment, then keyword overrides, and validates."""
     from dynaconf import Dynaconf
 
+    # Absolute paths: dynaconf would otherwise search relative names next to the launcher first.
     path = settings_file or os.environ.get(f"{ENV_PREFIX}_SETTINGS_FILE")
-    files = [str(path)] if path else ([str(Path("settings.toml"))] if Path("settings.toml").exists() else [])
-    if path and not Path(path).exists():
+    if path and not Path(path).is_file():
         raise SettingsError([f"settings file {path} does not exist; fix ASR_SETTINGS_FILE or create it."])
+    local = Path("settings.toml")
+    files = [str(Path(path).resolve())] if path else ([str(local.resolve())] if local.is_file() else [])
     raw = Dynaconf(
         envvar_prefix=ENV_PREFIX,
         settings_files=files,
         load_dotenv=True,
+        dotenv_path=str(Path(".env").resolve()),
         environments=False,
-        ignore_unknown_envvars=False,
     )
     values = {k.lower(): v for k, v in raw.as_dict().items() if k.lower() not in _DYNACONF_KEYS}
     values.update({k.lower(): v for k, v in overrides.items()})

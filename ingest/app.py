@@ -13,10 +13,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import nats
 from aiohttp import web
 
-from common import metrics, presence
+from common import bus, metrics, presence
 from common.health import metrics_handler
 from common.settings import Settings
 from common.streams import ensure_streams
@@ -28,7 +27,6 @@ log = logging.getLogger(__name__)
 
 SETTINGS = web.AppKey("settings", Settings)
 CONTEXT = web.AppKey("context", EdgeContext)
-WORKERS = web.AppKey("workers", dict)  # role -> live worker ids, refreshed in the background
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 48000
 
@@ -59,7 +57,7 @@ async def healthz(_: web.Request) -> web.Response:
 
 def readiness(app: web.Application) -> dict[str, Any]:
     ctx = app.get(CONTEXT)
-    workers = app[WORKERS]
+    workers = ctx.workers if ctx else {}
     checks = {
         "nats": bool(ctx and ctx.nc.is_connected),
         "not_draining": bool(ctx and not ctx.draining),
@@ -88,23 +86,20 @@ async def json_metrics(request: web.Request) -> web.Response:
         "sessions_by_state": await ctx.store.states(),
         "uptime_seconds": round(time.time() - ctx.started_at, 3),
         "draining": ctx.draining,
-        "workers": {role: len(ids) for role, ids in request.app[WORKERS].items()},
+        "workers": {role: len(ids) for role, ids in ctx.workers.items()},
     })
 
 
 async def _bus(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     edge_id = settings.effective_worker_id
-    nc = await nats.connect(
-        settings.nats_url.split(","), name=f"ingest-{edge_id}", max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5, connect_timeout=5,
-    )
+    nc = await bus.connect(settings, f"ingest-{edge_id}")
     js = nc.jetstream(timeout=settings.publish_timeout_seconds)
     await ensure_streams(js, settings)
     store = MemorySessionStore(edge_id, settings.max_sessions_per_worker, settings.max_global_sessions)
-    app[CONTEXT] = EdgeContext(settings=settings, nc=nc, js=js, store=store, edge_id=edge_id)
+    ctx = app[CONTEXT] = EdgeContext(settings=settings, nc=nc, js=js, store=store, edge_id=edge_id)
     kv = await presence.bucket(js)
-    poller = asyncio.create_task(_poll_workers(app, kv), name="poll-workers")
+    poller = asyncio.create_task(_poll_workers(ctx, kv), name="poll-workers")
     log.info("edge %s connected to NATS %s", edge_id, nc.connected_url.netloc if nc.connected_url else "?")
     try:
         yield
@@ -112,13 +107,13 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poller
-        await nc.drain()
+        await bus.close(nc)
 
 
-async def _poll_workers(app: web.Application, kv: Any) -> None:
+async def _poll_workers(ctx: EdgeContext, kv: Any) -> None:
     while True:
         try:
-            app[WORKERS] = await presence.live_workers(kv)
+            ctx.workers = await presence.live_workers(kv)
         except Exception as exc:  # bus hiccup: keep the last view, try again
             log.warning("could not read worker presence: %s", exc)
         await asyncio.sleep(1.0)
@@ -138,7 +133,6 @@ async def _close_sockets(app: web.Application) -> None:
 def init(settings: Settings) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
-    app[WORKERS] = {}
     app.cleanup_ctx.append(_bus)
     app.on_shutdown.append(_close_sockets)
     app.router.add_get("/v1/stream", stream_handler)

@@ -63,6 +63,7 @@ class EdgeContext:
     started_at: float = field(default_factory=time.time)
     draining: bool = False
     connections: set[Connection] = field(default_factory=set)
+    workers: dict[str, list[str]] = field(default_factory=dict)  # live worker ids by role
 
 
 class _Closed(Exception):
@@ -205,6 +206,13 @@ class Connection:
                 done = await self._handle(command)
             except p.ProtocolError as exc:
                 self._client_error(exc.code, exc.message)
+                done = None
+            except (TimeoutError, ConnectionError):
+                raise
+            except Exception:  # a bug of ours: tell the client, keep the session and the log
+                log.exception("session %s: failed to handle a message", self.session_id,
+                              extra={"session_id": self.session_id})
+                self._client_error(p.INTERNAL, "Internal error handling this message")
                 done = None
             metrics.REQUEST_LATENCY.observe(time.perf_counter() - t0)
             if done is not None:

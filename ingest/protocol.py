@@ -95,6 +95,8 @@ def parse_text(text: str, max_chunk_bytes: int) -> Command:
         obj = _json.decode(text)
     except msgspec.DecodeError:
         raise ProtocolError(INVALID_MESSAGE, "Message is not valid JSON") from None
+    except RecursionError:
+        raise ProtocolError(INVALID_MESSAGE, "Message JSON is nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError(INVALID_MESSAGE, "Message must be a JSON object with a \"type\" field")
     kind = obj.get("type")

@@ -20,7 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from common import health, metrics, presence, subjects
+from common import bus, health, metrics, presence, subjects
 from common.messages import AsrJob, SessionFlushed, SpeechStarted, UtteranceEnd, encode
 from common.settings import Settings
 from common.streams import ensure_streams
@@ -59,8 +59,7 @@ class VadWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        self.nc = await nats.connect(s.nats_url.split(","), name=f"vad-{self.worker_id}",
-                                     max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        self.nc = await bus.connect(s, f"vad-{self.worker_id}")
         self.js = self.nc.jetstream(timeout=s.publish_timeout_seconds)
         await ensure_streams(self.js, s)
         workers_kv = await presence.bucket(self.js)
@@ -81,7 +80,7 @@ class VadWorker:
             await leases.release_all()
             beat.cancel()
             await _settle(beat)
-            await self.nc.drain()
+            await bus.close(self.nc)
             self.executor.shutdown(wait=True, cancel_futures=True)
 
     async def _manage_shards(self, leases: shard_leases.ShardLeases, workers_kv: object) -> None:

@@ -1,0 +1,179 @@
+"""End to end through real processes: edge → JetStream → VAD → ASR → edge → client.
+
+The stack is what `asr dev` runs (cli.dev.Stack): a private nats-server on a free port with its
+own data folder, and `python -m ingest`, `python -m vad_worker`, `python -m asr_worker` with the
+real tiny.en model, fed the committed espeak-ng speech.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from cli.dev import Stack
+from tests.conftest import ONE_SENTENCE, THREE_UTTERANCES, free_port, pcm_of
+from tests.helpers import connect, wer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    data_dir = tmp_path_factory.mktemp("stack")
+    log = (data_dir / "stack.log").open("w")
+    stack = Stack("127.0.0.1", free_port(), data_dir, out=log)
+    try:
+        stack.start()
+        stack.wait_ready(timeout=120)
+        yield stack
+    finally:
+        stack.stop()
+        log.close()
+        print((data_dir / "stack.log").read_text()[-6000:])  # shown by pytest when a test failed
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def url(stack: Stack) -> str:
+    return f"ws://127.0.0.1:{stack.port}/v1/stream"
+
+
+async def test_three_utterances_in_order_with_partials_first(stack: Stack, http: aiohttp.ClientSession) -> None:
+    client = await connect(http, url(stack))
+    await client.stream(pcm_of("three_utterances.wav"), chunk_ms=100, realtime=1.0)
+    await client.send_json({"type": "end"})
+    ended = await client.until("session_ended", timeout=60)
+    assert await client.recv() is None and client.close_code == 1000
+
+    finals = client.finals()
+    assert [f["seq"] for f in finals] == [1, 2, 3], client.messages
+    for final, reference in zip(finals, THREE_UTTERANCES, strict=True):
+        assert wer(reference, final["text"]) <= 0.25, (reference, final["text"])
+    starts = [f["start_s"] for f in finals]
+    assert starts == sorted(starts) and all(f["end_s"] > f["start_s"] for f in finals)
+    assert len({f["utterance_id"] for f in finals}) == 3
+
+    # Streamed in real time, each utterance (2.6-3 s of speech) gets partials, all before its final.
+    order = [(m["utterance_id"], m["is_final"]) for m in client.of_type("transcript")]
+    for final in finals:
+        uid = final["utterance_id"]
+        positions = [i for i, (u, is_final) in enumerate(order) if u == uid and not is_final]
+        assert positions, f"no partial for {uid}: {order}"
+        assert max(positions) < order.index((uid, True))
+    started = [m["utterance_id"] for m in client.of_type("speech_started")]
+    assert started[:3] == [f["utterance_id"] for f in finals]
+    assert ended["metrics"]["transcripts_sent"] == 3
+    assert ended["metrics"]["audio_bytes_received"] == len(pcm_of("three_utterances.wav"))
+
+
+async def test_bad_input_gets_errors_and_the_connection_stays_usable(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    client = await connect(http, url(stack))
+    cases = [
+        ("text", "{not json", "INVALID_MESSAGE"),
+        ("text", '{"type": "sing"}', "INVALID_MESSAGE"),
+        ("text", '["audio"]', "INVALID_MESSAGE"),
+        ("text", '{"type": "audio", "data": "%%%not base64%%%"}', "INVALID_AUDIO"),
+        ("text", '{"type": "audio", "data": "' + base64.b64encode(b"abc").decode() + '"}', "INVALID_AUDIO"),
+        ("binary", b"\x01\x02\x03", "INVALID_AUDIO"),
+    ]
+    for kind, payload, code in cases:
+        if kind == "text":
+            assert isinstance(payload, str)
+            await client.ws.send_str(payload)
+        else:
+            assert isinstance(payload, bytes)
+            await client.ws.send_bytes(payload)
+        error = await client.until("error", timeout=10)
+        assert error["code"] == code, (payload, error)
+        assert error["message"]
+    # Good audio after all that still transcribes, as base64 JSON this time.
+    pcm = pcm_of("one_sentence.wav")
+    for i in range(0, len(pcm), 3200):
+        await client.send_json({"type": "audio", "data": base64.b64encode(pcm[i : i + 3200]).decode()})
+    await client.send_json({"type": "end"})
+    await client.until("session_ended", timeout=60)
+    finals = client.finals()
+    assert len(finals) == 1 and finals[0]["seq"] == 1
+    assert wer(ONE_SENTENCE, finals[0]["text"]) <= 0.25, finals[0]["text"]
+
+
+async def test_finalize_cuts_the_utterance_now(stack: Stack, http: aiohttp.ClientSession) -> None:
+    client = await connect(http, url(stack))
+    pcm = pcm_of("one_sentence.wav")
+    # The sentence without its trailing silence: no endpoint can fire, only finalize ends it.
+    await client.stream(pcm[: int(3.3 * 32000)])
+    await client.send_json({"type": "finalize"})
+    final = await client.until("transcript", timeout=30)
+    while not final["is_final"]:
+        final = await client.until("transcript", timeout=30)
+    assert final["seq"] == 1 and wer(ONE_SENTENCE, final["text"]) <= 0.25, final
+    await client.send_json({"type": "keepalive"})
+    await client.send_json({"type": "end"})
+    ended = await client.until("session_ended", timeout=30)
+    assert ended["metrics"]["transcripts_sent"] == 1
+
+
+async def test_silence_and_noise_give_no_transcript(stack: Stack, http: aiohttp.ClientSession) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    noise = (rng.normal(0, 60, 16000 * 3)).astype("<i2").tobytes()  # about -55 dBFS
+    client = await connect(http, url(stack))
+    await client.stream(bytes(16000 * 2 * 2) + noise)
+    await client.send_json({"type": "end"})
+    ended = await client.until("session_ended", timeout=30)
+    assert client.finals() == [] and ended["metrics"]["transcripts_sent"] == 0
+
+
+async def test_other_sample_rates_are_converted_by_the_edge(stack: Stack, http: aiohttp.ClientSession) -> None:
+    import numpy as np
+
+    pcm16 = np.frombuffer(pcm_of("one_sentence.wav"), "<i2").astype(np.float64)
+    # 8 kHz by taking every second sample of a smoothed signal (the sentence is band-limited speech).
+    pcm8 = np.convolve(pcm16, [0.25, 0.5, 0.25], "same")[::2].astype("<i2").tobytes()
+    ws = await asyncio.wait_for(http.ws_connect(url(stack) + "?sample_rate=8000"), 10)
+    from tests.helpers import Client
+
+    client = Client(ws)
+    started = await client.recv()
+    assert started is not None and started["sample_rate"] == 8000
+    await client.stream(pcm8, chunk_ms=200)
+    await client.send_json({"type": "end"})
+    await client.until("session_ended", timeout=60)
+    finals = client.finals()
+    assert len(finals) == 1 and wer(ONE_SENTENCE, finals[0]["text"]) <= 0.25, finals
+
+
+async def test_bad_sample_rate_is_refused_before_upgrade(stack: Stack, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"http://127.0.0.1:{stack.port}/v1/stream?sample_rate=123") as resp:
+        assert resp.status == 400
+        body = await resp.json()
+        assert body["code"] == "INVALID_MESSAGE" and "sample_rate" in body["message"]
+
+
+async def test_readyz_and_json_metrics(stack: Stack, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"http://127.0.0.1:{stack.port}/readyz") as resp:
+        body = await resp.json()
+        assert resp.status == 200 and body["checks"] == {
+            "nats": True, "not_draining": True, "vad_worker": True, "asr_worker": True,
+        }
+    async with http.get(f"http://127.0.0.1:{stack.port}/v1/metrics") as resp:
+        body = await resp.json()
+        assert body["active_sessions"] == 0 and body["max_sessions"] == 200
+
+
+def test_logs_say_what_happened(stack: Stack) -> None:
+    log = Path(stack.data_dir / "stack.log").read_text()
+    assert "effective configuration" in log
+    assert "final 1" in log
