@@ -34,6 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="edge address (default 127.0.0.1)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="where JetStream keeps its data (default: a temporary folder removed on exit)")
+    parser.add_argument("--redis-url", default="",
+                        help="share sessions and caps between edges through this Redis (default: none)")
+    parser.add_argument("--edges", type=int, default=1,
+                        help="edge processes on PORT, PORT+1, ... (more than 1 needs --redis-url)")
 
 
 def _free_port(host: str = "127.0.0.1") -> int:
@@ -68,8 +72,12 @@ def _ready(url: str) -> bool:
 
 
 class Stack:
-    def __init__(self, host: str, port: int, data_dir: Path, out: IO[str] = sys.stdout) -> None:
+    def __init__(
+        self, host: str, port: int, data_dir: Path, out: IO[str] = sys.stdout, *, edges: int = 1,
+        redis_url: str = "", env: dict[str, str] | None = None, workers: bool = True,
+    ) -> None:
         self.host, self.port, self.data_dir, self.out = host, port, data_dir, out
+        self.edges, self.redis_url, self.extra_env, self.workers = edges, redis_url, env or {}, workers
         self.nats = NatsServer(data_dir / "nats")
         self.procs: dict[str, subprocess.Popen[str]] = {}
         self._lock = threading.Lock()
@@ -85,31 +93,38 @@ class Stack:
         self.say(f"nats-server with JetStream at {self.nats.url} (data in {self.data_dir})")
         env = dict(os.environ)
         env.update(
-            ASR_NATS_URL=self.nats.url, ASR_HOST=self.host, ASR_PORT=str(self.port), ASR_REDIS_URL="",
+            ASR_NATS_URL=self.nats.url, ASR_HOST=self.host, ASR_REDIS_URL=self.redis_url,
             ASR_VAD_HTTP_PORT=str(_free_port()), ASR_ASR_HTTP_PORT=str(_free_port()),
             PYTHONUNBUFFERED="1", OMP_WAIT_POLICY="PASSIVE",
         )
-        for role in ROLES:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", role], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                text=True, bufsize=1, start_new_session=True,
-            )
-            self.procs[role] = proc
-            assert proc.stdout is not None
-            pump = threading.Thread(target=_pump, args=(proc.stdout, f"[{role}]", self.out, self._lock),
-                                    daemon=True)
-            pump.start()
-            self._pumps.append(pump)
+        env.update(self.extra_env)
+        roles = [(f"ingest-{i + 1}" if self.edges > 1 else "ingest", "ingest", {"ASR_PORT": str(self.port + i)})
+                 for i in range(self.edges)]
+        if self.workers:
+            roles += [("vad_worker", "vad_worker", {}), ("asr_worker", "asr_worker", {})]
+        for name, module, own_env in roles:
+            self.spawn(name, module, {**env, **own_env})
 
-    @property
-    def ready_url(self) -> str:
-        return f"http://{self.host}:{self.port}/readyz"
+    def spawn(self, name: str, module: str, env: dict[str, str]) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, bufsize=1, start_new_session=True,
+        )
+        self.procs[name] = proc
+        assert proc.stdout is not None
+        pump = threading.Thread(target=_pump, args=(proc.stdout, f"[{name}]", self.out, self._lock), daemon=True)
+        pump.start()
+        self._pumps.append(pump)
+        return proc
+
+    def edge_port(self, index: int) -> int:
+        return self.port + index
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_children()
-            if _ready(self.ready_url):
+            if all(_ready(f"http://{self.host}:{self.edge_port(i)}/readyz") for i in range(self.edges)):
                 return
             time.sleep(0.25)
         raise RuntimeError(f"the stack was not ready within {timeout:.0f} s (see the logs above)")
@@ -141,9 +156,14 @@ class Stack:
 
 
 def run(args: argparse.Namespace) -> int:
-    if _port_taken(args.host, args.port):
-        print(f"asr dev: port {args.port} on {args.host} is in use; pick another with --port", file=sys.stderr)
+    if args.edges < 1 or (args.edges > 1 and not args.redis_url):
+        print("asr dev: --edges N needs N >= 1, and --redis-url when N > 1 (edges share sessions there)",
+              file=sys.stderr)
         return 2
+    for port in range(args.port, args.port + args.edges):
+        if _port_taken(args.host, port):
+            print(f"asr dev: port {port} on {args.host} is in use; pick another with --port", file=sys.stderr)
+            return 2
     tmp = None
     if args.data_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="asr-dev-")
@@ -151,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         data_dir = args.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(args.host, args.port, data_dir)
+    stack = Stack(args.host, args.port, data_dir, edges=args.edges, redis_url=args.redis_url)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
@@ -162,8 +182,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         stack.start()
         stack.wait_ready()
-        stack.say(f"ready: stream audio to ws://{args.host}:{args.port}/v1/stream "
-                  f"(try: asr stream FILE.wav --url ws://{args.host}:{args.port}/v1/stream)")
+        for i in range(args.edges):
+            stack.say(f"ready: stream audio to ws://{args.host}:{args.port + i}/v1/stream")
+        stack.say(f"try: asr stream FILE.wav --url ws://{args.host}:{args.port}/v1/stream")
         stack.say("press Ctrl-C to stop")
         while not stopping.is_set():
             stack.check_children()

@@ -13,6 +13,8 @@ E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 # --- edge ---------------------------------------------------------------------------------
 SESSIONS_TOTAL = Counter("asr_sessions_total", "Sessions admitted by this edge")
 SESSIONS_REJECTED = Counter("asr_sessions_rejected_total", "Sessions refused", ["reason"])
+SESSIONS_RESUMED = Counter("asr_sessions_resumed_total", "Reconnect attempts", ["outcome"])
+ORPHANS_RELEASED = Counter("asr_orphan_sessions_released_total", "Sessions of dead edges released")
 ACTIVE_SESSIONS = Gauge("asr_active_sessions", "Sessions open on this edge")
 CHUNKS_RECEIVED = Counter("asr_chunks_received_total", "Audio chunks accepted from clients")
 BYTES_RECEIVED = Counter("asr_bytes_received_total", "Audio bytes accepted from clients (16 kHz PCM)")

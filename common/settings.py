@@ -68,6 +68,10 @@ class Settings:
     """A session without audio or keepalive this long is closed."""
     end_flush_timeout_seconds: float = 30.0
     """After `end`, longest wait for the remaining finals before session_ended is sent anyway."""
+    orphan_timeout_seconds: float = 30.0
+    """Sessions of an edge whose heartbeat is gone are released after this long without activity."""
+    edge_heartbeat_seconds: float = 2.0
+    """How often an edge tells Redis it is alive (its heartbeat expires after 3 intervals)."""
     require_workers_ready: bool = True
     """/readyz of an edge also needs a live VAD worker and a live ASR worker."""
 
@@ -197,6 +201,9 @@ def _validate(s: Settings) -> list[str]:
             f"{s.max_chunk_bytes * 4 // 3 + 64}."
         )
     add(_range("idle_timeout_seconds", s.idle_timeout_seconds, 1, 86400, "30 s suits most clients."))
+    add(_range("orphan_timeout_seconds", s.orphan_timeout_seconds, 1, 86400,
+               "use 10-60: long enough for a client to reconnect, short enough to free capacity."))
+    add(_range("edge_heartbeat_seconds", s.edge_heartbeat_seconds, 0.2, 60, "use 1-5."))
     add(_range("end_flush_timeout_seconds", s.end_flush_timeout_seconds, 1, 600, "use 10-60."))
     add(_range("publish_timeout_seconds", s.publish_timeout_seconds, 0.1, 60, "use 1-10."))
     add(_range("audio_retention_seconds", s.audio_retention_seconds, 60, 30 * 86400, "use 3600."))

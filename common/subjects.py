@@ -7,6 +7,7 @@
     vad_worker -> results.<session>.flushed        stream RESULTS
     asr_worker -> results.<session>.partial        core NATS only (best effort)
     vad_worker -> results.<session>.event          core NATS only (speech_started, utterance_end)
+    ingest     -> sessions.<session>.takeover      core NATS: the session was resumed elsewhere
     workers    -> KV bucket asr_workers            heartbeats (key <role>.<worker_id>, TTL)
 """
 
@@ -79,6 +80,11 @@ def result_partial(session_id: str) -> str:
 
 def result_event(session_id: str) -> str:
     return f"results.{session_id}.event"
+
+
+def takeover(session_id: str) -> str:
+    """Core NATS: a connection that resumed the session announces itself; older ones close."""
+    return f"sessions.{session_id}.takeover"
 
 
 def session_of_result(subject: str) -> str:

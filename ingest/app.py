@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from common import bus, metrics, presence
 from common.health import metrics_handler
@@ -21,7 +22,8 @@ from common.settings import Settings
 from common.streams import ensure_streams
 from ingest import protocol as p
 from ingest.connection import Connection, EdgeContext
-from ingest.session_store import MemorySessionStore
+from ingest.redis_store import RedisSessionStore
+from ingest.session_store import MemorySessionStore, SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,8 @@ def readiness(app: web.Application) -> dict[str, Any]:
         "nats": bool(ctx and ctx.nc.is_connected),
         "not_draining": bool(ctx and not ctx.draining),
     }
+    if app[SETTINGS].redis_url:
+        checks["redis"] = bool(ctx and ctx.store_ok)
     if app[SETTINGS].require_workers_ready:
         checks["vad_worker"] = bool(workers.get("vad"))
         checks["asr_worker"] = bool(workers.get("asr"))
@@ -76,12 +80,14 @@ async def readyz(request: web.Request) -> web.Response:
 async def json_metrics(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     cluster, own = await ctx.store.counts()
-    limit = min(ctx.settings.max_global_sessions, ctx.settings.max_sessions_per_worker)
+    limit = ctx.settings.max_global_sessions if ctx.settings.redis_url else min(
+        ctx.settings.max_global_sessions, ctx.settings.max_sessions_per_worker)
     return web.json_response({
         "worker_id": ctx.edge_id,
         "active_sessions": cluster,
         "edge_active_sessions": own,
         "max_sessions": limit,
+        "max_sessions_per_edge": ctx.settings.max_sessions_per_worker,
         "capacity_percent": round(100.0 * cluster / limit, 2),
         "sessions_by_state": await ctx.store.states(),
         "uptime_seconds": round(time.time() - ctx.started_at, 3),
@@ -96,18 +102,53 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
     nc = await bus.connect(settings, f"ingest-{edge_id}")
     js = nc.jetstream(timeout=settings.publish_timeout_seconds)
     await ensure_streams(js, settings)
-    store = MemorySessionStore(edge_id, settings.max_sessions_per_worker, settings.max_global_sessions)
+    store = await _open_store(settings, edge_id)
     ctx = app[CONTEXT] = EdgeContext(settings=settings, nc=nc, js=js, store=store, edge_id=edge_id)
     kv = await presence.bucket(js)
     poller = asyncio.create_task(_poll_workers(ctx, kv), name="poll-workers")
+    keeper = asyncio.create_task(_keep_store(ctx), name="session-store")
     log.info("edge %s connected to NATS %s", edge_id, nc.connected_url.netloc if nc.connected_url else "?")
     try:
         yield
     finally:
-        poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poller
+        for task in (poller, keeper):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await store.close()
         await bus.close(nc)
+
+
+async def _open_store(settings: Settings, edge_id: str) -> SessionStore:
+    if not settings.redis_url:
+        return MemorySessionStore(edge_id, settings.max_sessions_per_worker, settings.max_global_sessions,
+                                  retention_s=settings.results_retention_seconds)
+    store = RedisSessionStore(
+        settings.redis_url, edge_id, settings.max_sessions_per_worker, settings.max_global_sessions,
+        retention_s=settings.results_retention_seconds, orphan_timeout_s=settings.orphan_timeout_seconds,
+        heartbeat_s=settings.edge_heartbeat_seconds,
+    )
+    await store.start()
+    return store
+
+
+async def _keep_store(ctx: EdgeContext) -> None:
+    """Heartbeats this edge and releases orphans of dead edges; notes whether the store answers."""
+    interval = ctx.settings.edge_heartbeat_seconds
+    last_cleanup = 0.0
+    while True:
+        try:
+            await ctx.store.heartbeat()
+            if time.monotonic() - last_cleanup >= max(interval, ctx.settings.orphan_timeout_seconds / 4):
+                last_cleanup = time.monotonic()
+                released = await ctx.store.cleanup_orphans()
+                metrics.ORPHANS_RELEASED.inc(released)
+            ctx.store_ok = True
+        except (OSError, RedisError) as exc:
+            if ctx.store_ok:
+                log.error("session store unreachable: %s", exc)
+            ctx.store_ok = False
+        await asyncio.sleep(interval)
 
 
 async def _poll_workers(ctx: EdgeContext, kv: Any) -> None:

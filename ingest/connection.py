@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import secrets
 import time
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+import nats
 from aiohttp import WSCloseCode, WSMsgType, web
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -41,10 +41,11 @@ from common.settings import Settings
 from ingest import protocol as p
 from ingest.finals import FinalOrderer
 from ingest.send_queue import Put, SendQueue
-from ingest.session_store import SessionRecord, SessionStore
+from ingest.session_store import Admit, ResumeError, SessionRecord, SessionStore, hash_token
 
 log = logging.getLogger(__name__)
 
+STORE_UPDATE_EVERY_S = 1.0  # activity and metrics reach the session store at most this often
 MAX_PENDING_PUBLISHES = 64  # per session: unacknowledged audio publishes before reading pauses
 REPAIR_AFTER_S = 2.0  # finals still missing this long after session_flushed are read from the stream
 
@@ -64,6 +65,7 @@ class EdgeContext:
     draining: bool = False
     connections: set[Connection] = field(default_factory=set)
     workers: dict[str, list[str]] = field(default_factory=dict)  # live worker ids by role
+    store_ok: bool = True  # the session store answered the last heartbeat
 
 
 class _Closed(Exception):
@@ -81,12 +83,15 @@ class Connection:
         self.ws = ws
         self.settings = ctx.settings
         self.sample_rate = sample_rate
+        self.conn_id = uuid.uuid4().hex  # this connection, as the session's owner in the store
         self.session_id = uuid.uuid4().hex
-        self.resume_token = secrets.token_urlsafe(32)
+        self.resume_token = secrets.token_urlsafe(32)  # given to the client once, stored hashed
         self.record = SessionRecord(
             session_id=self.session_id,
             edge_id=ctx.edge_id,
-            resume_token_hash=hashlib.sha256(self.resume_token.encode()).hexdigest(),
+            resume_token_hash=hash_token(self.resume_token),
+            owner=self.conn_id,
+            sample_rate=sample_rate,
         )
         self.subject = subjects.audio(self.session_id, self.settings.audio_shards)
         self.resampler = StreamResampler(sample_rate, TARGET_RATE)
@@ -102,6 +107,12 @@ class Connection:
         self._full_events = 0
         self._final_utterances: set[str] = set()  # released finals, to drop their late partials
         self.started = time.monotonic()
+        self._stored_at = 0.0
+        self._messages_seen = 0
+        self._subs: list[Any] = []
+        self._replay_buffer: list[Result] | None = None  # results held back while resuming
+        self._skip_upto_seq = 0  # finals the client already has (its last_seq on reconnect)
+        self._end_state = "interrupted"
         self.counts = {"partials_sent": 0, "partials_dropped": 0, "errors_sent": 0, "chunks": 0}
 
     def __repr__(self) -> str:
@@ -113,8 +124,9 @@ class Connection:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        if not await self.ctx.store.admit(self.record):
-            metrics.SESSIONS_REJECTED.labels("capacity").inc()
+        admitted = await self.ctx.store.admit(self.record)
+        if admitted is not Admit.OK:
+            metrics.SESSIONS_REJECTED.labels(admitted.value).inc()
             metrics.CLIENT_ERRORS.labels(p.CAPACITY).inc()
             await self.ws.send_str(_dumps(p.error(p.CAPACITY, "Service at capacity, please try again")))
             await self.ws.close(code=p.CLOSE_CAPACITY, message=b"At capacity")
@@ -122,12 +134,10 @@ class Connection:
         metrics.SESSIONS_TOTAL.inc()
         metrics.ACTIVE_SESSIONS.inc()
         self.ctx.connections.add(self)
-        sub = None
         writer = asyncio.create_task(self._writer(), name=f"writer-{self.session_id}")
         close = _Closed(p.CLOSE_NORMAL, "")
         try:
-            sub = await self.ctx.nc.subscribe(subjects.results(self.session_id), cb=self._on_result)
-            await self._publish(subjects.H_KIND, "start", b"")
+            await self._subscribe()
             self.record.state = "active"
             await self.ctx.store.update(self.record)
             self._send(
@@ -145,22 +155,42 @@ class Connection:
             close = _Closed(p.CLOSE_INTERNAL, "Internal error")
         finally:
             await self._finish(writer, close)
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+            await self._unsubscribe()
             for fut in self._pending:
                 fut.cancel()
             self.ctx.connections.discard(self)
             metrics.ACTIVE_SESSIONS.dec()
-            self.record.state = "closed"
-            await self.ctx.store.release(self.session_id)
+            self.record.state = self._end_state
+            await self.ctx.store.update(self.record)
+            await self.ctx.store.release(self.session_id, self.conn_id, self._end_state)
             log.info(
                 "session %s ended in %.2fs: close=%d %s audio=%.1fs finals=%d partials=%d dropped=%d",
                 self.session_id, time.monotonic() - self.started, close.code, close.reason or "-",
-                self.record.audio_bytes_received / (2 * TARGET_RATE), self.record.transcripts_sent,
+                self.record.audio_bytes_received / (2 * self.sample_rate), self.record.transcripts_sent,
                 self.counts["partials_sent"], self.counts["partials_dropped"],
                 extra={"session_id": self.session_id},
             )
+
+    async def _subscribe(self) -> None:
+        nc = self.ctx.nc
+        self._subs = [
+            await nc.subscribe(subjects.results(self.session_id), cb=self._on_result),
+            await nc.subscribe(subjects.takeover(self.session_id), cb=self._on_takeover),
+        ]
+
+    async def _unsubscribe(self) -> None:
+        for sub in self._subs:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        self._subs = []
+
+    async def _on_takeover(self, msg: Msg) -> None:
+        if msg.data.decode() != self.conn_id:
+            log.info("session %s resumed on another connection: closing this one", self.session_id,
+                     extra={"session_id": self.session_id})
+            self._end_state = "active"  # the session goes on elsewhere
+            self._fatal = _Closed(p.CLOSE_NORMAL, "Session resumed on another connection")
+            self._wake.set()
 
     async def _finish(self, writer: asyncio.Task[None], close: _Closed) -> None:
         """Lets the writer deliver what is queued (bounded), then closes the socket."""
@@ -198,6 +228,7 @@ class Connection:
             if msg.type == WSMsgType.ERROR:
                 return self._frame_error(msg.data)
             t0 = time.perf_counter()
+            self._messages_seen += 1
             try:
                 if msg.type == WSMsgType.BINARY:
                     command: p.Command = p.parse_binary(msg.data, self.settings.max_chunk_bytes)
@@ -240,16 +271,14 @@ class Connection:
             case p.End():
                 return await self._end()
             case p.Reconnect():
-                # Resuming needs the shared session store (Redis): see docs/protocol.md.
-                raise p.ProtocolError(
-                    p.RESUME_FAILED, "Unknown session or wrong resume token; start a new session"
-                )
+                await self._resume(command)
         return None
 
     async def _audio(self, pcm: bytes) -> None:
         pcm16k = self.resampler.process(pcm)
         self.record.audio_bytes_received += len(pcm)
         self.record.last_activity_at = time.time()
+        await self._store_now_and_then()
         self.counts["chunks"] += 1
         metrics.CHUNKS_RECEIVED.inc()
         metrics.BYTES_RECEIVED.inc(len(pcm))
@@ -261,6 +290,7 @@ class Connection:
         if tail:
             await self._publish(subjects.H_KIND, "audio", tail)
         await self._publish(subjects.H_KIND, "end", b"")
+        self._end_state = "closed"
         self.record.state = "closing"
         await self.ctx.store.update(self.record)
         await self._wait_acks()
@@ -287,25 +317,90 @@ class Connection:
 
     async def _repair_from_stream(self) -> None:
         """Reads finals the live subscription missed from the RESULTS stream."""
-        jsm = self.ctx.js
         try:
             if self.orderer.expected_total is None:
-                flushed = await jsm.get_last_msg(subjects.RESULTS_STREAM, subjects.result_flushed(self.session_id))
+                flushed = await self.ctx.js.get_last_msg(subjects.RESULTS_STREAM,
+                                                         subjects.result_flushed(self.session_id))
                 if flushed.data:
                     self._handle_result(result_decoder.decode(flushed.data))
-            seq = 0
-            for _ in range(len(self.orderer.missing) + 1000):
-                if not self.orderer.missing:
-                    break
-                stored = await jsm.get_msg(
-                    subjects.RESULTS_STREAM, seq=seq + 1, subject=subjects.result_final(self.session_id),
-                    next=True,
-                )
-                seq = stored.seq or seq + 1
-                if stored.data:
-                    self._handle_result(result_decoder.decode(stored.data))
         except NotFoundError:
-            return
+            pass
+        if self.orderer.missing:
+            for final in await self._stored_finals():
+                self._handle_result(final)
+
+    async def _stored_finals(self) -> list[Result]:
+        """Every final of this session kept in the RESULTS stream, in stream order."""
+        out: list[Result] = []
+        seq = 0
+        while True:
+            try:
+                stored = await self.ctx.js.get_msg(subjects.RESULTS_STREAM, seq=seq + 1, next=True,
+                                                   subject=subjects.result_final(self.session_id))
+            except NotFoundError:
+                return out
+            seq = stored.seq or seq + 1
+            if stored.data:
+                out.append(result_decoder.decode(stored.data))
+
+    # --- resume -----------------------------------------------------------------------------
+
+    async def _resume(self, command: p.Reconnect) -> None:
+        if self._messages_seen != 1:
+            raise p.ProtocolError(p.INVALID_MESSAGE, "reconnect must be the first message of a connection")
+        if not subjects.valid_session_id(command.previous_session_id):
+            raise p.ProtocolError(p.RESUME_FAILED, "Unknown session or wrong resume token")
+        try:
+            record = await self.ctx.store.resume(command.previous_session_id, command.resume_token, self.conn_id)
+        except ResumeError as exc:
+            metrics.SESSIONS_RESUMED.labels("refused").inc()
+            raise p.ProtocolError(p.RESUME_FAILED, exc.reason) from None
+        # The fresh session of this connection was never used: give its place back.
+        await self._unsubscribe()
+        await self.ctx.store.release(self.session_id, self.conn_id, "closed")
+        previous_sent = record.transcripts_sent
+        self.session_id, self.record = record.session_id, record
+        self.subject = subjects.audio(self.session_id, self.settings.audio_shards)
+        self._skip_upto_seq = command.last_seq
+        self.record.transcripts_sent = command.last_seq
+        self._replay_buffer = []
+        await self._subscribe()
+        await self.ctx.nc.publish(subjects.takeover(self.session_id), self.conn_id.encode())
+        audio_bytes = await self._continue_audio_position(record)
+        stored = await self._stored_finals()
+        self._send({
+            "type": "session_recovered",
+            "previous_session_id": self.session_id,
+            "previous_metrics": {"audio_bytes_received": audio_bytes, "transcripts_sent": previous_sent},
+            "message": f"Previous session recovered. {previous_sent} transcripts completed.",
+        }, droppable=False)
+        live, self._replay_buffer = self._replay_buffer, None
+        for result in [*stored, *live]:
+            self._handle_result(result)
+        metrics.SESSIONS_RESUMED.labels("ok").inc()
+        await self.ctx.store.update(self.record)
+        log.info("session %s resumed (client had %d finals, %d stored)", self.session_id, command.last_seq,
+                 self.orderer.seq, extra={"session_id": self.session_id})
+
+    async def _continue_audio_position(self, record: SessionRecord) -> int:
+        """Continues the session's audio seq and offset after what the AUDIO stream holds; returns
+        the audio bytes the service has, at the session's original sample rate."""
+        try:
+            last = await self.ctx.js.get_last_msg(subjects.AUDIO_STREAM, self.subject)
+        except NotFoundError:
+            return 0
+        headers = last.headers or {}
+        self._seq = int(headers.get(subjects.H_SEQ, 0))
+        self._offset = int(headers.get(subjects.H_OFFSET, 0)) + len(last.data or b"")
+        stored_bytes = self._offset * record.sample_rate // TARGET_RATE
+        record.audio_bytes_received = max(record.audio_bytes_received, stored_bytes)
+        return record.audio_bytes_received
+
+    async def _store_now_and_then(self) -> None:
+        now = time.monotonic()
+        if now - self._stored_at >= STORE_UPDATE_EVERY_S:
+            self._stored_at = now
+            await self.ctx.store.update(self.record)
 
     async def _publish(self, header: str, kind: str, payload: bytes) -> None:
         self._seq += 1
@@ -345,11 +440,17 @@ class Connection:
         self._handle_result(result)
 
     def _handle_result(self, result: Result) -> None:
+        if self._replay_buffer is not None:
+            self._replay_buffer.append(result)
+            return
         match result:
             case Transcript(is_final=True):
                 for seq, final in self.orderer.add(result):
                     self._final_utterances.add(final.utterance_id)
+                    if seq <= self._skip_upto_seq:
+                        continue  # the client had it before it reconnected
                     self.record.transcripts_sent += 1
+                    self._stored_at = 0.0  # store the new count soon
                     if final.speech_end_at:
                         metrics.FINAL_LATENCY.observe(max(0.0, time.time() - final.speech_end_at))
                     self._send(

