@@ -154,12 +154,14 @@ async def run_session(http: aiohttp.ClientSession, url: str, pcm: bytes, t0: flo
     return session
 
 
-async def run_round(url: str, pcm: bytes, n: int) -> tuple[list[Session], float]:
-    """N sessions streaming at once; returns them and the round's wall time (t0 to last session_ended)."""
-    timeout = len(pcm) / BYTES_PER_S + SESSION_SLACK_S
+async def run_round(url: str, pcm: bytes, n: int, stagger_s: float) -> tuple[list[Session], float]:
+    """N sessions streaming at once (session i's audio starts i·stagger_s later); returns them and the
+    round's wall time (first t0 to last session_ended)."""
+    timeout = len(pcm) / BYTES_PER_S + n * stagger_s + SESSION_SLACK_S
     async with aiohttp.ClientSession() as http:
-        t0 = time.monotonic() + 0.5  # room for N connects; every session's audio starts then
-        sessions = await asyncio.gather(*(run_session(http, url, pcm, t0, timeout) for _ in range(n)))
+        t0 = time.monotonic() + 0.5  # room for N connects
+        sessions = await asyncio.gather(
+            *(run_session(http, url, pcm, t0 + i * stagger_s, timeout) for i in range(n)))
     last = max((s.ended_at for s in sessions if s.ended_at is not None), default=time.monotonic())
     return list(sessions), last - t0
 
@@ -359,7 +361,8 @@ def _worker_times(path: Path, offset: int) -> list[float]:
         return [float(x) for x in _WORKER_FINAL.findall(f.read().decode(errors="replace"))]
 
 
-async def run_levels(stack: Stack, log_path: Path, levels: list[int], rounds: int, pcm: bytes) -> list[Level]:
+async def run_levels(stack: Stack, log_path: Path, levels: list[int], rounds: int, pcm: bytes,
+                     stagger_s: float) -> list[Level]:
     url = f"ws://127.0.0.1:{stack.port}/v1/stream"
     await warm_up(url)
     audio_s = len(pcm) / BYTES_PER_S
@@ -370,7 +373,7 @@ async def run_levels(stack: Stack, log_path: Path, levels: list[int], rounds: in
             await asyncio.sleep(PAUSE_BETWEEN_ROUNDS_S)
             stack.check_children()
             offset = _log_size(log_path)
-            sessions, wall_s = await run_round(url, pcm, n)
+            sessions, wall_s = await run_round(url, pcm, n, stagger_s)
             await asyncio.sleep(0.5)  # the worker's log line follows its publish
             level.worker_inference += _worker_times(log_path, offset)
             level.add_round(sessions, wall_s, audio_s)
@@ -387,6 +390,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sessions", default="1,4,8", help="comma-separated concurrency levels (default 1,4,8)")
     p.add_argument("--rounds", type=int, default=3, help="rounds per level; samples are pooled (default 3)")
     p.add_argument("--baseline-repeats", type=int, default=5, help="direct runs per utterance (default 5)")
+    p.add_argument("--stagger-ms", type=int, default=0,
+                   help="start session i this much later than session i-1 (default 0: all at once, the worst "
+                        "case: every session ends its utterances at the same moment)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/RESULTS.md"), help="results file to append to")
     args = p.parse_args(argv)
     try:
@@ -404,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     info = machine()
     print(f"{when}\n{command}\n" + "\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
-    notes = []
+    notes = [f"sessions start {args.stagger_ms} ms apart" if args.stagger_ms else
+             "all sessions of a round start at the same instant, so their utterances end together (worst case)"]
     overridden = sorted(k for k in os.environ if k.startswith("ASR_"))
     if overridden:
         notes.append(f"ASR_* variables were set and reach the stack: {', '.join(overridden)}")
@@ -426,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
                 stack.start()
                 stack.wait_ready(timeout=180)
                 print(f"stack ready on port {stack.port}", flush=True)
-                levels = asyncio.run(run_levels(stack, log_path, args.levels, args.rounds, pcm))
+                levels = asyncio.run(run_levels(stack, log_path, args.levels, args.rounds, pcm,
+                                                 args.stagger_ms / 1000))
             except BaseException:
                 log.flush()
                 print(log_path.read_text()[-4000:], file=sys.stderr)

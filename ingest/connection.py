@@ -302,6 +302,9 @@ class Connection:
                 self.session_id, self.settings.end_flush_timeout_seconds, self.orderer.released,
                 self.orderer.expected_total, extra={"session_id": self.session_id},
             )
+        # Ended on purpose: from now on the session cannot be resumed.
+        self.record.state = "closed"
+        await self.ctx.store.update(self.record)
         self._send({"type": "session_ended", "metrics": self.session_metrics()}, droppable=False)
         return _Closed(p.CLOSE_NORMAL, "Session ended")
 

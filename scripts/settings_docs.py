@@ -28,24 +28,23 @@ def _toml(value: object) -> str:
 
 
 def _fields() -> list[tuple[str | None, str, str]]:
-    """(section heading or None, name, docstring) in declaration order."""
+    """(section heading, name, docstring) in declaration order."""
     source = (ROOT / "common" / "settings.py").read_text()
     cls = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef) and n.name == "Settings")
-    lines = source.splitlines()
+    docs: dict[str, str] = {}
+    for i, node in enumerate(cls.body[:-1]):
+        doc = cls.body[i + 1]
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(doc, ast.Expr):
+            docs[node.target.id] = str(ast.literal_eval(doc.value))
     out: list[tuple[str | None, str, str]] = []
     section: str | None = None
-    for i, node in enumerate(cls.body):
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            for line in reversed(lines[: node.lineno - 1]):
-                m = re.match(r"\s+# --- (.*?) -+$", line)
-                if m:
-                    section = m.group(1) if m.group(1) != (out and out[-1][0] or None) else section
-                    break
-                if re.match(r"\s+\w+: ", line):
-                    break
-            doc = cls.body[i + 1]
-            assert isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)
-            out.append((section, node.target.id, str(doc.value.value)))
+    for line in source.splitlines()[cls.lineno : cls.end_lineno]:
+        heading = re.match(r"\s+# --- (.*?) -+$", line)
+        field = re.match(r"    (\w+): ", line)
+        if heading:
+            section = heading.group(1)
+        elif field and field.group(1) in docs:
+            out.append((section, field.group(1), docs[field.group(1)]))
     return out
 
 

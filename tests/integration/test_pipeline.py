@@ -177,3 +177,42 @@ def test_logs_say_what_happened(stack: Stack) -> None:
     log = Path(stack.data_dir / "stack.log").read_text()
     assert "effective configuration" in log
     assert "final 1" in log
+
+
+async def test_resume_on_the_same_edge_without_redis(stack: Stack, http: aiohttp.ClientSession) -> None:
+    """The in-memory store resumes a dropped session on its own edge and replays missed finals."""
+    pcm = pcm_of("three_utterances.wav")
+    cut = 6 * 32000
+    client = await connect(http, url(stack))
+    started = client.messages[0]
+    await client.stream(pcm[:cut], chunk_ms=100, realtime=2.0)
+    final = await client.until("transcript", timeout=30)
+    while not final["is_final"]:
+        final = await client.until("transcript", timeout=30)
+    await client.ws.close()  # the phone drops; the client saw final 1 but pretends it did not
+
+    again = await connect(http, url(stack))
+    await again.send_json({"type": "reconnect", "previous_session_id": started["session_id"],
+                           "resume_token": started["resume_token"], "last_seq": 0})
+    recovered = await again.until("session_recovered", timeout=15)
+    assert recovered["previous_metrics"]["transcripts_sent"] == 1
+    assert recovered["previous_metrics"]["audio_bytes_received"] == cut
+    await again.stream(pcm[cut:], chunk_ms=100, realtime=4.0)
+    await again.send_json({"type": "end"})
+    await again.until("session_ended", timeout=60)
+    finals = again.finals()
+    assert [f["seq"] for f in finals] == [1, 2, 3], again.messages  # seq 1 replayed from the stream
+    for f, reference in zip(finals, THREE_UTTERANCES, strict=True):
+        assert wer(reference, f["text"]) <= 0.25, (reference, f["text"])
+    # Resuming needs the first message to be reconnect, and a valid token.
+    third = await connect(http, url(stack))
+    await third.send_json({"type": "keepalive"})
+    await third.send_json({"type": "reconnect", "previous_session_id": started["session_id"],
+                           "resume_token": started["resume_token"], "last_seq": 3})
+    error = await third.until("error", timeout=10)
+    assert error["code"] == "INVALID_MESSAGE" and "first message" in error["message"]
+    fourth = await connect(http, url(stack))
+    await fourth.send_json({"type": "reconnect", "previous_session_id": started["session_id"],
+                            "resume_token": started["resume_token"], "last_seq": 3})
+    error = await fourth.until("error", timeout=10)
+    assert error["code"] == "RESUME_FAILED" and "closed" in error["message"]  # it ended with `end`
