@@ -1,6 +1,7 @@
 """End-to-end latency of the pipeline against direct faster-whisper on the same audio.
 
-    .venv/bin/python -m benchmarks.pipeline_latency [--sessions 1,4,8] [--rounds 3] [--out benchmarks/RESULTS.md]
+    .venv/bin/python -m benchmarks.pipeline_latency [--sessions 1,4,8] [--rounds 3] [--stagger-ms 0]
+        [--baseline-repeats 5] [--out benchmarks/RESULTS.md]
 
 1. Baseline, in this process and before the stack starts: `Transcriber` with the ASR worker's
    default options (tiny.en bundled, int8, cpu_threads=1, beam 1) on each utterance of

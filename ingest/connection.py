@@ -154,7 +154,14 @@ class Connection:
             self._send(p.error(p.INTERNAL, "Audio bus unavailable, please reconnect"), droppable=False)
             close = _Closed(p.CLOSE_INTERNAL, "Internal error")
         finally:
+            # The bookkeeping must finish even if aiohttp cancels this handler (a dropped client):
+            # otherwise the session would never be released.
+            await asyncio.shield(self._close_and_release(writer, close))
+
+    async def _close_and_release(self, writer: asyncio.Task[None], close: _Closed) -> None:
+        try:
             await self._finish(writer, close)
+        finally:
             await self._unsubscribe()
             for fut in self._pending:
                 fut.cancel()
