@@ -74,6 +74,7 @@ class AsrWorker:
         kv = await presence.bucket(self.js)
         beat = asyncio.create_task(presence.heartbeat(kv, ROLE, self.worker_id), name="heartbeat")
         puller = asyncio.create_task(self._pull(), name="pull")
+        gauges = asyncio.create_task(self._measure_pending(), name="pending")
         try:
             async with health.serve(health.worker_app(lambda: self.ready), s.host, s.asr_http_port):
                 log.info("asr worker %s ready (model %s on %s, %d slot(s))", self.worker_id, s.model,
@@ -83,9 +84,10 @@ class AsrWorker:
             # Stop taking jobs; finish the running ones within a bound. An unfinished final is
             # not acknowledged, so JetStream hands it to another worker.
             self._stopping = True
-            puller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await puller
+            for task in (puller, gauges):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if self._jobs:
                 await asyncio.wait(self._jobs, timeout=20.0)
             for task in list(self._jobs):
@@ -124,6 +126,19 @@ class AsrWorker:
                 with contextlib.suppress(nats.errors.Error):
                     await sub.unsubscribe()
 
+    async def _measure_pending(self) -> None:
+        assert self.js is not None
+        consumers = {"final": (subjects.JOBS_FINAL_STREAM, subjects.FINAL_CONSUMER),
+                     "partial": (subjects.JOBS_PARTIAL_STREAM, subjects.PARTIAL_CONSUMER)}
+        while True:
+            for kind, (stream, consumer) in consumers.items():
+                try:
+                    info = await self.js.consumer_info(stream, consumer)
+                    metrics.ASR_PENDING.labels(kind).set(info.num_pending or 0)
+                except (TimeoutError, nats.errors.Error) as exc:
+                    log.debug("consumer info of %s failed: %s", consumer, exc)
+            await asyncio.sleep(2.0)
+
     async def _handle(self, msg: Msg) -> None:
         try:
             job = job_decoder.decode(msg.data)
@@ -142,10 +157,15 @@ class AsrWorker:
         keepalive = asyncio.create_task(_in_progress(msg)) if job.is_final else None
         try:
             prompt = await self._context(job.session_id) if job.is_final else ""
-            rec = await asyncio.get_running_loop().run_in_executor(
-                self.executor, lambda: self.transcriber.transcribe(job.audio, is_final=job.is_final,
-                                                                   prompt=prompt)
-            )
+            metrics.ASR_BUSY.inc()
+            metrics.ASR_BATCH_SIZE.observe(1)
+            try:
+                rec = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, lambda: self.transcriber.transcribe(job.audio, is_final=job.is_final,
+                                                                       prompt=prompt)
+                )
+            finally:
+                metrics.ASR_BUSY.dec()
             await self._publish(job, rec, prompt)
         except Exception:
             self.counts["failed"] += 1
@@ -164,6 +184,7 @@ class AsrWorker:
         self.counts[kind] += 1
         metrics.ASR_JOBS.labels(kind, "ok" if rec.text else "empty").inc()
         metrics.ASR_INFERENCE.labels(kind).observe(rec.inference_s)
+        metrics.ASR_AUDIO_SECONDS.labels(kind).inc(rec.audio_s)
         if rec.audio_s > 0:
             metrics.ASR_RTF.labels(kind).observe(rec.inference_s / rec.audio_s)
         if job.is_final:
@@ -177,7 +198,7 @@ class AsrWorker:
             session_id=job.session_id, utterance_id=job.utterance_id, is_final=job.is_final,
             text=rec.text, start_s=job.start_s, end_s=job.end_s, final_index=job.final_index,
             context=context, worker_id=self.worker_id, inference_s=rec.inference_s,
-            speech_end_at=job.speech_end_at,
+            speech_end_at=job.speech_end_at, published_at=time.time(),
         )
         if job.is_final:
             await self.js.publish(subjects.result_final(job.session_id), encode(result),

@@ -92,9 +92,10 @@ class Stack:
         self.nats.start()
         self.say(f"nats-server with JetStream at {self.nats.url} (data in {self.data_dir})")
         env = dict(os.environ)
+        self.vad_http_port, self.asr_http_port = _free_port(), _free_port()
         env.update(
             ASR_NATS_URL=self.nats.url, ASR_HOST=self.host, ASR_REDIS_URL=self.redis_url,
-            ASR_VAD_HTTP_PORT=str(_free_port()), ASR_ASR_HTTP_PORT=str(_free_port()),
+            ASR_VAD_HTTP_PORT=str(self.vad_http_port), ASR_ASR_HTTP_PORT=str(self.asr_http_port),
             PYTHONUNBUFFERED="1", OMP_WAIT_POLICY="PASSIVE",
         )
         env.update(self.extra_env)

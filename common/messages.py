@@ -2,7 +2,7 @@
 
 Audio itself never travels inside a Struct: ``audio.<shard>.<session>`` messages carry raw PCM
 s16le 16 kHz mono as the payload and their metadata in NATS headers (see ``common.subjects``).
-Control messages on the same subject (start, finalize, end) have an empty payload, so the VAD
+Control messages on the same subject (finalize, drain, end) have an empty payload, so the VAD
 worker sees audio and control of one session in the order the edge received them.
 
 Jobs and results are msgpack-encoded Structs. Times are session-relative seconds of audio
@@ -59,6 +59,7 @@ class Transcript(_Msg, frozen=True, tag="transcript"):
     worker_id: str = ""
     inference_s: float = 0.0
     speech_end_at: float = 0.0
+    published_at: float = 0.0  # wall clock when the ASR worker published it (stage latency)
 
 
 class SpeechStarted(_Msg, frozen=True, tag="speech_started"):
@@ -74,11 +75,13 @@ class UtteranceEnd(_Msg, frozen=True, tag="utterance_end"):
 
 
 class SessionFlushed(_Msg, frozen=True, tag="session_flushed"):
-    """The VAD worker has processed the session's ``end``: ``finals_total`` finals exist."""
+    """The VAD worker has processed the session's ``end`` (``ended``) or a ``drain`` request
+    (the open utterance was cut, the session goes on): ``finals_total`` finals exist so far."""
 
     session_id: str
     finals_total: int
     audio_s: float
+    ended: bool = True
 
 
 class SessionError(_Msg, frozen=True, tag="session_error"):
@@ -111,4 +114,4 @@ def encode(msg: _Msg) -> bytes:
     return _encoder.encode(msg)
 
 
-AudioKind = Literal["start", "audio", "finalize", "end"]
+AudioKind = Literal["audio", "finalize", "drain", "end"]

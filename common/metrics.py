@@ -17,13 +17,18 @@ SESSIONS_RESUMED = Counter("asr_sessions_resumed_total", "Reconnect attempts", [
 ORPHANS_RELEASED = Counter("asr_orphan_sessions_released_total", "Sessions of dead edges released")
 ACTIVE_SESSIONS = Gauge("asr_active_sessions", "Sessions open on this edge")
 CHUNKS_RECEIVED = Counter("asr_chunks_received_total", "Audio chunks accepted from clients")
-BYTES_RECEIVED = Counter("asr_bytes_received_total", "Audio bytes accepted from clients (16 kHz PCM)")
+BYTES_RECEIVED = Counter("asr_bytes_received_total", "Audio bytes accepted from clients (as sent)")
 CLIENT_ERRORS = Counter("asr_client_errors_total", "Error messages sent to clients", ["code"])
 MESSAGES_SENT = Counter("asr_messages_sent_total", "Messages sent to clients", ["type"])
 MESSAGES_DROPPED = Counter("asr_messages_dropped_total", "Messages dropped for a full send queue", ["type"])
 SLOW_CLIENT_CLOSES = Counter("asr_slow_client_closes_total", "Clients closed with 1008 (too slow)")
 REQUEST_LATENCY = Histogram(
     "asr_request_latency_seconds", "Edge handling time of one client message", buckets=LATENCY_BUCKETS
+)
+EDGE_DRAINING = Gauge("asr_edge_draining", "1 while this edge drains (SIGTERM): no new sessions")
+STAGE_ASR_TO_EDGE = Histogram(
+    "asr_stage_asr_to_edge_seconds", "ASR worker publishing a transcript to the edge receiving it",
+    buckets=LATENCY_BUCKETS,
 )
 FINAL_LATENCY = Histogram(
     "asr_final_latency_seconds",
@@ -37,6 +42,11 @@ VAD_SECONDS = Histogram("asr_vad_batch_seconds", "Thread time of one VAD batch",
 VAD_SESSIONS = Gauge("asr_vad_sessions", "Sessions with VAD state in this worker")
 VAD_SHARDS = Gauge("asr_vad_shards_owned", "Audio shards this VAD worker owns")
 VAD_JOBS = Counter("asr_vad_jobs_total", "ASR jobs published", ["kind"])
+VAD_BATCH_SIZE = Histogram(
+    "asr_vad_batch_size", "Audio messages fetched per VAD batch", buckets=(1, 2, 5, 10, 20, 50, 100, 200, 512)
+)
+VAD_AUDIO_SECONDS = Counter("asr_vad_audio_seconds_total", "Seconds of audio run through VAD")
+VAD_PENDING = Gauge("asr_vad_consumer_pending", "Audio messages waiting or unacknowledged on owned shards")
 VAD_STAGE_LATENCY = Histogram(
     "asr_stage_edge_to_vad_seconds", "Edge publish to VAD processing", buckets=LATENCY_BUCKETS
 )
@@ -55,3 +65,8 @@ ASR_QUEUE_WAIT = Histogram(
     buckets=E2E_BUCKETS,
 )
 ASR_BUSY = Gauge("asr_worker_busy_slots", "Jobs running in this ASR worker")
+ASR_BATCH_SIZE = Histogram(
+    "asr_batch_size", "Jobs per model call (CPU workers run one job per call)", buckets=(1, 2, 4, 8, 16, 32)
+)
+ASR_AUDIO_SECONDS = Counter("asr_audio_seconds_total", "Seconds of audio transcribed", ["kind"])
+ASR_PENDING = Gauge("asr_jobs_pending", "Jobs waiting in the queue (consumer pending)", ["kind"])

@@ -72,6 +72,8 @@ class Settings:
     """Sessions of an edge whose heartbeat is gone are released after this long without activity."""
     edge_heartbeat_seconds: float = 2.0
     """How often an edge tells Redis it is alive (its heartbeat expires after 3 intervals)."""
+    drain_timeout_seconds: float = 20.0
+    """On SIGTERM, longest wait for open sessions' pending finals before closing them with 1012."""
     require_workers_ready: bool = True
     """/readyz of an edge also needs a live VAD worker and a live ASR worker."""
 
@@ -204,6 +206,7 @@ def _validate(s: Settings) -> list[str]:
     add(_range("orphan_timeout_seconds", s.orphan_timeout_seconds, 1, 86400,
                "use 10-60: long enough for a client to reconnect, short enough to free capacity."))
     add(_range("edge_heartbeat_seconds", s.edge_heartbeat_seconds, 0.2, 60, "use 1-5."))
+    add(_range("drain_timeout_seconds", s.drain_timeout_seconds, 1, 600, "use 10-60."))
     add(_range("end_flush_timeout_seconds", s.end_flush_timeout_seconds, 1, 600, "use 10-60."))
     add(_range("publish_timeout_seconds", s.publish_timeout_seconds, 0.1, 60, "use 1-10."))
     add(_range("audio_retention_seconds", s.audio_retention_seconds, 60, 30 * 86400, "use 3600."))

@@ -27,7 +27,7 @@ FINAL_CONSUMER = "asr-final"
 PARTIAL_CONSUMER = "asr-partial"
 
 # Headers of audio.* messages (payload = raw PCM s16le 16 kHz mono, or empty for control).
-H_KIND = "Asr-Kind"  # start | audio | finalize | end
+H_KIND = "Asr-Kind"  # audio | finalize | drain | end
 H_SEQ = "Asr-Seq"  # per-session message sequence, from 1
 H_SENT_AT = "Asr-Sent-At"  # wall clock (UNIX seconds) when the edge published it
 H_OFFSET = "Asr-Offset"  # bytes of session audio (16 kHz PCM) before this chunk

@@ -20,7 +20,7 @@ def main() -> int:
     logs.setup(settings, "ingest")
     logs.log_config(settings, "ingest")
     web.run_app(init(settings), host=settings.host, port=settings.port, print=None,
-                access_log=None, shutdown_timeout=10.0)
+                access_log=None, shutdown_timeout=settings.drain_timeout_seconds + 10)
     return 0
 
 

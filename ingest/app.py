@@ -92,6 +92,9 @@ async def json_metrics(request: web.Request) -> web.Response:
         "sessions_by_state": await ctx.store.states(),
         "uptime_seconds": round(time.time() - ctx.started_at, 3),
         "draining": ctx.draining,
+        "messages_dropped": ctx.totals.get("messages_dropped", 0),
+        "slow_client_closes": ctx.totals.get("slow_client_closes", 0),
+        "errors_by_code": {k.removeprefix("error."): v for k, v in ctx.totals.items() if k.startswith("error.")},
         "workers": {role: len(ids) for role, ids in ctx.workers.items()},
     })
 
@@ -160,22 +163,23 @@ async def _poll_workers(ctx: EdgeContext, kv: Any) -> None:
         await asyncio.sleep(1.0)
 
 
-async def _close_sockets(app: web.Application) -> None:
-    """On shutdown: no new sessions; open ones are told to reconnect elsewhere (1012)."""
+async def _drain(app: web.Application) -> None:
+    """SIGTERM: admit nobody, let every session's pending finals reach its client, then close the
+    clients with 1012 so they resume on another edge (bounded by drain_timeout_seconds)."""
     ctx = app.get(CONTEXT)
     if ctx is None:
         return
     ctx.draining = True
-    for conn in list(ctx.connections):
-        with contextlib.suppress(ConnectionError):
-            await conn.ws.close(code=p.CLOSE_DRAINING, message=b"Edge draining")
+    metrics.EDGE_DRAINING.set(1)
+    log.info("draining %d sessions", len(ctx.connections))
+    await asyncio.gather(*(conn.drain(ctx.settings.drain_timeout_seconds) for conn in list(ctx.connections)))
 
 
 def init(settings: Settings) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_bus)
-    app.on_shutdown.append(_close_sockets)
+    app.on_shutdown.append(_drain)
     app.router.add_get("/v1/stream", stream_handler)
     app.router.add_get("/v1/metrics", json_metrics)
     app.router.add_get("/metrics", metrics_handler)

@@ -66,6 +66,10 @@ class EdgeContext:
     connections: set[Connection] = field(default_factory=set)
     workers: dict[str, list[str]] = field(default_factory=dict)  # live worker ids by role
     store_ok: bool = True  # the session store answered the last heartbeat
+    totals: dict[str, int] = field(default_factory=dict)  # this edge's counters for /v1/metrics
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.totals[name] = self.totals.get(name, 0) + n
 
 
 class _Closed(Exception):
@@ -113,6 +117,8 @@ class Connection:
         self._replay_buffer: list[Result] | None = None  # results held back while resuming
         self._skip_upto_seq = 0  # finals the client already has (its last_seq on reconnect)
         self._end_state = "interrupted"
+        self._publish_lock = asyncio.Lock()  # seq order on the bus = order of publish calls
+        self._drain_target: int | None = None  # finals to deliver before closing for a drain
         self.counts = {"partials_sent": 0, "partials_dropped": 0, "errors_sent": 0, "chunks": 0}
 
     def __repr__(self) -> str:
@@ -413,19 +419,41 @@ class Connection:
             await self.ctx.store.update(self.record)
 
     async def _publish(self, header: str, kind: str, payload: bytes) -> None:
-        self._seq += 1
-        headers = {
-            subjects.H_MSG_ID: f"{self.session_id}.{self._seq}",
-            subjects.H_KIND: kind,
-            subjects.H_SEQ: str(self._seq),
-            subjects.H_OFFSET: str(self._offset),
-            subjects.H_SENT_AT: f"{time.time():.6f}",
-        }
-        self._offset += len(payload)
-        future = await self.ctx.js.publish_async(self.subject, payload, headers=headers)
-        self._pending.append(future)
+        async with self._publish_lock:
+            self._seq += 1
+            headers = {
+                subjects.H_MSG_ID: f"{self.session_id}.{self._seq}",
+                subjects.H_KIND: kind,
+                subjects.H_SEQ: str(self._seq),
+                subjects.H_OFFSET: str(self._offset),
+                subjects.H_SENT_AT: f"{time.time():.6f}",
+            }
+            self._offset += len(payload)
+            future = await self.ctx.js.publish_async(self.subject, payload, headers=headers)
+            self._pending.append(future)
         while len(self._pending) > MAX_PENDING_PUBLISHES or (self._pending and self._pending[0].done()):
             await self._ack(self._pending.popleft())
+
+    async def drain(self, timeout: float) -> None:
+        """The edge is shutting down: cut the open utterance, deliver every final of the session so
+        far (bounded by ``timeout``), then close with 1012 so the client resumes on another edge."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._publish(subjects.H_KIND, "drain", b"")
+                await self._wait_acks()
+                while self._drain_target is None or self.orderer.released < self._drain_target:
+                    if self._fatal is not None or self.ws.closed:
+                        return
+                    self._wake_flush.clear()
+                    await self._wake_flush.wait()
+                await self._drained()
+        except (TimeoutError, ConnectionError) as exc:
+            log.warning("session %s: drain incomplete (%r); closing anyway", self.session_id, exc,
+                        extra={"session_id": self.session_id})
+        self._end_state = "interrupted"
+        if not self.ws.closed:
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await asyncio.wait_for(self.ws.close(code=p.CLOSE_DRAINING, message=b"Edge draining, reconnect"), 5)
 
     async def _ack(self, future: asyncio.Future[PubAck]) -> None:
         try:
@@ -453,6 +481,8 @@ class Connection:
         if self._replay_buffer is not None:
             self._replay_buffer.append(result)
             return
+        if isinstance(result, Transcript) and result.published_at:
+            metrics.STAGE_ASR_TO_EDGE.observe(max(0.0, time.time() - result.published_at))
         match result:
             case Transcript(is_final=True):
                 for seq, final in self.orderer.add(result):
@@ -483,6 +513,9 @@ class Connection:
             case UtteranceEnd():
                 self._send({"type": "utterance_end", "utterance_id": result.utterance_id,
                             "end_s": round(result.end_s, 3)}, droppable=True)
+            case SessionFlushed(ended=False):
+                self._drain_target = result.finals_total
+                self._poke_flush()
             case SessionFlushed():
                 self.orderer.expected_total = result.finals_total
                 self._poke_flush()
@@ -494,6 +527,7 @@ class Connection:
 
     def _client_error(self, code: str, message: str) -> None:
         metrics.CLIENT_ERRORS.labels(code).inc()
+        self.ctx.count(f"error.{code}")
         self.counts["errors_sent"] += 1
         self._send(p.error(code, message), droppable=False)
 
@@ -507,10 +541,12 @@ class Connection:
         dropped_type = msg["type"] if outcome is Put.DROPPED else "partial"
         if outcome in (Put.DROPPED, Put.DISPLACED):
             metrics.MESSAGES_DROPPED.labels(dropped_type).inc()
+            self.ctx.count("messages_dropped")
             self.counts["partials_dropped"] += 1
         self._full_events += 1
         if outcome is Put.FULL or self._full_events >= self.settings.slow_send_threshold:
             metrics.SLOW_CLIENT_CLOSES.inc()
+            self.ctx.count("slow_client_closes")
             self._fatal = _Closed(p.CLOSE_TOO_SLOW, "Client too slow")
         self._wake.set()
 

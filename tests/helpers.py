@@ -28,6 +28,7 @@ class Client:
         self.ws = ws
         self.messages: list[dict[str, Any]] = []
         self.close_code: int | None = None
+        self.last_frame: aiohttp.WSMessage | None = None  # the frame that ended the session
 
     async def recv(self, timeout: float = STEP) -> dict[str, Any] | None:
         msg = await asyncio.wait_for(self.ws.receive(), timeout)
@@ -35,7 +36,10 @@ class Client:
             data: dict[str, Any] = json.loads(msg.data)
             self.messages.append(data)
             return data
-        self.close_code = self.ws.close_code
+        # The code the server sent; aiohttp's own close_code may say 1006 when the server dropped
+        # the TCP connection right after its close frame, before the client's reply.
+        self.close_code = int(msg.data) if msg.type == aiohttp.WSMsgType.CLOSE else self.ws.close_code
+        self.last_frame = msg
         return None
 
     async def until(self, kind: str, timeout: float = 60.0) -> dict[str, Any]:

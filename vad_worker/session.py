@@ -35,7 +35,7 @@ def segmenter_options(settings: Settings) -> SegmenterOptions:
 @dataclass(frozen=True, slots=True)
 class Chunk:
     seq: int
-    kind: str  # start | audio | finalize | end
+    kind: str  # audio | finalize | drain | end
     pcm: bytes
 
 
@@ -48,6 +48,7 @@ class SessionVad:
         self.last_seq = 0
         self.last_seen = time.monotonic()
         self.ended = False
+        self.drained = False  # a drain request was processed in the last batch
         self.frames = 0
         self.threads_seen: set[int] = set()  # thread idents that ran VAD (checked by tests)
 
@@ -67,6 +68,9 @@ class SessionVad:
                 events += self.segmenter.push(chunk.pcm)
             elif chunk.kind == "finalize":
                 events += self.segmenter.finalize()
+            elif chunk.kind == "drain":  # the edge is going away: cut the utterance, keep the session
+                events += self.segmenter.finalize()
+                self.drained = True
             elif chunk.kind == "end":
                 events += self.segmenter.end()
                 self.ended = True

@@ -103,7 +103,19 @@ class VadWorker:
             if gained or lost:
                 log.info("shards owned: %s", sorted(self._shard_tasks))
             metrics.VAD_SHARDS.set(len(self._shard_tasks))
+            await self._measure_pending()
             await asyncio.sleep(shard_leases.REFRESH_S)
+
+    async def _measure_pending(self) -> None:
+        assert self.js is not None
+        pending = 0
+        for shard in list(self._shard_tasks):
+            try:
+                info = await self.js.consumer_info(subjects.AUDIO_STREAM, subjects.vad_consumer(shard))
+            except (TimeoutError, nats.errors.Error):
+                return
+            pending += (info.num_pending or 0) + (info.num_ack_pending or 0)
+        metrics.VAD_PENDING.set(pending)
 
     async def _stop_shards(self, shards: set[int], timeout: float) -> None:
         tasks = [self._shard_tasks.pop(s) for s in shards if s in self._shard_tasks]
@@ -142,8 +154,10 @@ class VadWorker:
             metrics.VAD_SESSIONS.set(len(self.sessions))
 
     async def _process_batch(self, msgs: list[Msg], mine: set[str]) -> None:
+        assert self.nc is not None
         now = time.time()
         groups: dict[str, list[Chunk]] = {}
+        metrics.VAD_BATCH_SIZE.observe(len(msgs))
         for msg in msgs:
             headers = msg.headers or {}
             session_id = msg.subject.rsplit(".", 1)[-1]
@@ -154,6 +168,7 @@ class VadWorker:
                 log.error("dropping malformed audio message on %s", msg.subject)
                 continue
             groups.setdefault(session_id, []).append(chunk)
+            metrics.VAD_AUDIO_SECONDS.inc(len(msg.data) / 32000)
         loop = asyncio.get_running_loop()
         work: list[tuple[SessionVad, Awaitable[list[Event]]]] = []
         for session_id, chunks in groups.items():
@@ -171,6 +186,11 @@ class VadWorker:
             await self._publish(state, events)
             if state.ended:
                 await self._flushed(state, mine)
+            elif state.drained:
+                state.drained = False
+                drained = SessionFlushed(session_id=state.session_id, finals_total=state.segmenter.finals_emitted,
+                                         audio_s=state.segmenter.samples_seen / state.sample_rate, ended=False)
+                await self.nc.publish(subjects.result_event(state.session_id), encode(drained))
         metrics.VAD_SESSIONS.set(len(self.sessions))
         # Only now is the audio safe to forget: its jobs are stored in JetStream.
         await asyncio.gather(*(msg.ack() for msg in msgs))
