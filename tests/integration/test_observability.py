@@ -80,9 +80,15 @@ async def test_every_role_counts_real_traffic(stack: Stack) -> None:
     partials = len([m for m in client.of_type("transcript") if not m["is_final"]])
     await asyncio.sleep(2.5)  # worker gauges refresh every 2 s
     after = {role: scrape(port) for role, port in ports.items()}
-    edge, vad, asr = (lambda n, **k: moved(before["edge"], after["edge"], n, **k),
-                      lambda n, **k: moved(before["vad"], after["vad"], n, **k),
-                      lambda n, **k: moved(before["asr"], after["asr"], n, **k))
+
+    def edge(name: str, **labels: str) -> float:
+        return moved(before["edge"], after["edge"], name, **labels)
+
+    def vad(name: str, **labels: str) -> float:
+        return moved(before["vad"], after["vad"], name, **labels)
+
+    def asr(name: str, **labels: str) -> float:
+        return moved(before["asr"], after["asr"], name, **labels)
 
     assert edge("asr_sessions_total") == 1
     assert value(after["edge"], "asr_active_sessions") == 0
