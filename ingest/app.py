@@ -80,8 +80,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def json_metrics(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     cluster, own = await ctx.store.counts()
-    limit = ctx.settings.max_global_sessions if ctx.settings.redis_url else min(
-        ctx.settings.max_global_sessions, ctx.settings.max_sessions_per_worker)
+    limit = _cluster_limit(ctx.settings)
     return web.json_response({
         "worker_id": ctx.edge_id,
         "active_sessions": cluster,
@@ -99,6 +98,13 @@ async def json_metrics(request: web.Request) -> web.Response:
     })
 
 
+def _cluster_limit(settings: Settings) -> int:
+    """What the cluster admits: the global cap with Redis, else this lone edge's own cap."""
+    if settings.redis_url:
+        return settings.max_global_sessions
+    return min(settings.max_global_sessions, settings.max_sessions_per_worker)
+
+
 async def _bus(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     edge_id = settings.effective_worker_id
@@ -106,6 +112,8 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
     js = nc.jetstream(timeout=settings.publish_timeout_seconds)
     await ensure_streams(js, settings)
     store = await _open_store(settings, edge_id)
+    metrics.MAX_SESSIONS.set(_cluster_limit(settings))
+    metrics.MAX_SESSIONS_PER_EDGE.set(settings.max_sessions_per_worker)
     ctx = app[CONTEXT] = EdgeContext(settings=settings, nc=nc, js=js, store=store, edge_id=edge_id)
     kv = await presence.bucket(js)
     poller = asyncio.create_task(_poll_workers(ctx, kv), name="poll-workers")
