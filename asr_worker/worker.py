@@ -22,7 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from asr_worker.transcriber import Recognition, Transcriber, TranscriberOptions
-from common import bus, health, metrics, presence, subjects
+from common import bus, health, metrics, presence, subjects, tasks
 from common.messages import AsrJob, Transcript, encode, job_decoder, result_decoder
 from common.settings import Settings
 from common.streams import ensure_streams
@@ -84,17 +84,11 @@ class AsrWorker:
             # Stop taking jobs; finish the running ones within a bound. An unfinished final is
             # not acknowledged, so JetStream hands it to another worker.
             self._stopping = True
-            for task in (puller, gauges):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await tasks.stop(puller, gauges)
             if self._jobs:
                 await asyncio.wait(self._jobs, timeout=20.0)
-            for task in list(self._jobs):
-                task.cancel()
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            await tasks.stop(*self._jobs)
+            await tasks.stop(beat)
             await bus.close(self.nc)
             self.executor.shutdown(wait=True, cancel_futures=True)
 

@@ -7,7 +7,6 @@ Long-lived resources (the NATS connection, the worker-presence poller) are owned
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -16,7 +15,7 @@ from typing import Any
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from common import bus, metrics, presence
+from common import bus, metrics, presence, tasks
 from common.health import metrics_handler
 from common.settings import Settings
 from common.streams import ensure_streams
@@ -122,10 +121,7 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for task in (poller, keeper):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await tasks.stop(poller, keeper)
         await store.close()
         await bus.close(nc)
 

@@ -20,7 +20,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from common import bus, health, metrics, presence, subjects
+from common import bus, health, metrics, presence, subjects, tasks
 from common.messages import AsrJob, SessionFlushed, SpeechStarted, UtteranceEnd, encode
 from common.settings import Settings
 from common.streams import ensure_streams
@@ -74,12 +74,10 @@ class VadWorker:
         finally:
             # Stop taking work, let each shard finish its batch (bounded), then hand shards back.
             self._stopping = True
-            manager.cancel()
-            await _settle(manager)
+            await tasks.stop(manager)
             await self._stop_shards(set(self._shard_tasks), timeout=5.0)
             await leases.release_all()
-            beat.cancel()
-            await _settle(beat)
+            await tasks.stop(beat)
             await bus.close(self.nc)
             self.executor.shutdown(wait=True, cancel_futures=True)
 
@@ -118,14 +116,11 @@ class VadWorker:
         metrics.VAD_PENDING.set(pending)
 
     async def _stop_shards(self, shards: set[int], timeout: float) -> None:
-        tasks = [self._shard_tasks.pop(s) for s in shards if s in self._shard_tasks]
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
-        for task in pending:
-            task.cancel()
-        for task in tasks:
-            await _settle(task)
+        """Lets the shards' loops finish their batch (they check ``_stopping``), then cancels."""
+        stopping = [self._shard_tasks.pop(s) for s in shards if s in self._shard_tasks]
+        if stopping:
+            await asyncio.wait(stopping, timeout=timeout)
+            await tasks.stop(*stopping)
 
     # --- one shard ----------------------------------------------------------------------------
 
@@ -251,13 +246,3 @@ class VadWorker:
 
 def _utt(index: int) -> str:
     return f"u{index}"
-
-
-async def _settle(task: asyncio.Task[None]) -> None:
-    """Awaits a task that was cancelled or finished, logging a failure instead of raising it."""
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-    except Exception:
-        log.exception("task %s failed", task.get_name())
