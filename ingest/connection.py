@@ -157,7 +157,7 @@ class Connection:
             close = exc
         except (TimeoutError, ConnectionError) as exc:
             log.warning("session %s: bus error: %r", self.session_id, exc, extra={"session_id": self.session_id})
-            self._send(p.error(p.INTERNAL, "Audio bus unavailable, please reconnect"), droppable=False)
+            self._client_error(p.INTERNAL, "Audio bus unavailable, please reconnect")
             close = _Closed(p.CLOSE_INTERNAL, "Internal error")
         finally:
             # The bookkeeping must finish even if aiohttp cancels this handler (a dropped client):

