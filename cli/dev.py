@@ -26,7 +26,7 @@ from common.nats_server import NatsServer, NatsServerError
 
 ROLES = ("ingest", "vad_worker", "asr_worker")
 READY_TIMEOUT_S = 180.0
-STOP_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 40.0  # above the edge's default drain_timeout_seconds (20)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -23,6 +23,8 @@ BYTES_RECEIVED = Counter("asr_bytes_received_total", "Audio bytes accepted from 
 CLIENT_ERRORS = Counter("asr_client_errors_total", "Error messages sent to clients", ["code"])
 MESSAGES_SENT = Counter("asr_messages_sent_total", "Messages sent to clients", ["type"])
 MESSAGES_DROPPED = Counter("asr_messages_dropped_total", "Messages dropped for a full send queue", ["type"])
+RATE_LIMITED = Counter("asr_rate_limited_total", "Clients told RATE_LIMITED for flooding audio")
+THROTTLED_SECONDS = Counter("asr_throttled_seconds_total", "Time clients' sockets were not read (backpressure)")
 SLOW_CLIENT_CLOSES = Counter("asr_slow_client_closes_total", "Clients closed with 1008 (too slow)")
 REQUEST_LATENCY = Histogram(
     "asr_request_latency_seconds", "Edge handling time of one client message", buckets=LATENCY_BUCKETS
@@ -48,6 +50,9 @@ VAD_BATCH_SIZE = Histogram(
     "asr_vad_batch_size", "Audio messages fetched per VAD batch", buckets=(1, 2, 5, 10, 20, 50, 100, 200, 512)
 )
 VAD_AUDIO_SECONDS = Counter("asr_vad_audio_seconds_total", "Seconds of audio run through VAD")
+VAD_OVERFLOW_BYTES = Counter(
+    "asr_vad_overflow_bytes_total", "Oldest utterance audio dropped at vad_max_buffer_bytes"
+)
 VAD_PENDING = Gauge("asr_vad_consumer_pending", "Audio messages waiting or unacknowledged on owned shards")
 VAD_STAGE_LATENCY = Histogram(
     "asr_stage_edge_to_vad_seconds", "Edge publish to VAD processing", buckets=LATENCY_BUCKETS

@@ -64,6 +64,18 @@ class Settings:
     """Largest decoded audio chunk accepted in one message (CHUNK_TOO_LARGE otherwise)."""
     max_frame_bytes: int = 1048576
     """Hard cap on one WebSocket frame; larger frames close the connection with 1009."""
+    max_realtime_factor: float = 3.0
+    """Audio faster than this many times real time is slowed by backpressure; 0 disables the limit."""
+    rate_limit_burst_seconds: float = 5.0
+    """Seconds of audio a client may send ahead of the rate before it is slowed down."""
+    rate_limit_grace_seconds: float = 10.0
+    """A client slowed down continuously this long gets RATE_LIMITED (and stays slowed)."""
+    api_keys: str = ""
+    """Comma-separated API keys (Authorization: Bearer KEY, or ?token=KEY); empty: no authentication."""
+    allowed_origins: str = ""
+    """Comma-separated Origin values browsers may connect from; empty: any origin."""
+    max_connections_per_ip: int = 50
+    """Open WebSockets one client address may hold on an edge; 0: unlimited."""
     idle_timeout_seconds: float = 30.0
     """A session without audio or keepalive this long is closed."""
     end_flush_timeout_seconds: float = 30.0
@@ -94,6 +106,8 @@ class Settings:
     """Utterances are cut into a final at this length (Whisper's window is 30 s)."""
     partial_interval_ms: int = 1000
     """A partial transcript every this much speech; 0 disables partials."""
+    vad_max_buffer_bytes: int = 960000
+    """Hard cap on one session's buffered utterance audio (16 kHz PCM); past it the oldest is dropped."""
     vad_http_port: int = 9101
     """VAD worker's /metrics, /healthz and /readyz; 0 disables."""
 
@@ -202,6 +216,22 @@ def _validate(s: Settings) -> list[str]:
             "the hard frame cap must hold the largest chunk (and its base64 form); use at least "
             f"{s.max_chunk_bytes * 4 // 3 + 64}."
         )
+    add(_range("max_realtime_factor", s.max_realtime_factor, 0, 100,
+               "use 0 (off) or at least 1.5: live microphones send at 1x, uploads need headroom."))
+    if 0 < s.max_realtime_factor < 1.0:
+        add(f"max_realtime_factor={s.max_realtime_factor} would throttle even live audio; use 0 or >= 1.5.")
+    add(_range("rate_limit_burst_seconds", s.rate_limit_burst_seconds, 0.1, 600, "use 2-10."))
+    add(_range("rate_limit_grace_seconds", s.rate_limit_grace_seconds, 0.1, 3600, "use 5-30."))
+    add(_range("max_connections_per_ip", s.max_connections_per_ip, 0, 1_000_000, "use 0 (off) or 10-100."))
+    add(_range("vad_max_buffer_bytes", s.vad_max_buffer_bytes, 9600, 64 * 1024 * 1024,
+               "960000 holds 30 s, the longest utterance; lower it only to bound memory harder."))
+    if any(not k.strip() for k in s.api_keys.split(",")) and s.api_keys:
+        add("api_keys has an empty entry; list keys separated by commas, without blanks.")
+    if any(len(k.strip()) < 16 for k in s.api_keys.split(",") if k.strip()):
+        add("api_keys has a key shorter than 16 characters; use long random keys (openssl rand -hex 24).")
+    for origin in (o.strip() for o in s.allowed_origins.split(",") if o.strip()):
+        if not origin.startswith(("http://", "https://")):
+            add(f"allowed_origins entry {origin!r} is not an origin; use e.g. https://captions.example.com.")
     add(_range("idle_timeout_seconds", s.idle_timeout_seconds, 1, 86400, "30 s suits most clients."))
     add(_range("orphan_timeout_seconds", s.orphan_timeout_seconds, 1, 86400,
                "use 10-60: long enough for a client to reconnect, short enough to free capacity."))

@@ -20,9 +20,11 @@ from common.health import metrics_handler
 from common.settings import Settings
 from common.streams import ensure_streams
 from ingest import protocol as p
+from ingest.auth import Gatekeeper
 from ingest.connection import Connection, EdgeContext
 from ingest.redis_store import RedisSessionStore
 from ingest.session_store import MemorySessionStore, SessionStore
+from ingest.websocket import EdgeWebSocket
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +44,28 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
                     f"sample_rate must be a whole number of Hz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}"),
             status=400,
         )
-    ws = web.WebSocketResponse(max_msg_size=settings.max_frame_bytes, heartbeat=20.0)
-    await ws.prepare(request)
-    if ctx.draining:
-        await ws.send_json(p.error(p.CAPACITY, "Edge is draining, reconnect to another edge"))
-        await ws.close(code=p.CLOSE_DRAINING, message=b"Edge draining")
+    refusal = ctx.gate.check(request.headers, request.query)
+    if refusal is not None:
+        metrics.SESSIONS_REJECTED.labels(refusal.code.lower()).inc()
+        ctx.count(f"error.{refusal.code}")
+        return web.json_response(p.error(refusal.code, refusal.message), status=refusal.status)
+    ip = request.remote or "?"
+    refusal = ctx.gate.open(ip)
+    if refusal is not None:
+        metrics.SESSIONS_REJECTED.labels("per_ip_limit").inc()
+        ctx.count(f"error.{refusal.code}")
+        return web.json_response(p.error(refusal.code, refusal.message), status=refusal.status)
+    try:
+        ws = EdgeWebSocket(max_msg_size=settings.max_frame_bytes, heartbeat=20.0, compress=False)
+        await ws.prepare(request)
+        if ctx.draining:
+            await ws.send_json(p.error(p.CAPACITY, "Edge is draining, reconnect to another edge"))
+            await ws.close(code=p.CLOSE_DRAINING, message=b"Edge draining")
+            return ws
+        await Connection(ctx, ws, int(raw_rate), request.transport).run()
         return ws
-    await Connection(ctx, ws, int(raw_rate)).run()
-    return ws
+    finally:
+        ctx.gate.close(ip)
 
 
 async def healthz(_: web.Request) -> web.Response:
@@ -113,7 +129,8 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
     store = await _open_store(settings, edge_id)
     metrics.MAX_SESSIONS.set(_cluster_limit(settings))
     metrics.MAX_SESSIONS_PER_EDGE.set(settings.max_sessions_per_worker)
-    ctx = app[CONTEXT] = EdgeContext(settings=settings, nc=nc, js=js, store=store, edge_id=edge_id)
+    ctx = app[CONTEXT] = EdgeContext(settings=settings, nc=nc, js=js, store=store, edge_id=edge_id,
+                                     gate=Gatekeeper.from_settings(settings))
     kv = await presence.bucket(js)
     poller = asyncio.create_task(_poll_workers(ctx, kv), name="poll-workers")
     keeper = asyncio.create_task(_keep_store(ctx), name="session-store")

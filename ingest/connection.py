@@ -26,7 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 
-from common import metrics, subjects
+from common import metrics, subjects, tasks
 from common.audio import TARGET_RATE, StreamResampler
 from common.messages import (
     Result,
@@ -39,12 +39,15 @@ from common.messages import (
 )
 from common.settings import Settings
 from ingest import protocol as p
+from ingest.auth import Gatekeeper
 from ingest.finals import FinalOrderer
+from ingest.rate_limit import RateLimiter, RateLimitOptions
 from ingest.send_queue import Put, SendQueue
 from ingest.session_store import Admit, ResumeError, SessionRecord, SessionStore, hash_token
 
 log = logging.getLogger(__name__)
 
+CLOSE_GRACE_S = 5.0  # a client being closed has this long to read its close frame before a reset
 STORE_UPDATE_EVERY_S = 1.0  # activity and metrics reach the session store at most this often
 MAX_PENDING_PUBLISHES = 64  # per session: unacknowledged audio publishes before reading pauses
 REPAIR_AFTER_S = 2.0  # finals still missing this long after session_flushed are read from the stream
@@ -61,6 +64,7 @@ class EdgeContext:
     js: JetStreamContext
     store: SessionStore
     edge_id: str
+    gate: Gatekeeper
     started_at: float = field(default_factory=time.time)
     draining: bool = False
     connections: set[Connection] = field(default_factory=set)
@@ -81,10 +85,18 @@ class _Closed(Exception):
         self.reason = reason
 
 
+class _NothingToDrain(Exception):
+    pass
+
+
 class Connection:
-    def __init__(self, ctx: EdgeContext, ws: web.WebSocketResponse, sample_rate: int) -> None:
+    def __init__(
+        self, ctx: EdgeContext, ws: web.WebSocketResponse, sample_rate: int,
+        transport: asyncio.Transport | None = None,
+    ) -> None:
         self.ctx = ctx
         self.ws = ws
+        self.transport = transport  # aborted when a client that stopped reading must go
         self.settings = ctx.settings
         self.sample_rate = sample_rate
         self.conn_id = uuid.uuid4().hex  # this connection, as the session's owner in the store
@@ -99,6 +111,8 @@ class Connection:
         )
         self.subject = subjects.audio(self.session_id, self.settings.audio_shards)
         self.resampler = StreamResampler(sample_rate, TARGET_RATE)
+        self.limiter = _rate_limiter(self.settings, sample_rate)
+        self._flood_warned = False
         self.queue = SendQueue(self.settings.max_send_queue_size)
         self.orderer = FinalOrderer()
         self._wake = asyncio.Event()
@@ -117,6 +131,7 @@ class Connection:
         self._replay_buffer: list[Result] | None = None  # results held back while resuming
         self._skip_upto_seq = 0  # finals the client already has (its last_seq on reconnect)
         self._end_state = "interrupted"
+        self._closer: asyncio.Task[None] | None = None
         self._publish_lock = asyncio.Lock()  # seq order on the bus = order of publish calls
         self._drain_target: int | None = None  # finals to deliver before closing for a drain
         self.counts = {"partials_sent": 0, "partials_dropped": 0, "errors_sent": 0, "chunks": 0}
@@ -202,17 +217,17 @@ class Connection:
             log.info("session %s resumed on another connection: closing this one", self.session_id,
                      extra={"session_id": self.session_id})
             self._end_state = "active"  # the session goes on elsewhere
-            self._fatal = _Closed(p.CLOSE_NORMAL, "Session resumed on another connection")
-            self._wake.set()
+            self._fail(_Closed(p.CLOSE_NORMAL, "Session resumed on another connection"))
 
     async def _finish(self, writer: asyncio.Task[None], close: _Closed) -> None:
         """Lets the writer deliver what is queued (bounded), then closes the socket."""
         if self._fatal is None and not self.ws.closed:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._drained(), 5.0)
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        await tasks.stop(writer)
+        if self._closer is not None:
+            await asyncio.wait({self._closer}, timeout=5.0)
+            await tasks.stop(self._closer)
         final_close = self._fatal or close
         if not self.ws.closed:
             with contextlib.suppress(ConnectionError, asyncio.TimeoutError):
@@ -288,6 +303,7 @@ class Connection:
         return None
 
     async def _audio(self, pcm: bytes) -> None:
+        await self._pace(len(pcm))
         pcm16k = self.resampler.process(pcm)
         self.record.audio_bytes_received += len(pcm)
         self.record.last_activity_at = time.time()
@@ -297,6 +313,26 @@ class Connection:
         metrics.BYTES_RECEIVED.inc(len(pcm))
         if pcm16k:
             await self._publish(subjects.H_KIND, "audio", pcm16k)
+
+    async def _pace(self, nbytes: int) -> None:
+        """Audio faster than max_realtime_factor × real time: stop reading this socket for a while
+        (TCP pushes back on the client) instead of buffering; tell a persistent flooder once."""
+        if self.limiter is None:
+            return
+        wait = self.limiter.admit(nbytes, time.monotonic())
+        if wait <= 0:
+            self._flood_warned = False
+            return
+        if self.limiter.flooding(time.monotonic()) and not self._flood_warned:
+            self._flood_warned = True
+            metrics.RATE_LIMITED.inc()
+            self._client_error(
+                p.RATE_LIMITED,
+                f"Audio arrives faster than {self.settings.max_realtime_factor:g}x real time; "
+                "it is being slowed down, send it at the pace it is spoken",
+            )
+        metrics.THROTTLED_SECONDS.inc(wait)
+        await asyncio.sleep(wait)
 
     async def _end(self) -> _Closed:
         tail = self.resampler.flush()
@@ -439,6 +475,8 @@ class Connection:
         far (bounded by ``timeout``), then close with 1012 so the client resumes on another edge."""
         try:
             async with asyncio.timeout(timeout):
+                if self._offset == 0:
+                    raise _NothingToDrain  # no audio was sent: no final can be pending
                 await self._publish(subjects.H_KIND, "drain", b"")
                 await self._wait_acks()
                 while self._drain_target is None or self.orderer.released < self._drain_target:
@@ -447,6 +485,8 @@ class Connection:
                     self._wake_flush.clear()
                     await self._wake_flush.wait()
                 await self._drained()
+        except _NothingToDrain:
+            pass
         except (TimeoutError, ConnectionError) as exc:
             log.warning("session %s: drain incomplete (%r); closing anyway", self.session_id, exc,
                         extra={"session_id": self.session_id})
@@ -547,16 +587,32 @@ class Connection:
         if outcome is Put.FULL or self._full_events >= self.settings.slow_send_threshold:
             metrics.SLOW_CLIENT_CLOSES.inc()
             self.ctx.count("slow_client_closes")
-            self._fatal = _Closed(p.CLOSE_TOO_SLOW, "Client too slow")
+            log.info("session %s: client too slow (%d full-queue events): closing with 1008", self.session_id,
+                     self._full_events, extra={"session_id": self.session_id})
+            self._fail(_Closed(p.CLOSE_TOO_SLOW, "Client too slow"))
         self._wake.set()
+
+    def _fail(self, closed: _Closed) -> None:
+        """Ends the connection now, from any task: a slow client may not read its close frame, so
+        after a short wait its socket is aborted (which also ends the reader)."""
+        if self._fatal is not None:
+            return
+        self._fatal = closed
+        self._wake.set()
+        self._closer = asyncio.create_task(self._close_now(closed), name=f"closer-{self.session_id}")
+
+    async def _close_now(self, closed: _Closed) -> None:
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            await asyncio.wait_for(self.ws.close(code=closed.code, message=closed.reason.encode()), CLOSE_GRACE_S)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.abort()
 
     async def _writer(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             if self._fatal is not None:
-                await self.ws.close(code=self._fatal.code, message=self._fatal.reason.encode())
-                return
+                return  # the closer task ends the connection
             while (msg := self.queue.get()) is not None:
                 try:
                     await self.ws.send_str(_dumps(msg))
@@ -579,6 +635,18 @@ class Connection:
             "errors_sent": self.counts["errors_sent"],
             "duration_seconds": round(time.monotonic() - self.started, 3),
         }
+
+
+def _rate_limiter(settings: Settings, sample_rate: int) -> RateLimiter | None:
+    if not settings.max_realtime_factor:
+        return None
+    per_second = settings.max_realtime_factor * sample_rate * 2
+    options = RateLimitOptions(
+        bytes_per_second=per_second,
+        burst_bytes=settings.rate_limit_burst_seconds * sample_rate * 2,
+        grace_seconds=settings.rate_limit_grace_seconds,
+    )
+    return RateLimiter(options, time.monotonic())
 
 
 def _dumps(msg: dict[str, Any]) -> str:

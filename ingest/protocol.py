@@ -69,6 +69,7 @@ class Reconnect:
 Command = Audio | Finalize | End | KeepAlive | Reconnect
 
 _json = msgspec.json.Decoder()
+OVERSIZED = "__oversized__"
 _MESSAGE_TYPES = ("audio", "finalize", "end", "keepalive", "reconnect")
 
 
@@ -110,6 +111,13 @@ def parse_text(text: str, max_chunk_bytes: int) -> Command:
         return KeepAlive()
     if kind == "reconnect":
         return _reconnect(obj)
+    if kind == OVERSIZED:  # put in place of a discarded message by ingest.frame_gate
+        size = obj.get("bytes")
+        raise ProtocolError(
+            CHUNK_TOO_LARGE,
+            f"Message of {size} bytes exceeds the frame limit and was discarded; "
+            f"send audio in chunks of at most {max_chunk_bytes} bytes",
+        )
     if not isinstance(kind, str):
         raise ProtocolError(INVALID_MESSAGE, "Message must have a string \"type\" field")
     shown = kind if len(kind) <= 40 else kind[:40] + "…"

@@ -69,9 +69,94 @@ class Client:
         return [m for m in self.messages if m["type"] == kind]
 
 
-async def connect(session: aiohttp.ClientSession, url: str) -> Client:
-    ws = await asyncio.wait_for(session.ws_connect(url, max_msg_size=0), STEP)
+async def connect(session: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None) -> Client:
+    ws = await asyncio.wait_for(session.ws_connect(url, max_msg_size=0, headers=headers), STEP)
     client = Client(ws)
     started = await client.recv()
     assert started is not None and started["type"] == "session_started", started
     return client
+
+
+class RawClient:
+    """A WebSocket client on a bare socket: it can stop reading (a slow phone), send frames of any
+    size as a stream, or cut a frame in half. Blocking; call it from a thread (asyncio.to_thread)."""
+
+    def __init__(self, host: str, port: int, path: str = "/v1/stream", rcvbuf: int = 0,
+                 headers: dict[str, str] | None = None) -> None:
+        import base64 as b64
+        import os
+        import socket
+
+        self.sock = socket.socket()
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(STEP)
+        self.sock.connect((host, port))
+        key = b64.b64encode(os.urandom(16)).decode()
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+        self.sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n".encode()
+        )
+        self.buffer = b""
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("closed during the handshake")
+            self.buffer += chunk
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        self.status = int(head.split(b" ")[1])
+
+    def _read_exact(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buffer += chunk
+        out, self.buffer = self.buffer[:n], self.buffer[n:]
+        return out
+
+    def read_frame(self) -> tuple[int, bytes]:
+        """(opcode, payload) of the next server frame (servers do not mask)."""
+        b0, b1 = self._read_exact(2)
+        n = b1 & 0x7F
+        if n == 126:
+            n = int.from_bytes(self._read_exact(2), "big")
+        elif n == 127:
+            n = int.from_bytes(self._read_exact(8), "big")
+        return b0 & 0x0F, self._read_exact(n)
+
+    def read_json(self) -> dict[str, Any]:
+        opcode, payload = self.read_frame()
+        assert opcode == 1, (opcode, payload)
+        data: dict[str, Any] = json.loads(payload)
+        return data
+
+    def read_close(self) -> int:
+        """Reads frames until the close frame; returns its code."""
+        while True:
+            opcode, payload = self.read_frame()
+            if opcode == 8:
+                return int.from_bytes(payload[:2], "big")
+
+    def send(self, opcode: int, payload: bytes) -> None:
+        from ingest.frame_gate import masked_frame
+
+        self.sock.sendall(masked_frame(opcode, payload))
+
+    def send_streamed(self, opcode: int, size: int, fill: bytes, prefix: bytes = b"", suffix: bytes = b"") -> None:
+        """One frame of ``size`` payload bytes, masked with a zero key and sent in 64 KiB pieces,
+        so the client never holds it whole either."""
+        total = len(prefix) + size + len(suffix)
+        header = bytes([0x80 | opcode, 0x80 | 127]) + total.to_bytes(8, "big") + b"\0\0\0\0"
+        self.sock.sendall(header + prefix)
+        piece = (fill * (65536 // len(fill) + 1))[:65536]
+        left = size
+        while left:
+            n = min(left, len(piece))
+            self.sock.sendall(piece[:n])
+            left -= n
+        self.sock.sendall(suffix)
+
+    def close(self) -> None:
+        self.sock.close()

@@ -29,12 +29,23 @@ Semantics:
 * When the utterance audio reaches ``max_utterance_ms`` it is cut as is (reason
   ``"max_length"``). If the frame that filled it was speech, a new, empty utterance begins at the
   cut point (no pre-roll); otherwise the engine is back in silence.
+* ``max_buffer_bytes`` (0 = off) is a hard cap on the open utterance's audio, rounded down to whole
+  frames. When the utterance grows past it (possible only when it is set below
+  ``max_utterance_ms``), its OLDEST audio is dropped so the most recent is kept: partials and the
+  final then carry only the kept audio, and their ``start_s`` is the time of the first byte kept
+  (it moves forward by the dropped duration; ``end_s`` is unchanged). `SpeechStarted` still
+  reports where the utterance began. The ``max_utterance_ms`` cut and the partial cadence count
+  the TOTAL duration since the utterance start, dropped audio included, so an utterance is still
+  cut at ``max_utterance_ms``. If the cap is shorter than the silence before an endpoint, the
+  last voiced frame may already be dropped; the final is then empty (``start_s == end_s``).
+  ``overflow_bytes`` counts every byte dropped.
 * `finalize` and `end` close an open utterance like an endpoint (same trailing-pad rule) with
   reason ``"finalize"`` / ``"end"``. `end` first zero-pads a buffered partial frame to classify
   it, but only the real bytes become audio (a dangling odd byte is dropped).
 * ``utterance_index`` counts utterances from 0; ``final_index`` counts `FinalReady` from 1.
-  Memory is bounded: the open utterance (at most ``max_utterance_ms``), the pre-roll and
-  ``min_speech_ms`` of candidate frames, and less than one frame of input.
+  Memory is bounded: the open utterance (at most ``max_utterance_ms``, and at most
+  ``max_buffer_bytes`` when set) or, in silence, the pre-roll and ``min_speech_ms`` of candidate
+  frames; plus less than one frame of input.
 """
 
 from __future__ import annotations
@@ -70,6 +81,11 @@ class SegmenterOptions:
     """An utterance is cut (reason "max_length") when its audio reaches this length."""
     partial_interval_ms: int = 1000
     """A partial is emitted each time the utterance audio grows by this much."""
+    max_buffer_bytes: int = 0
+    """Hard cap on the open utterance's audio in bytes, rounded down to whole frames; 0 = off.
+    When an utterance grows past it (possible only when it is set below max_utterance_ms), its
+    OLDEST audio is dropped so the most recent is kept; the final then starts later (start_s moves
+    forward). max_utterance_ms normally cuts first, and still counts the total duration."""
 
     def __post_init__(self) -> None:
         if self.sample_rate not in (8000, 16000, 32000, 48000):
@@ -82,6 +98,11 @@ class SegmenterOptions:
         for name in ("pre_roll_ms", "trailing_pad_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be zero or positive, not {getattr(self, name)}")
+        if self.max_buffer_bytes != 0 and self.max_buffer_bytes < self.frame_bytes:
+            raise ValueError(
+                f"max_buffer_bytes must be 0 (off) or at least one frame ({self.frame_bytes} bytes), "
+                f"not {self.max_buffer_bytes}"
+            )
         opening = self.frames(self.pre_roll_ms) + self.frames(self.min_speech_ms)
         if self.frames(self.max_utterance_ms) <= opening:
             raise ValueError("max_utterance_ms must be longer than pre_roll_ms + min_speech_ms")
@@ -142,6 +163,7 @@ class Segmenter:
         self._pad_bytes = options.frames(options.trailing_pad_ms) * fb
         self._max_bytes = options.frames(options.max_utterance_ms) * fb
         self._partial_bytes = options.frames(options.partial_interval_ms) * fb
+        self._cap_bytes = options.max_buffer_bytes // fb * fb  # 0: no cap
 
         self._pending = bytearray()  # less than one frame of input
         self._pushed_bytes = 0
@@ -149,20 +171,22 @@ class Segmenter:
         self._ended = False
         self._utterances = 0
         self._finals = 0
+        self._overflow = 0  # bytes dropped by max_buffer_bytes, all utterances
         # Silence state: the pre-roll plus the current run of voiced frames.
         self._history: deque[bytes] = deque(maxlen=self._pre_roll_frames + self._min_speech_frames)
         self._voiced_run = 0
         # Speech state (self._utt is None in silence).
         self._utt: bytearray | None = None
-        self._utt_start = 0  # samples
-        self._voiced_end = 0  # bytes into self._utt where the last voiced frame ends
+        self._utt_start = 0  # samples: the first byte kept in self._utt
+        self._utt_dropped = 0  # bytes dropped from the front of the open utterance
+        self._voiced_end = 0  # bytes into self._utt where the last voiced frame ends (< 0: dropped)
         self._silence_run = 0  # frames
         self._partials = 0
 
     def __repr__(self) -> str:
         return (
             f"Segmenter(samples_seen={self.samples_seen}, utterances={self._utterances}, "
-            f"finals_emitted={self._finals}, in_speech={self.in_speech})"
+            f"finals_emitted={self._finals}, in_speech={self.in_speech}, overflow_bytes={self._overflow})"
         )
 
     @property
@@ -178,6 +202,11 @@ class Segmenter:
     def in_speech(self) -> bool:
         """True while an utterance is open."""
         return self._utt is not None
+
+    @property
+    def overflow_bytes(self) -> int:
+        """Utterance audio dropped so far by ``max_buffer_bytes`` (oldest first), in bytes."""
+        return self._overflow
 
     @property
     def buffered_bytes(self) -> int:
@@ -237,9 +266,10 @@ class Segmenter:
             self._silence_run = 0
         else:
             self._silence_run += 1
+        self._trim()
         if self._silence_run >= self._endpoint_frames:
             self._close("endpoint", events)
-        elif len(self._utt) >= self._max_bytes:
+        elif self._utt_dropped + len(self._utt) >= self._max_bytes:
             self._cut_at_max(voiced, events)
         else:
             self._maybe_partial(events)
@@ -249,16 +279,31 @@ class Segmenter:
         self._voiced_run = 0
         self._utt = bytearray(audio)
         self._utt_start = start
+        self._utt_dropped = 0
         self._voiced_end = len(audio)
         self._silence_run = 0
         self._partials = 0
         events.append(SpeechStarted(self._utterances, self._seconds(start)))
+        self._trim()
         self._maybe_partial(events)
+
+    def _trim(self) -> None:
+        """Drop the oldest utterance audio beyond max_buffer_bytes; the kept audio starts later."""
+        assert self._utt is not None
+        excess = len(self._utt) - self._cap_bytes
+        if self._cap_bytes == 0 or excess <= 0:
+            return
+        del self._utt[:excess]
+        self._utt_start += excess // _SAMPLE_WIDTH
+        self._utt_dropped += excess
+        self._voiced_end -= excess
+        self._overflow += excess
 
     def _maybe_partial(self, events: list[Event]) -> None:
         assert self._utt is not None
-        if len(self._utt) >= (self._partials + 1) * self._partial_bytes:
-            self._partials = len(self._utt) // self._partial_bytes
+        total = self._utt_dropped + len(self._utt)  # the cadence counts dropped audio too
+        if total >= (self._partials + 1) * self._partial_bytes:
+            self._partials = total // self._partial_bytes
             start, end = self._utt_start, self._utt_start + len(self._utt) // _SAMPLE_WIDTH
             audio = bytes(self._utt)
             events.append(PartialReady(self._utterances, audio, self._seconds(start), self._seconds(end)))
@@ -266,7 +311,7 @@ class Segmenter:
     def _close(self, reason: Reason, events: list[Event]) -> None:
         """Emit the final up to the last voiced frame + trailing pad; the rest becomes pre-roll."""
         assert self._utt is not None
-        cut = min(self._voiced_end + self._pad_bytes, len(self._utt))
+        cut = max(0, min(self._voiced_end + self._pad_bytes, len(self._utt)))
         tail = self._utt[cut:]
         self._emit_final(bytes(self._utt[:cut]), reason, events)
         fb = self._opts.frame_bytes

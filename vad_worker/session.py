@@ -29,6 +29,7 @@ def segmenter_options(settings: Settings) -> SegmenterOptions:
         max_utterance_ms=max_ms,
         # 0 disables partials: an interval longer than any utterance never fires.
         partial_interval_ms=settings.partial_interval_ms or 2 * max_ms,
+        max_buffer_bytes=settings.vad_max_buffer_bytes,
     )
 
 
@@ -49,6 +50,7 @@ class SessionVad:
         self.last_seen = time.monotonic()
         self.ended = False
         self.drained = False  # a drain request was processed in the last batch
+        self.overflow_reported = 0  # overflow bytes already counted in metrics
         self.frames = 0
         self.threads_seen: set[int] = set()  # thread idents that ran VAD (checked by tests)
 

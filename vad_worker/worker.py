@@ -215,6 +215,13 @@ class VadWorker:
         sid = state.session_id
         metrics.VAD_FRAMES.inc(state.frames)
         state.frames = 0
+        overflow = state.segmenter.overflow_bytes - state.overflow_reported
+        if overflow:
+            if not state.overflow_reported:  # once per session, not per frame
+                log.warning("session %s: utterance over vad_max_buffer_bytes=%d, keeping the most recent audio",
+                            sid, self.settings.vad_max_buffer_bytes, extra={"session_id": sid})
+            state.overflow_reported += overflow
+            metrics.VAD_OVERFLOW_BYTES.inc(overflow)
         for event in events:
             match event:
                 case VadSpeechStarted():

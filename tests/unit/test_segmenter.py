@@ -408,3 +408,189 @@ def test_real_webrtcvad_finds_the_three_sentences() -> None:
     for final, (start, end) in zip(finals, bounds, strict=True):
         assert final.start_s == pytest.approx(start, abs=0.3)
         assert final.end_s == pytest.approx(end, abs=0.3)
+
+
+# --- max_buffer_bytes: a hard cap on the open utterance's audio -------------------------------
+
+
+def numbered(pattern: str) -> bytes:
+    """Like `pcm`, but every frame also carries its index, so audio slices can be told apart."""
+    return b"".join(bytes([int(c), k % 256, k // 256]) + bytes(FB - 3) for k, c in enumerate(pattern))
+
+
+def test_trimming_keeps_the_last_max_buffer_bytes_and_moves_start_forward() -> None:
+    audio = numbered("0" * 10 + "1" * 30 + "0" * 10)
+    uncapped = segmenter()
+    assert summary(uncapped.push(audio))[1] == ("final", 0, 1, 39 * FB, a(0.05), a(0.44), "endpoint")
+    seg = segmenter(max_buffer_bytes=20 * FB)
+    events = seg.push(audio)
+    # The utterance held frames 5..49 (45) when the endpoint came; only 30..49 were kept. Its final
+    # is 30..43 (the last voiced frame, 39, plus 4 frames of pad): it starts 25 frames later.
+    assert summary(events) == [
+        ("start", 0, a(0.05)),
+        ("final", 0, 1, 14 * FB, a(0.30), a(0.44), "endpoint"),
+        ("ended", 0, a(0.44)),
+    ]
+    final = events[1]
+    assert isinstance(final, FinalReady)
+    assert final.audio == audio[30 * FB : 44 * FB]
+    assert seg.overflow_bytes == 25 * FB
+    assert uncapped.overflow_bytes == 0
+    assert "overflow_bytes=4000" in repr(seg)
+
+
+def test_overflow_bytes_add_up_over_utterances() -> None:
+    seg = segmenter(max_buffer_bytes=20 * FB)
+    seg.push(pcm("0" * 10 + "1" * 30 + "0" * 10))  # 25 frames dropped
+    assert seg.overflow_bytes == 25 * FB
+    seg.push(pcm("1" * 15 + "0" * 10))  # frames 45..74 with pre-roll 45..49: 30 frames, 10 dropped
+    assert seg.overflow_bytes == 35 * FB
+    seg.push(pcm("1" * 5 + "0" * 10))  # 15 frames: nothing dropped
+    assert seg.overflow_bytes == 35 * FB
+
+
+def test_partials_after_trimming_carry_the_kept_audio_at_the_usual_cadence() -> None:
+    audio = numbered("1" * 70 + "0" * 10)
+    seg = segmenter(max_buffer_bytes=20 * FB, partial_interval_ms=200)
+    events = seg.push(audio)
+    # The cadence counts the whole utterance (every 20 frames); each partial holds the last 20.
+    assert summary(events) == [
+        ("start", 0, a(0.0)),
+        ("partial", 0, 20 * FB, a(0.0), a(0.20)),
+        ("partial", 0, 20 * FB, a(0.20), a(0.40)),
+        ("partial", 0, 20 * FB, a(0.40), a(0.60)),
+        ("final", 0, 1, 14 * FB, a(0.60), a(0.74), "endpoint"),
+        ("ended", 0, a(0.74)),
+    ]
+    partials = [e.audio for e in events if isinstance(e, PartialReady)]
+    assert partials == [audio[0 : 20 * FB], audio[20 * FB : 40 * FB], audio[40 * FB : 60 * FB]]
+    assert seg.overflow_bytes == 60 * FB
+
+
+def test_max_length_still_cuts_on_the_total_duration() -> None:
+    seg = segmenter(max_utterance_ms=1000, max_buffer_bytes=30 * FB)  # 100 frames, 30 kept
+    events = seg.push(pcm("1" * 150 + "0" * 10))
+    # As in test_max_length_cut_continues_while_speech_goes_on, cut at 1.0 s and 1.54 s, but each
+    # final holds only its last 30 frames (the second ends 60 frames after 1.0 s, 24 of them kept).
+    assert summary(events) == [
+        ("start", 0, a(0.0)),
+        ("final", 0, 1, 30 * FB, a(0.70), a(1.0), "max_length"),
+        ("ended", 0, a(1.0)),
+        ("start", 1, a(1.0)),
+        ("final", 1, 2, 24 * FB, a(1.30), a(1.54), "endpoint"),
+        ("ended", 1, a(1.54)),
+    ]
+    assert seg.overflow_bytes == (70 + 30) * FB
+
+
+def test_the_opening_audio_is_trimmed_but_speech_started_reports_the_true_start() -> None:
+    seg = segmenter(max_buffer_bytes=2 * FB, partial_interval_ms=10)
+    audio = numbered("0" * 10 + "111")
+    events = seg.push(audio)
+    # Pre-roll 5..9 and voiced 10..12 open it at 0.05; only 11..12 are kept, as the partial shows.
+    assert summary(events) == [("start", 0, a(0.05)), ("partial", 0, 2 * FB, a(0.11), a(0.13))]
+    partial = events[1]
+    assert isinstance(partial, PartialReady)
+    assert partial.audio == audio[11 * FB :]
+    assert seg.overflow_bytes == 6 * FB
+
+
+def test_a_cap_shorter_than_the_trailing_silence_gives_an_empty_final() -> None:
+    seg = segmenter(max_buffer_bytes=5 * FB)
+    events = seg.push(pcm("1" * 10 + "0" * 10))
+    # At the endpoint only silent frames 15..19 are kept; the voiced audio and its pad are gone.
+    assert summary(events) == [
+        ("start", 0, a(0.0)),
+        ("final", 0, 1, 0, a(0.15), a(0.15), "endpoint"),
+        ("ended", 0, a(0.15)),
+    ]
+    assert seg.overflow_bytes == 15 * FB
+
+
+def test_finalize_and_end_after_trimming() -> None:
+    seg = segmenter(max_buffer_bytes=10 * FB)
+    seg.push(pcm("1" * 25))
+    assert summary(seg.finalize()) == [
+        ("final", 0, 1, 10 * FB, a(0.15), a(0.25), "finalize"),
+        ("ended", 0, a(0.25)),
+    ]
+    seg.push(pcm("1" * 20) + b"\x01" * 51)  # a new utterance from 0.25 (no pre-roll left)
+    # end() adds the 50 real bytes of the remainder; the last 10 frames' worth of bytes are kept.
+    end_s = 0.45 + 25 / 8000
+    assert summary(seg.end()) == [
+        ("final", 1, 2, 10 * FB, a(end_s - 0.10), a(end_s), "end"),
+        ("ended", 1, a(end_s)),
+    ]
+    assert seg.overflow_bytes == 15 * FB + (20 * FB + 50 - 10 * FB)
+
+
+def test_max_buffer_bytes_is_rounded_down_to_whole_frames() -> None:
+    audio = pcm(LONG_PATTERN)
+    exact, rounded = segmenter(max_buffer_bytes=20 * FB), segmenter(max_buffer_bytes=21 * FB - 2)
+    assert rounded.push(audio) + rounded.end() == exact.push(audio) + exact.end()
+    assert rounded.overflow_bytes == exact.overflow_bytes > 0
+
+
+@pytest.mark.parametrize("cap", [0, 100 * FB, 10**9])
+def test_a_cap_at_or_above_max_utterance_changes_nothing(cap: int) -> None:
+    overrides = {"partial_interval_ms": 200, "max_utterance_ms": 1000}  # 100 frames
+    audio = pcm(LONG_PATTERN) + b"\x01" * 70
+    plain, capped = segmenter(**overrides), segmenter(**overrides, max_buffer_bytes=cap)
+    assert capped.push(audio) + capped.end() == plain.push(audio) + plain.end()
+    assert capped.overflow_bytes == 0
+
+
+@pytest.mark.parametrize(("cap", "ok"), [(0, True), (1, False), (-960, False), (959, False), (960, True)])
+def test_max_buffer_bytes_validation(cap: int, ok: bool) -> None:
+    if ok:
+        assert SegmenterOptions(max_buffer_bytes=cap).max_buffer_bytes == cap
+    else:
+        with pytest.raises(ValueError, match=r"max_buffer_bytes must be 0 \(off\) or at least one frame \(960 bytes\)"):
+            SegmenterOptions(max_buffer_bytes=cap)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    runs=st.lists(st.tuples(st.booleans(), st.integers(1, 60)), max_size=40),
+    chunk=st.integers(1, 3 * FB),
+    cap_frames=st.integers(8, 60),
+    cap_extra=st.integers(0, FB - 1),
+    remainder=st.integers(0, FB - 1),
+)
+def test_capped_streams_match_uncapped_ones_but_keep_only_the_newest_audio(
+    runs: list[tuple[bool, int]], chunk: int, cap_frames: int, cap_extra: int, remainder: int
+) -> None:
+    # With a cap of at least pre-roll + min_speech (8 frames), the cap changes no decision: the same
+    # events come, but partials and finals keep only their newest `cap` bytes and start later.
+    overrides = {"partial_interval_ms": 200, "max_utterance_ms": 500}
+    cap = cap_frames * FB
+    plain, seg = segmenter(**overrides), segmenter(**overrides, max_buffer_bytes=cap + cap_extra)
+    audio = pcm("".join(("1" if voiced else "0") * n for voiced, n in runs)) + b"\x01" * remainder
+    expected: list[Event] = []
+    got: list[Event] = []
+    for i in range(0, len(audio), chunk):
+        expected += plain.push(audio[i : i + chunk])
+        got += seg.push(audio[i : i + chunk])
+        # In speech the kept utterance, in silence the pre-roll candidates; plus a partial frame.
+        assert seg.buffered_bytes < max(cap, 8 * FB) + FB
+        assert seg.buffered_bytes <= cap + cap_extra + OPTS.frames(OPTS.pre_roll_ms) * FB + FB
+    expected += plain.end()
+    got += seg.end()
+    assert len(got) == len(expected)
+    lost = 0
+    for mine, theirs in zip(got, expected, strict=True):
+        if isinstance(mine, PartialReady | FinalReady):
+            assert isinstance(theirs, type(mine))
+            assert len(mine.audio) <= cap
+            assert mine.audio == theirs.audio[len(theirs.audio) - len(mine.audio) :]
+            assert mine.end_s == theirs.end_s
+            assert mine.start_s == a(theirs.start_s + (len(theirs.audio) - len(mine.audio)) / 2 / 8000)
+            assert mine.end_s == a(mine.start_s + len(mine.audio) / 2 / 8000)
+            assert replace(mine, audio=b"", start_s=0.0) == replace(theirs, audio=b"", start_s=0.0)
+            if isinstance(mine, FinalReady):
+                lost += len(theirs.audio) - len(mine.audio)
+        else:
+            assert mine == theirs
+    assert lost <= seg.overflow_bytes
+    if seg.overflow_bytes == 0:
+        assert got == expected
