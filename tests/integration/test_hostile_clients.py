@@ -14,6 +14,7 @@ import aiohttp
 import nats
 import pytest
 from aiohttp.test_utils import TestServer
+from nats.aio.client import Client as NATS
 
 from cli.dev import Stack
 from common import subjects
@@ -84,7 +85,7 @@ async def test_ten_megabyte_frames_are_refused_without_buffering(edge: Stack) ->
     assert grown < 8 * 1024, f"edge RSS grew by {grown} KiB for 20 MB of refused frames"
 
 
-async def _publish_results(nc: nats.NATS, session_id: str, partials: int, finals: int, text: str) -> None:
+async def _publish_results(nc: NATS, session_id: str, partials: int, finals: int, text: str) -> None:
     """Plays the ASR worker for one session: many partials with a final now and then."""
     every = max(1, partials // max(1, finals))
     index = 0
