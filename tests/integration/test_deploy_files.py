@@ -45,12 +45,24 @@ def compose_binary() -> Path:
     return binary
 
 
-def compose(*args: str, file: Path = ROOT / "compose.yaml") -> subprocess.CompletedProcess[str]:
+API_KEY = "compose-test-key-0123456789abcdef"
+
+
+def compose(
+    *args: str, file: Path = ROOT / "compose.yaml", api_keys: str | None = API_KEY
+) -> subprocess.CompletedProcess[str]:
     # Only our own file: no COMPOSE_FILE/COMPOSE_PROFILES/... or ASR_* from the caller's shell.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "ASR_"))}
+    if api_keys is not None:
+        env["ASR_API_KEYS"] = api_keys
     return subprocess.run(
         [str(compose_binary()), "-f", str(file), *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        check=False,
     )
 
 
@@ -82,9 +94,7 @@ def test_ingest_publishes_8080(config: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_role_runs_its_module_from_the_one_image_against_the_nats_service(
-    config: dict[str, Any], role: str
-) -> None:
+def test_role_runs_its_module_from_the_one_image_against_the_nats_service(config: dict[str, Any], role: str) -> None:
     services = config["services"]
     service = services[role]
     assert service["command"] == ["python", "-m", role]
@@ -240,7 +250,9 @@ def test_every_bind_mount_source_exists(monitoring_config: dict[str, Any]) -> No
 def test_prometheus_scrapes_every_role_at_its_compose_service_and_port(config: dict[str, Any]) -> None:
     settings = tomllib.loads((ROOT / "settings.toml").read_text())
     ports = {
-        "ingest": settings["port"], "vad_worker": settings["vad_http_port"], "asr_worker": settings["asr_http_port"]
+        "ingest": settings["port"],
+        "vad_worker": settings["vad_http_port"],
+        "asr_worker": settings["asr_http_port"],
     }
     prometheus = yaml.safe_load(PROMETHEUS_YML.read_text())
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
@@ -424,9 +436,7 @@ def promtool(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
             "promtool is not installed: run scripts/test.sh, which installs it "
             "(or apt-get install prometheus, the Debian package that ships it)"
         )
-    return subprocess.run(
-        [binary, *args], cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
-    )
+    return subprocess.run([binary, *args], cwd=cwd, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
 
 
 def test_promtool_accepts_the_rules() -> None:
@@ -541,42 +551,57 @@ SCENARIOS: dict[str, tuple[list[dict[str, str]], str, set[str]]] = {
     "a healthy cluster with traffic fires nothing": (healthy(*traffic(1.0, 5.0)), "30m", set()),
     "85 % of the cap over two edges, after 9 minutes: pending": (healthy(*TWO_EDGES_AT_85_PERCENT), "9m", set()),
     "85 % of the cap over two edges, after 11 minutes: firing": (
-        healthy(*TWO_EDGES_AT_85_PERCENT), "11m", {"ASRCapacityHigh"},
+        healthy(*TWO_EDGES_AT_85_PERCENT),
+        "11m",
+        {"ASRCapacityHigh"},
     ),
     "75 % of the cap": (healthy(series("asr_active_sessions", EDGE, flat(75))), "30m", set()),
     "2 % of jobs fail": (healthy(*traffic(0.1, 0.9, jobs_failed=0.02)), "15m", {"ASRErrorRateHigh"}),
     "6 % INTERNAL errors (and client mistakes, which do not count)": (
         healthy(*traffic(0.5, 0.5, errors={"INTERNAL": 0.06, "CHUNK_TOO_LARGE": 1.0})),
-        "15m", {"ASRErrorRateHigh", "ASRErrorRateCritical"},
+        "15m",
+        {"ASRErrorRateHigh", "ASRErrorRateCritical"},
     ),
     "only client mistakes and capacity refusals": (
-        healthy(*traffic(0.1, 0.5, errors={"INVALID_AUDIO": 1.0, "CAPACITY": 1.0})), "15m", set(),
+        healthy(*traffic(0.1, 0.5, errors={"INVALID_AUDIO": 1.0, "CAPACITY": 1.0})),
+        "15m",
+        set(),
     ),
     "p99 request latency about 250 ms": (
         healthy(*histogram("asr_request_latency_seconds", EDGE, 0.2, LATENCY_BOUNDS)),
-        "15m", {"ASRRequestLatencyHigh"},
+        "15m",
+        {"ASRRequestLatencyHigh"},
     ),
     "p99 request latency about 50 ms": (
-        healthy(*histogram("asr_request_latency_seconds", EDGE, 0.04, LATENCY_BOUNDS)), "15m", set(),
+        healthy(*histogram("asr_request_latency_seconds", EDGE, 0.04, LATENCY_BOUNDS)),
+        "15m",
+        set(),
     ),
     "finals take 2.5 s from end of speech": (
         healthy(*histogram("asr_final_latency_seconds", EDGE, 2.5, (1.0, 2.0, 3.0, 5.0))),
-        "15m", {"ASRFinalLatencyHigh"},
+        "15m",
+        {"ASRFinalLatencyHigh"},
     ),
     "the final queue grows by 5 a minute (two workers see the same queue)": (
-        healthy(series("asr_jobs_pending", FINAL_QUEUE, "0+5x40"),
-                series("asr_jobs_pending", {**FINAL_QUEUE, "instance": "asr-2:9102"}, "0+5x40")),
-        "25m", {"ASRFinalQueueBackingUp"},
+        healthy(
+            series("asr_jobs_pending", FINAL_QUEUE, "0+5x40"),
+            series("asr_jobs_pending", {**FINAL_QUEUE, "instance": "asr-2:9102"}, "0+5x40"),
+        ),
+        "25m",
+        {"ASRFinalQueueBackingUp"},
     ),
     "a long but steady final queue": (healthy(series("asr_jobs_pending", FINAL_QUEUE, flat(30))), "25m", set()),
     "no VAD worker owns a shard": (
-        healthy(series("asr_vad_shards_owned", VAD, flat(0))), "5m", {"ASRNoVADShardOwner"},
+        healthy(series("asr_vad_shards_owned", VAD, flat(0))),
+        "5m",
+        {"ASRNoVADShardOwner"},
     ),
     "the ASR worker is down": (healthy(series("up", ASR, flat(0))), "5m", {"ASRNoLiveASRWorker", "ASRTargetDown"}),
     "the edge is down": (healthy(series("up", EDGE, flat(0))), "5m", {"ASRNoLiveEdge", "ASRTargetDown"}),
     "6 slow-client closes a minute": (
         healthy(series("asr_slow_client_closes_total", EDGE, f"0x10 0+6x{MINUTES - 10}")),
-        "16m", {"ASRSlowClientClosesSpike"},
+        "16m",
+        {"ASRSlowClientClosesSpike"},
     ),
 }
 
@@ -588,18 +613,36 @@ def test_alerts_fire_exactly_as_specified(scenario: str, tmp_path: Path) -> None
     tests = {
         "rule_files": [str(ALERTS_YML)],
         "evaluation_interval": "1m",
-        "tests": [{
-            "name": scenario,
-            "interval": "1m",
-            "input_series": input_series,
-            "promql_expr_test": [{
-                "expr": 'count by (alertname) (ALERTS{alertstate="firing"})',
-                "eval_time": at,
-                "exp_samples": expected,
-            }],
-        }],
+        "tests": [
+            {
+                "name": scenario,
+                "interval": "1m",
+                "input_series": input_series,
+                "promql_expr_test": [
+                    {
+                        "expr": 'count by (alertname) (ALERTS{alertstate="firing"})',
+                        "eval_time": at,
+                        "exp_samples": expected,
+                    }
+                ],
+            }
+        ],
     }
     file = tmp_path / "alerts_test.yml"
     file.write_text(yaml.safe_dump(tests, sort_keys=False))
     result = promtool("test", "rules", str(file))
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_requires_api_keys_so_authentication_is_on() -> None:
+    refused = compose("config", "--quiet", api_keys=None)
+    assert refused.returncode != 0 and "ASR_API_KEYS" in refused.stderr
+
+
+def test_compose_runs_redis_and_points_every_role_at_it(config: dict[str, Any]) -> None:
+    services = config["services"]
+    assert "redis" in services and services["redis"]["healthcheck"]["test"][-1] == "ping"
+    for role in ("ingest", "vad_worker", "asr_worker"):
+        assert services[role]["environment"]["ASR_REDIS_URL"] == "redis://redis:6379/0"
+    assert services["ingest"]["environment"]["ASR_API_KEYS"] == API_KEY
+    assert services["ingest"]["depends_on"]["redis"]["condition"] == "service_healthy"
