@@ -60,6 +60,9 @@ class Settings:
     """Messages queued for one client; when full, partials are dropped first."""
     slow_send_threshold: int = 10
     """Consecutive full-queue events after which a client is closed with 1008."""
+    client_send_buffer_bytes: int = 131072
+    """Kernel send buffer per client socket (SO_SNDBUF); bounds what a client that stopped reading
+    can hold, so it fills its queue and is closed (1008) instead; 0 keeps the OS autotuning."""
     max_chunk_bytes: int = 65536
     """Largest decoded audio chunk accepted in one message (CHUNK_TOO_LARGE otherwise)."""
     max_frame_bytes: int = 1048576
@@ -209,6 +212,9 @@ def _validate(s: Settings) -> list[str]:
     add(_range("max_global_sessions", s.max_global_sessions, 1, 10_000_000, "size it per cluster."))
     add(_range("max_send_queue_size", s.max_send_queue_size, 2, 100000, "100 is a good default."))
     add(_range("slow_send_threshold", s.slow_send_threshold, 1, 100000, "10 is a good default."))
+    if s.client_send_buffer_bytes and not 16384 <= s.client_send_buffer_bytes <= 64 * 1024 * 1024:
+        add(f"client_send_buffer_bytes={s.client_send_buffer_bytes} is outside 16384..67108864; "
+            "use 0 (OS autotuning) or 65536-1048576.")
     add(_range("max_chunk_bytes", s.max_chunk_bytes, 320, 16 * 1024 * 1024, "64 KiB is 2 s of audio."))
     if s.max_frame_bytes < s.max_chunk_bytes * 4 // 3 + 64:
         add(
@@ -346,7 +352,12 @@ def load(settings_file: str | os.PathLike[str] | None = None, **overrides: Any) 
         dotenv_path=str(Path(".env").resolve()),
         environments=False,
     )
-    values = {k.lower(): v for k, v in raw.as_dict().items() if k.lower() not in _DYNACONF_KEYS}
+    try:
+        loaded = raw.as_dict()
+    except ValueError as exc:  # tomllib.TOMLDecodeError and friends
+        where = files[0] if files else "the environment"
+        raise SettingsError([f"{where} could not be read: {exc}; fix the syntax (see settings.toml)."]) from None
+    values = {k.lower(): v for k, v in loaded.items() if k.lower() not in _DYNACONF_KEYS}
     values.update({k.lower(): v for k, v in overrides.items()})
     return from_mapping(values)
 

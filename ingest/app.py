@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -58,6 +59,7 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
     try:
         ws = EdgeWebSocket(max_msg_size=settings.max_frame_bytes, heartbeat=20.0, compress=False)
         await ws.prepare(request)
+        _bound_send_buffer(request, settings.client_send_buffer_bytes)
         if ctx.draining:
             await ws.send_json(p.error(p.CAPACITY, "Edge is draining, reconnect to another edge"))
             await ws.close(code=p.CLOSE_DRAINING, message=b"Edge draining")
@@ -66,6 +68,14 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         return ws
     finally:
         ctx.gate.close(ip)
+
+
+def _bound_send_buffer(request: web.Request, size: int) -> None:
+    """A fixed kernel send buffer: a client that stops reading backs up into its bounded queue
+    (and is closed with 1008) instead of into megabytes of autotuned kernel memory."""
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if size and sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 async def healthz(_: web.Request) -> web.Response:

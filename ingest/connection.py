@@ -122,7 +122,8 @@ class Connection:
         self._pending: deque[asyncio.Future[PubAck]] = deque()
         self._seq = 0
         self._offset = 0  # bytes of 16 kHz audio published
-        self._full_events = 0
+        self._full_events = 0  # full-queue events while a send was stuck, since the last good send
+        self._sending = False  # the writer is inside ws.send_str (the socket may be pushing back)
         self._final_utterances: set[str] = set()  # released finals, to drop their late partials
         self.started = time.monotonic()
         self._stored_at = 0.0
@@ -583,7 +584,10 @@ class Connection:
             metrics.MESSAGES_DROPPED.labels(dropped_type).inc()
             self.ctx.count("messages_dropped")
             self.counts["partials_dropped"] += 1
-        self._full_events += 1
+        # Only a full queue while the socket is not taking our last frame says the client is slow;
+        # a burst of results that arrives before the writer got its turn does not.
+        if self._sending:
+            self._full_events += 1
         if outcome is Put.FULL or self._full_events >= self.settings.slow_send_threshold:
             metrics.SLOW_CLIENT_CLOSES.inc()
             self.ctx.count("slow_client_closes")
@@ -604,7 +608,9 @@ class Connection:
     async def _close_now(self, closed: _Closed) -> None:
         with contextlib.suppress(TimeoutError, ConnectionError):
             await asyncio.wait_for(self.ws.close(code=closed.code, message=closed.reason.encode()), CLOSE_GRACE_S)
-        if self.transport is not None and not self.transport.is_closing():
+        # A graceful close waits for our buffered frames to drain, which a client that stopped
+        # reading never lets happen: reset the connection (a no-op if it is already gone).
+        if self.transport is not None:
             self.transport.abort()
 
     async def _writer(self) -> None:
@@ -614,10 +620,13 @@ class Connection:
             if self._fatal is not None:
                 return  # the closer task ends the connection
             while (msg := self.queue.get()) is not None:
+                self._sending = True
                 try:
                     await self.ws.send_str(_dumps(msg))
                 except ConnectionError:
                     return
+                finally:
+                    self._sending = False
                 self._full_events = 0
                 metrics.MESSAGES_SENT.labels(msg["type"]).inc()
                 if msg["type"] == "transcript" and not msg["is_final"]:

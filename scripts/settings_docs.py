@@ -35,7 +35,7 @@ def _fields() -> list[tuple[str | None, str, str]]:
     for i, node in enumerate(cls.body[:-1]):
         doc = cls.body[i + 1]
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(doc, ast.Expr):
-            docs[node.target.id] = str(ast.literal_eval(doc.value))
+            docs[node.target.id] = " ".join(str(ast.literal_eval(doc.value)).split())
     out: list[tuple[str | None, str, str]] = []
     section: str | None = None
     for line in source.splitlines()[cls.lineno : cls.end_lineno]:

@@ -392,3 +392,13 @@ def test_process_exits_2_on_invalid_settings(module: str) -> None:
     assert "endpointing_ms" in proc.stderr
     assert "200" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_settings_file_with_bad_syntax_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bad = tmp_path / "broken.toml"
+    bad.write_text("port = \n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ASR_SETTINGS_FILE", str(bad))
+    with pytest.raises(SettingsError) as info:
+        load()
+    assert "broken.toml could not be read" in str(info.value) and "line 1" in str(info.value)
