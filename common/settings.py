@@ -81,6 +81,8 @@ class Settings:
     """Open WebSockets one client address may hold on an edge; 0: unlimited."""
     idle_timeout_seconds: float = 30.0
     """A session without audio or keepalive this long is closed."""
+    ws_ping_seconds: float = 20.0
+    """WebSocket pings to each client, so dead connections are noticed (they do not count as activity)."""
     end_flush_timeout_seconds: float = 30.0
     """After `end`, longest wait for the remaining finals before session_ended is sent anyway."""
     orphan_timeout_seconds: float = 30.0
@@ -238,6 +240,7 @@ def _validate(s: Settings) -> list[str]:
     for origin in (o.strip() for o in s.allowed_origins.split(",") if o.strip()):
         if not origin.startswith(("http://", "https://")):
             add(f"allowed_origins entry {origin!r} is not an origin; use e.g. https://captions.example.com.")
+    add(_range("ws_ping_seconds", s.ws_ping_seconds, 0.1, 3600, "use 10-30."))
     add(_range("idle_timeout_seconds", s.idle_timeout_seconds, 1, 86400, "30 s suits most clients."))
     add(_range("orphan_timeout_seconds", s.orphan_timeout_seconds, 1, 86400,
                "use 10-60: long enough for a client to reconnect, short enough to free capacity."))

@@ -57,7 +57,8 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         ctx.count(f"error.{refusal.code}")
         return web.json_response(p.error(refusal.code, refusal.message), status=refusal.status)
     try:
-        ws = EdgeWebSocket(max_msg_size=settings.max_frame_bytes, heartbeat=20.0, compress=False)
+        ws = EdgeWebSocket(max_msg_size=settings.max_frame_bytes, heartbeat=settings.ws_ping_seconds,
+                           compress=False)
         await ws.prepare(request)
         _bound_send_buffer(request, settings.client_send_buffer_bytes)
         if ctx.draining:

@@ -245,13 +245,19 @@ class Connection:
 
     async def _read_loop(self) -> _Closed:
         idle = self.settings.idle_timeout_seconds
+        loop = asyncio.get_running_loop()
+        last_message = loop.time()
         while True:
             if self._fatal is not None:
                 return self._fatal
             try:
-                msg = await self.ws.receive(timeout=idle)
+                # Our own deadline: aiohttp restarts its receive timeout on every pong, so a client
+                # that only answers pings would never be idle.
+                async with asyncio.timeout_at(last_message + idle):
+                    msg = await self.ws.receive()
             except TimeoutError:
                 return _Closed(p.CLOSE_NORMAL, f"Idle timeout: no audio or keepalive for {idle:g} s")
+            last_message = loop.time()
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
                 return _Closed(p.CLOSE_NORMAL, "Client closed")
             if msg.type == WSMsgType.ERROR:
@@ -405,6 +411,10 @@ class Connection:
             raise p.ProtocolError(p.RESUME_FAILED, "Unknown session or wrong resume token")
         try:
             record = await self.ctx.store.resume(command.previous_session_id, command.resume_token, self.conn_id)
+            if record.sample_rate != self.sample_rate:
+                await self.ctx.store.release(record.session_id, self.conn_id, "interrupted")
+                raise ResumeError(f"Reconnect with the session's sample_rate={record.sample_rate}, "
+                                  f"not {self.sample_rate}")
         except ResumeError as exc:
             metrics.SESSIONS_RESUMED.labels("refused").inc()
             raise p.ProtocolError(p.RESUME_FAILED, exc.reason) from None

@@ -20,7 +20,8 @@ from tests.helpers import Client, connect
 async def edge(nats_server: NatsServer) -> AsyncIterator[TestServer]:
     settings = replace(Settings(), nats_url=nats_server.url, require_workers_ready=False, worker_id="edge-t",
                        idle_timeout_seconds=1.0, max_sessions_per_worker=2, vad_http_port=0, asr_http_port=0,
-                       end_flush_timeout_seconds=1.0)  # no workers here: nothing will flush
+                       end_flush_timeout_seconds=1.0,  # no workers here: nothing will flush
+                       ws_ping_seconds=0.3)  # pongs must not count as activity
     server = TestServer(init(settings), host="127.0.0.1")
     await server.start_server()
     try:
@@ -67,14 +68,16 @@ async def test_json_metrics_follow_sessions_in_and_out(edge: TestServer) -> None
 async def test_idle_sessions_are_closed_with_a_reason(edge: TestServer) -> None:
     async with aiohttp.ClientSession() as http:
         client = await connect(http, ws_url(edge))
-        await client.send_json({"type": "keepalive"})
-        await asyncio.sleep(0.6)
-        await client.send_json({"type": "keepalive"})  # keeps it alive past one timeout
-        await asyncio.sleep(0.6)
-        assert not client.ws.closed
-        assert await client.recv(timeout=5) is None
+        # The client reads all the time (so it answers the pings, every 0.3 s here), like a real one.
+        reader = asyncio.create_task(client.recv(timeout=10))
+        for _ in range(3):
+            await client.send_json({"type": "keepalive"})  # each keeps it alive for another second
+            await asyncio.sleep(0.6)
+        assert not reader.done(), "closed although keepalives arrived"
+        # Then silence: pongs are not activity, so it is closed a second after the last keepalive.
+        assert await asyncio.wait_for(reader, 5) is None
         assert client.close_code == 1000
-        assert "Idle timeout" in str(client.ws.exception() or "") or client.ws.close_code == 1000
+        assert client.last_frame is not None and "Idle timeout" in (client.last_frame.extra or "")
         async with asyncio.timeout(10):
             while (await metrics(http, edge))["active_sessions"] != 0:
                 await asyncio.sleep(0.05)
