@@ -3,40 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import signal
 import sys
 
 from asr_worker.transcriber import ModelLoadError, Transcriber
 from asr_worker.worker import AsrWorker, transcriber_options
-from common import logs
-from common.settings import SettingsError, load
-
-log = logging.getLogger("asr_worker")
+from common.role import run_worker
+from common.settings import Settings
 
 
-async def _main() -> None:
-    settings = load()
-    logs.setup(settings, "asr")
-    logs.log_config(settings, "asr")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+async def serve(settings: Settings, stop: asyncio.Event) -> None:
     transcriber = await asyncio.to_thread(Transcriber, transcriber_options(settings))
     await AsrWorker(settings, transcriber).run(stop)
 
 
 def main() -> int:
     try:
-        asyncio.run(_main())
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+        return run_worker("asr", serve)
     except ModelLoadError as exc:
         print(f"asr worker: {exc}", file=sys.stderr)
         return 3
-    return 0
 
 
 if __name__ == "__main__":

@@ -124,3 +124,16 @@ def test_resolve_model_path():
     assert (Path(resolve_model_path("tiny.en")) / "model.bin").is_file()
     assert resolve_model_path("/models/large-v3") == "/models/large-v3"
     assert resolve_model_path("base.en") == "base.en"
+
+
+def test_the_asr_worker_refuses_to_start_without_its_model(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ASR_")}
+    env["ASR_MODEL"] = str(tmp_path / "no-such-model")
+    out = subprocess.run([sys.executable, "-m", "asr_worker"], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert out.returncode == 3
+    assert "no-such-model" in out.stderr and "Nothing is downloaded at run time" in out.stderr
