@@ -126,8 +126,10 @@ class _Printer:
             self.stderr.flush()
 
 
-async def _send_audio(ws: aiohttp.ClientWebSocketResponse, pcm: bytes, chunk_ms: int, realtime: bool) -> None:
-    """Send the audio as binary frames, then ``end``; stops quietly if the server closes."""
+async def _send_audio(ws: aiohttp.ClientWebSocketResponse, pcm: bytes, chunk_ms: int, speed: float) -> None:
+    """Send the audio as binary frames at ``speed`` times real time (0: as fast as the socket
+    takes it), then ``end``; stops quietly if the server closes."""
+    realtime = speed > 0
     loop = asyncio.get_running_loop()
     started = loop.time()
     sent = 0
@@ -137,7 +139,7 @@ async def _send_audio(ws: aiohttp.ClientWebSocketResponse, pcm: bytes, chunk_ms:
                 return
             if realtime:
                 # Pace against the clock, not by sleeping chunk_ms each time, so no drift builds up.
-                await asyncio.sleep(max(0.0, started + pcm_duration_s(sent) - loop.time()))
+                await asyncio.sleep(max(0.0, started + pcm_duration_s(sent) / speed - loop.time()))
             await ws.send_bytes(chunk)
             sent += len(chunk)
             if not realtime:
@@ -211,6 +213,7 @@ async def stream_pcm(
     chunk_ms: int = 100,
     realtime: bool = False,
     token: str | None = None,
+    speed: float = 0.0,
 ) -> int:
     """Stream PCM s16le 16 kHz mono to ``url`` and print the results; returns the exit code."""
     emit = _Printer(stdout, stderr)
@@ -231,18 +234,18 @@ async def stream_pcm(
             except TimeoutError:
                 emit(Output(stderr=f"no session_started from {url} within {START_TIMEOUT_S:.0f} s\n"))
                 return 1
-            return await _run_session(ws, pcm, chunk_ms, realtime, renderer, emit)
+            return await _run_session(ws, pcm, chunk_ms, 1.0 if realtime else speed, renderer, emit)
 
 
 async def _run_session(
     ws: aiohttp.ClientWebSocketResponse,
     pcm: bytes,
     chunk_ms: int,
-    realtime: bool,
+    speed: float,
     renderer: Renderer,
     emit: _Printer,
 ) -> int:
-    sender = asyncio.create_task(_send_audio(ws, pcm, chunk_ms, realtime), name="asr-stream-send")
+    sender = asyncio.create_task(_send_audio(ws, pcm, chunk_ms, speed), name="asr-stream-send")
     receiver = asyncio.create_task(_receive(ws, renderer, emit), name="asr-stream-receive")
     try:
         await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
@@ -266,6 +269,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE.wav", help="PCM WAV file (any rate, channels, 8-32 bit)")
     parser.add_argument("--url", default=DEFAULT_URL, help=f"edge WebSocket URL (default: {DEFAULT_URL})")
     parser.add_argument("--realtime", action="store_true", help="send at real-time pace, like a microphone")
+    parser.add_argument(
+        "--speed", type=float, default=2.0,
+        help="times real time to send at, below the edge's max_realtime_factor (default 2; 0: unpaced)",
+    )
     parser.add_argument("--json", action="store_true", help="print every server message as a JSON line")
     parser.add_argument(
         "--chunk-ms",
@@ -284,6 +291,9 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
     if args.chunk_ms <= 0:
         err.write(f"--chunk-ms must be positive, got {args.chunk_ms}\n")
         return 2
+    if args.speed < 0:
+        err.write(f"--speed must be 0 (unpaced) or positive, got {args.speed}\n")
+        return 2
     try:
         pcm = read_wav(args.file)
     except (AudioFormatError, OSError) as error:
@@ -301,6 +311,7 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
                 chunk_ms=args.chunk_ms,
                 realtime=args.realtime,
                 token=args.token,
+                speed=args.speed,
             )
         )
     except KeyboardInterrupt:
