@@ -26,7 +26,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck
 from nats.js.errors import NotFoundError
 
-from common import metrics, subjects, tasks
+from common import metrics, subjects
 from common.audio import TARGET_RATE, StreamResampler
 from common.messages import (
     Result,
@@ -41,18 +41,15 @@ from common.settings import Settings
 from ingest import protocol as p
 from ingest.auth import Gatekeeper
 from ingest.finals import FinalOrderer
+from ingest.outbox import Closing, Outbox
 from ingest.rate_limit import RateLimiter, RateLimitOptions
-from ingest.send_queue import Put, SendQueue
 from ingest.session_store import Admit, ResumeError, SessionRecord, SessionStore, hash_token
 
 log = logging.getLogger(__name__)
 
-CLOSE_GRACE_S = 5.0  # a client being closed has this long to read its close frame before a reset
 STORE_UPDATE_EVERY_S = 1.0  # activity and metrics reach the session store at most this often
 MAX_PENDING_PUBLISHES = 64  # per session: unacknowledged audio publishes before reading pauses
 REPAIR_AFTER_S = 2.0  # finals still missing this long after session_flushed are read from the stream
-
-_json = msgspec.json.Encoder()
 
 
 @dataclass
@@ -74,15 +71,6 @@ class EdgeContext:
 
     def count(self, name: str, n: int = 1) -> None:
         self.totals[name] = self.totals.get(name, 0) + n
-
-
-class _Closed(Exception):
-    """The session must end now with this close code."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 class _NothingToDrain(Exception):
@@ -113,17 +101,11 @@ class Connection:
         self.resampler = StreamResampler(sample_rate, TARGET_RATE)
         self.limiter = _rate_limiter(self.settings, sample_rate)
         self._flood_warned = False
-        self.queue = SendQueue(self.settings.max_send_queue_size)
         self.orderer = FinalOrderer()
-        self._wake = asyncio.Event()
-        self._emptied = asyncio.Event()  # set by the writer each time it has sent all it had
         self._wake_flush = asyncio.Event()
-        self._fatal: _Closed | None = None
         self._pending: deque[asyncio.Future[PubAck]] = deque()
         self._seq = 0
         self._offset = 0  # bytes of 16 kHz audio published
-        self._full_events = 0  # full-queue events while a send was stuck, since the last good send
-        self._sending = False  # the writer is inside ws.send_str (the socket may be pushing back)
         self._final_utterances: set[str] = set()  # released finals, to drop their late partials
         self.started = time.monotonic()
         self._stored_at = 0.0
@@ -132,15 +114,15 @@ class Connection:
         self._replay_buffer: list[Result] | None = None  # results held back while resuming
         self._skip_upto_seq = 0  # finals the client already has (its last_seq on reconnect)
         self._end_state = "interrupted"
-        self._closer: asyncio.Task[None] | None = None
         self._publish_lock = asyncio.Lock()  # seq order on the bus = order of publish calls
         self._drain_target: int | None = None  # finals to deliver before closing for a drain
-        self.counts = {"partials_sent": 0, "partials_dropped": 0, "errors_sent": 0, "chunks": 0}
+        self.counts = {"errors_sent": 0, "chunks": 0}
+        self.out: Outbox | None = None  # created when the session is admitted
 
     def __repr__(self) -> str:
         return (
             f"<Connection {self.session_id} bytes={self.record.audio_bytes_received} "
-            f"finals={self.record.transcripts_sent} queued={len(self.queue)}>"
+            f"finals={self.record.transcripts_sent} queued={len(self.out) if self.out else 0}>"
         )
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -150,39 +132,41 @@ class Connection:
         if admitted is not Admit.OK:
             metrics.SESSIONS_REJECTED.labels(admitted.value).inc()
             metrics.CLIENT_ERRORS.labels(p.CAPACITY).inc()
-            await self.ws.send_str(_dumps(p.error(p.CAPACITY, "Service at capacity, please try again")))
+            await self.ws.send_json(p.error(p.CAPACITY, "Service at capacity, please try again"))
             await self.ws.close(code=p.CLOSE_CAPACITY, message=b"At capacity")
             return
         metrics.SESSIONS_TOTAL.inc()
         metrics.ACTIVE_SESSIONS.inc()
         self.ctx.connections.add(self)
-        writer = asyncio.create_task(self._writer(), name=f"writer-{self.session_id}")
-        close = _Closed(p.CLOSE_NORMAL, "")
+        self.out = Outbox(self.ws, self.transport, max_queue=self.settings.max_send_queue_size,
+                          slow_threshold=self.settings.slow_send_threshold, count=self.ctx.count,
+                          label=self.session_id)
+        close = Closing(p.CLOSE_NORMAL, "")
         try:
             await self._subscribe()
             self.record.state = "active"
             await self.ctx.store.update(self.record)
-            self._send(
+            self._out.send(
                 p.session_started(self.session_id, self.resume_token, self.ctx.edge_id, self.sample_rate),
                 droppable=False,
             )
             log.info("session %s started (sample_rate=%d)", self.session_id, self.sample_rate,
                      extra={"session_id": self.session_id})
             close = await self._read_loop()
-        except _Closed as exc:
+        except Closing as exc:
             close = exc
         except (TimeoutError, ConnectionError) as exc:
             log.warning("session %s: bus error: %r", self.session_id, exc, extra={"session_id": self.session_id})
             self._client_error(p.INTERNAL, "Audio bus unavailable, please reconnect")
-            close = _Closed(p.CLOSE_INTERNAL, "Internal error")
+            close = Closing(p.CLOSE_INTERNAL, "Internal error")
         finally:
             # The bookkeeping must finish even if aiohttp cancels this handler (a dropped client):
             # otherwise the session would never be released.
-            await asyncio.shield(self._close_and_release(writer, close))
+            await asyncio.shield(self._close_and_release(self.out, close))
 
-    async def _close_and_release(self, writer: asyncio.Task[None], close: _Closed) -> None:
+    async def _close_and_release(self, out: Outbox, close: Closing) -> None:
         try:
-            await self._finish(writer, close)
+            await out.close(close)
         finally:
             await self._unsubscribe()
             for fut in self._pending:
@@ -196,7 +180,7 @@ class Connection:
                 "session %s ended in %.2fs: close=%d %s audio=%.1fs finals=%d partials=%d dropped=%d",
                 self.session_id, time.monotonic() - self.started, close.code, close.reason or "-",
                 self.record.audio_bytes_received / (2 * self.sample_rate), self.record.transcripts_sent,
-                self.counts["partials_sent"], self.counts["partials_dropped"],
+                out.partials_sent, out.dropped,
                 extra={"session_id": self.session_id},
             )
 
@@ -218,48 +202,27 @@ class Connection:
             log.info("session %s resumed on another connection: closing this one", self.session_id,
                      extra={"session_id": self.session_id})
             self._end_state = "active"  # the session goes on elsewhere
-            self._fail(_Closed(p.CLOSE_NORMAL, "Session resumed on another connection"))
-
-    async def _finish(self, writer: asyncio.Task[None], close: _Closed) -> None:
-        """Lets the writer deliver what is queued (bounded), then closes the socket."""
-        if self._fatal is None and not self.ws.closed:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._drained(), 5.0)
-        await tasks.stop(writer)
-        if self._closer is not None:
-            await asyncio.wait({self._closer}, timeout=5.0)
-            await tasks.stop(self._closer)
-        final_close = self._fatal or close
-        if not self.ws.closed:
-            with contextlib.suppress(ConnectionError, asyncio.TimeoutError):
-                await asyncio.wait_for(
-                    self.ws.close(code=final_close.code, message=final_close.reason.encode()[:120]), 5.0
-                )
-
-    async def _drained(self) -> None:
-        while len(self.queue) and self._fatal is None and not self.ws.closed:
-            self._emptied.clear()
-            await self._emptied.wait()
+            self._out.fail(Closing(p.CLOSE_NORMAL, "Session resumed on another connection"))
 
     # --- client -> bus ----------------------------------------------------------------------
 
-    async def _read_loop(self) -> _Closed:
+    async def _read_loop(self) -> Closing:
         idle = self.settings.idle_timeout_seconds
         loop = asyncio.get_running_loop()
         last_message = loop.time()
         while True:
-            if self._fatal is not None:
-                return self._fatal
+            if self._out.fatal is not None:
+                return self._out.fatal
             try:
                 # Our own deadline: aiohttp restarts its receive timeout on every pong, so a client
                 # that only answers pings would never be idle.
                 async with asyncio.timeout_at(last_message + idle):
                     msg = await self.ws.receive()
             except TimeoutError:
-                return _Closed(p.CLOSE_NORMAL, f"Idle timeout: no audio or keepalive for {idle:g} s")
+                return Closing(p.CLOSE_NORMAL, f"Idle timeout: no audio or keepalive for {idle:g} s")
             last_message = loop.time()
             if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
-                return _Closed(p.CLOSE_NORMAL, "Client closed")
+                return Closing(p.CLOSE_NORMAL, "Client closed")
             if msg.type == WSMsgType.ERROR:
                 return self._frame_error(msg.data)
             t0 = time.perf_counter()
@@ -284,18 +247,18 @@ class Connection:
             if done is not None:
                 return done
 
-    def _frame_error(self, exc: BaseException) -> _Closed:
+    def _frame_error(self, exc: BaseException) -> Closing:
         code = getattr(exc, "code", None)
         if code == WSCloseCode.MESSAGE_TOO_BIG:
             self._client_error(
                 p.CHUNK_TOO_LARGE,
                 f"WebSocket frame exceeds the hard limit of {self.settings.max_frame_bytes} bytes",
             )
-            return _Closed(p.CLOSE_TOO_BIG, "Frame too large")
+            return Closing(p.CLOSE_TOO_BIG, "Frame too large")
         log.info("session %s: websocket error %r", self.session_id, exc, extra={"session_id": self.session_id})
-        return _Closed(p.CLOSE_NORMAL, "WebSocket protocol error")
+        return Closing(p.CLOSE_NORMAL, "WebSocket protocol error")
 
-    async def _handle(self, command: p.Command) -> _Closed | None:
+    async def _handle(self, command: p.Command) -> Closing | None:
         match command:
             case p.Audio(pcm=pcm):
                 await self._audio(pcm)
@@ -341,7 +304,7 @@ class Connection:
         metrics.THROTTLED_SECONDS.inc(wait)
         await asyncio.sleep(wait)
 
-    async def _end(self) -> _Closed:
+    async def _end(self) -> Closing:
         tail = self.resampler.flush()
         if tail:
             await self._publish(subjects.H_KIND, "audio", tail)
@@ -361,13 +324,13 @@ class Connection:
         # Ended on purpose: from now on the session cannot be resumed.
         self.record.state = "closed"
         await self.ctx.store.update(self.record)
-        self._send({"type": "session_ended", "metrics": self.session_metrics()}, droppable=False)
-        return _Closed(p.CLOSE_NORMAL, "Session ended")
+        self._out.send({"type": "session_ended", "metrics": self.session_metrics()}, droppable=False)
+        return Closing(p.CLOSE_NORMAL, "Session ended")
 
     async def _await_all_finals(self) -> None:
         """Waits until every final the VAD worker announced was sent; after REPAIR_AFTER_S
         without progress, reads what the live subscription may have missed from the stream."""
-        while not self.orderer.complete and self._fatal is None:
+        while not self.orderer.complete and self._out.fatal is None:
             self._wake_flush.clear()
             try:
                 await asyncio.wait_for(self._wake_flush.wait(), REPAIR_AFTER_S)
@@ -431,7 +394,7 @@ class Connection:
         await self.ctx.nc.publish(subjects.takeover(self.session_id), self.conn_id.encode())
         audio_bytes = await self._continue_audio_position(record)
         stored = await self._stored_finals()
-        self._send({
+        self._out.send({
             "type": "session_recovered",
             "previous_session_id": self.session_id,
             "previous_metrics": {"audio_bytes_received": audio_bytes, "transcripts_sent": previous_sent},
@@ -491,11 +454,11 @@ class Connection:
                 await self._publish(subjects.H_KIND, "drain", b"")
                 await self._wait_acks()
                 while self._drain_target is None or self.orderer.released < self._drain_target:
-                    if self._fatal is not None or self.ws.closed:
+                    if self._out.fatal is not None or self.ws.closed:
                         return
                     self._wake_flush.clear()
                     await self._wake_flush.wait()
-                await self._drained()
+                await self._out.drained()
         except _NothingToDrain:
             pass
         except (TimeoutError, ConnectionError) as exc:
@@ -544,7 +507,7 @@ class Connection:
                     self._stored_at = 0.0  # store the new count soon
                     if final.speech_end_at:
                         metrics.FINAL_LATENCY.observe(max(0.0, time.time() - final.speech_end_at))
-                    self._send(
+                    self._out.send(
                         p.transcript(is_final=True, seq=seq, utterance_id=final.utterance_id,
                                      text=final.text, start_s=final.start_s, end_s=final.end_s),
                         droppable=False,
@@ -553,16 +516,16 @@ class Connection:
             case Transcript():
                 if result.utterance_id in self._final_utterances or not result.text:
                     return
-                self._send(
+                self._out.send(
                     p.transcript(is_final=False, utterance_id=result.utterance_id, text=result.text,
                                  start_s=result.start_s, end_s=result.end_s),
                     droppable=True,
                 )
             case SpeechStarted():
-                self._send({"type": "speech_started", "utterance_id": result.utterance_id,
+                self._out.send({"type": "speech_started", "utterance_id": result.utterance_id,
                             "start_s": round(result.start_s, 3)}, droppable=True)
             case UtteranceEnd():
-                self._send({"type": "utterance_end", "utterance_id": result.utterance_id,
+                self._out.send({"type": "utterance_end", "utterance_id": result.utterance_id,
                             "end_s": round(result.end_s, 3)}, droppable=True)
             case SessionFlushed(ended=False):
                 self._drain_target = result.finals_total
@@ -573,6 +536,11 @@ class Connection:
             case SessionError():
                 self._client_error(result.code, result.message)
 
+    @property
+    def _out(self) -> Outbox:
+        assert self.out is not None, "the outbox exists from admission on"
+        return self.out
+
     def _poke_flush(self) -> None:
         self._wake_flush.set()
 
@@ -580,68 +548,7 @@ class Connection:
         metrics.CLIENT_ERRORS.labels(code).inc()
         self.ctx.count(f"error.{code}")
         self.counts["errors_sent"] += 1
-        self._send(p.error(code, message), droppable=False)
-
-    def _send(self, msg: dict[str, Any], *, droppable: bool) -> None:
-        if self._fatal is not None:
-            return
-        outcome = self.queue.put(msg, droppable=droppable)
-        if outcome is Put.QUEUED:
-            self._wake.set()
-            return
-        dropped_type = msg["type"] if outcome is Put.DROPPED else "partial"
-        if outcome in (Put.DROPPED, Put.DISPLACED):
-            metrics.MESSAGES_DROPPED.labels(dropped_type).inc()
-            self.ctx.count("messages_dropped")
-            self.counts["partials_dropped"] += 1
-        # Only a full queue while the socket is not taking our last frame says the client is slow;
-        # a burst of results that arrives before the writer got its turn does not.
-        if self._sending:
-            self._full_events += 1
-        if outcome is Put.FULL or self._full_events >= self.settings.slow_send_threshold:
-            metrics.SLOW_CLIENT_CLOSES.inc()
-            self.ctx.count("slow_client_closes")
-            log.info("session %s: client too slow (%d full-queue events): closing with 1008", self.session_id,
-                     self._full_events, extra={"session_id": self.session_id})
-            self._fail(_Closed(p.CLOSE_TOO_SLOW, "Client too slow"))
-        self._wake.set()
-
-    def _fail(self, closed: _Closed) -> None:
-        """Ends the connection now, from any task: a slow client may not read its close frame, so
-        after a short wait its socket is aborted (which also ends the reader)."""
-        if self._fatal is not None:
-            return
-        self._fatal = closed
-        self._wake.set()
-        self._closer = asyncio.create_task(self._close_now(closed), name=f"closer-{self.session_id}")
-
-    async def _close_now(self, closed: _Closed) -> None:
-        with contextlib.suppress(TimeoutError, ConnectionError):
-            await asyncio.wait_for(self.ws.close(code=closed.code, message=closed.reason.encode()), CLOSE_GRACE_S)
-        # A graceful close waits for our buffered frames to drain, which a client that stopped
-        # reading never lets happen: reset the connection (a no-op if it is already gone).
-        if self.transport is not None:
-            self.transport.abort()
-
-    async def _writer(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._fatal is not None:
-                return  # the closer task ends the connection
-            while (msg := self.queue.get()) is not None:
-                self._sending = True
-                try:
-                    await self.ws.send_str(_dumps(msg))
-                except ConnectionError:
-                    return
-                finally:
-                    self._sending = False
-                self._full_events = 0
-                metrics.MESSAGES_SENT.labels(msg["type"]).inc()
-                if msg["type"] == "transcript" and not msg["is_final"]:
-                    self.counts["partials_sent"] += 1
-            self._emptied.set()
+        self._out.send(p.error(code, message), droppable=False)
 
     def session_metrics(self) -> dict[str, Any]:
         return {
@@ -649,8 +556,8 @@ class Connection:
             "audio_seconds": round(self.record.audio_bytes_received / (2 * self.sample_rate), 3),
             "chunks_received": self.counts["chunks"],
             "transcripts_sent": self.record.transcripts_sent,
-            "partials_sent": self.counts["partials_sent"],
-            "partials_dropped": self.counts["partials_dropped"],
+            "partials_sent": self._out.partials_sent,
+            "partials_dropped": self._out.dropped,
             "errors_sent": self.counts["errors_sent"],
             "duration_seconds": round(time.monotonic() - self.started, 3),
         }
@@ -668,5 +575,3 @@ def _rate_limiter(settings: Settings, sample_rate: int) -> RateLimiter | None:
     return RateLimiter(options, time.monotonic())
 
 
-def _dumps(msg: dict[str, Any]) -> str:
-    return _json.encode(msg).decode()

@@ -1,0 +1,142 @@
+"""Everything one client is sent: a bounded queue, one writer task, and the slow-client verdict.
+
+Results arrive from the bus in bursts and are only queued here (never awaited); the writer sends
+them in order. When the queue is full, partials are dropped first and a final displaces a queued
+partial. A client whose socket keeps pushing back (``slow_send_threshold`` full-queue events while
+the writer is stuck in a send) or whose queue holds only finals is closed with 1008; one that does
+not read even its close frame is reset after ``CLOSE_GRACE_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from common import metrics, tasks
+from ingest import protocol as p
+from ingest.send_queue import Put, SendQueue
+
+log = logging.getLogger(__name__)
+
+CLOSE_GRACE_S = 5.0  # a client being closed has this long to read its close frame before a reset
+
+_json = msgspec.json.Encoder()
+
+
+class Closing(Exception):
+    """The session must end with this close code and reason."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class Outbox:
+    def __init__(
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport | None, *, max_queue: int,
+        slow_threshold: int, count: Callable[[str], None], label: str,
+    ) -> None:
+        self.ws = ws
+        self.transport = transport
+        self.queue = SendQueue(max_queue)
+        self.slow_threshold = slow_threshold
+        self.count = count  # the edge's counters for /v1/metrics
+        self.label = label  # session id, for logs
+        self.fatal: Closing | None = None  # set once the connection must end
+        self.partials_sent = 0
+        self.dropped = 0
+        self._wake = asyncio.Event()
+        self._emptied = asyncio.Event()  # set each time the writer has sent all it had
+        self._full_events = 0  # full-queue events while a send was stuck, since the last good send
+        self._sending = False  # the writer is inside ws.send_str (the socket may be pushing back)
+        self._writer = asyncio.create_task(self._write(), name=f"writer-{label}")
+        self._closer: asyncio.Task[None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+    def send(self, msg: dict[str, Any], *, droppable: bool) -> None:
+        """Queues ``msg``; never waits. Droppable messages (partials, VAD events) go first."""
+        if self.fatal is not None:
+            return
+        outcome = self.queue.put(msg, droppable=droppable)
+        self._wake.set()
+        if outcome is Put.QUEUED:
+            return
+        if outcome in (Put.DROPPED, Put.DISPLACED):
+            metrics.MESSAGES_DROPPED.labels(msg["type"] if outcome is Put.DROPPED else "displaced").inc()
+            self.count("messages_dropped")
+            self.dropped += 1
+        # Only a full queue while the socket is not taking our last frame says the client is slow;
+        # a burst of results that arrives before the writer got its turn does not.
+        if self._sending:
+            self._full_events += 1
+        if outcome is Put.FULL or self._full_events >= self.slow_threshold:
+            metrics.SLOW_CLIENT_CLOSES.inc()
+            self.count("slow_client_closes")
+            log.info("session %s: client too slow (%d full-queue events): closing with 1008", self.label,
+                     self._full_events, extra={"session_id": self.label})
+            self.fail(Closing(p.CLOSE_TOO_SLOW, "Client too slow"))
+
+    def fail(self, closing: Closing) -> None:
+        """Ends the connection now, from any task (the reader sees the socket close)."""
+        if self.fatal is not None:
+            return
+        self.fatal = closing
+        self._wake.set()
+        self._closer = asyncio.create_task(self._close_now(closing), name=f"closer-{self.label}")
+
+    async def drained(self) -> None:
+        """Returns once everything queued was sent (or the connection is ending)."""
+        while len(self.queue) and self.fatal is None and not self.ws.closed:
+            self._emptied.clear()
+            await self._emptied.wait()
+
+    async def close(self, closing: Closing) -> None:
+        """Delivers what is queued (bounded), stops the writer, closes the socket."""
+        if self.fatal is None and not self.ws.closed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.drained(), 5.0)
+        await tasks.stop(self._writer)
+        if self._closer is not None:
+            await asyncio.wait({self._closer}, timeout=CLOSE_GRACE_S + 1)
+            await tasks.stop(self._closer)
+        final = self.fatal or closing
+        if not self.ws.closed:
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await asyncio.wait_for(self.ws.close(code=final.code, message=final.reason.encode()[:120]), 5.0)
+
+    async def _close_now(self, closing: Closing) -> None:
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            await asyncio.wait_for(self.ws.close(code=closing.code, message=closing.reason.encode()), CLOSE_GRACE_S)
+        # A graceful close waits for our buffered frames to drain, which a client that stopped
+        # reading never lets happen: reset the connection (a no-op if it is already gone).
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def _write(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.fatal is not None:
+                return  # the closer task ends the connection
+            while (msg := self.queue.get()) is not None:
+                self._sending = True
+                try:
+                    await self.ws.send_str(_json.encode(msg).decode())
+                except ConnectionError:
+                    return
+                finally:
+                    self._sending = False
+                self._full_events = 0
+                metrics.MESSAGES_SENT.labels(msg["type"]).inc()
+                if msg["type"] == "transcript" and not msg["is_final"]:
+                    self.partials_sent += 1
+            self._emptied.set()
