@@ -250,10 +250,10 @@ class Connection:
     def _frame_error(self, exc: BaseException) -> Closing:
         code = getattr(exc, "code", None)
         if code == WSCloseCode.MESSAGE_TOO_BIG:
-            self._client_error(
-                p.CHUNK_TOO_LARGE,
-                f"WebSocket frame exceeds the hard limit of {self.settings.max_frame_bytes} bytes",
-            )
+            # The socket already told the client (EdgeWebSocket.close) and closed with 1009.
+            metrics.CLIENT_ERRORS.labels(p.CHUNK_TOO_LARGE).inc()
+            self.ctx.count(f"error.{p.CHUNK_TOO_LARGE}")
+            self.counts["errors_sent"] += 1
             return Closing(p.CLOSE_TOO_BIG, "Frame too large")
         log.info("session %s: websocket error %r", self.session_id, exc, extra={"session_id": self.session_id})
         return Closing(p.CLOSE_NORMAL, "WebSocket protocol error")
