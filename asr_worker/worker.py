@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 ROLE = "asr"
 FINAL_POLL_S = 0.1
 PARTIAL_POLL_S = 0.05
-IN_PROGRESS_EVERY_S = 15.0  # well inside the final consumer's ack_wait
+IN_PROGRESS_EVERY_S = 3.0  # well inside the final consumer's ack_wait (common.streams)
 
 
 def transcriber_options(settings: Settings) -> TranscriberOptions:
@@ -167,7 +167,8 @@ class AsrWorker:
             log.exception("session %s %s job %s failed", job.session_id, kind, job.utterance_id,
                           extra={"session_id": job.session_id})
             if job.is_final:
-                await msg.nak(delay=1.0)  # another try, possibly on another worker
+                with contextlib.suppress(nats.errors.Error):  # if the bus is gone, ack_wait redelivers
+                    await msg.nak(delay=1.0)  # another try, possibly on another worker
             return
         finally:
             if keepalive is not None:

@@ -25,7 +25,7 @@ from common.settings import Settings
 
 log = logging.getLogger(__name__)
 
-FINAL_ACK_WAIT_S = 60.0  # the ASR worker sends in-progress acks while a long final runs
+FINAL_ACK_WAIT_S = 10.0  # a dead ASR worker's final goes to another this soon; live ones send in-progress
 PARTIAL_ACK_WAIT_S = 10.0
 VAD_ACK_WAIT_S = 30.0
 
