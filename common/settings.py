@@ -59,14 +59,15 @@ class Settings:
     max_send_queue_size: int = 100
     """Messages queued for one client; when full, partials are dropped first."""
     slow_send_threshold: int = 10
-    """Consecutive full-queue events after which a client is closed with 1008."""
+    """Full-queue events while a client's socket pushes back, after which it is closed with 1008."""
     client_send_buffer_bytes: int = 131072
     """Kernel send buffer per client socket (SO_SNDBUF); bounds what a client that stopped reading
     can hold, so it fills its queue and is closed (1008) instead; 0 keeps the OS autotuning."""
     max_chunk_bytes: int = 65536
     """Largest decoded audio chunk accepted in one message (CHUNK_TOO_LARGE otherwise)."""
     max_frame_bytes: int = 1048576
-    """Hard cap on one WebSocket frame; larger frames close the connection with 1009."""
+    """Hard cap on one WebSocket frame: a larger binary frame closes the connection (1009), a larger
+    text message is discarded unbuffered (CHUNK_TOO_LARGE)."""
     max_realtime_factor: float = 3.0
     """Audio faster than this many times real time is slowed by backpressure; 0 disables the limit."""
     rate_limit_burst_seconds: float = 5.0
