@@ -19,7 +19,7 @@ from tests.helpers import Client, connect
 @pytest.fixture
 async def edge(nats_server: NatsServer) -> AsyncIterator[TestServer]:
     settings = replace(Settings(), nats_url=nats_server.url, require_workers_ready=False, worker_id="edge-t",
-                       idle_timeout_seconds=1.0, max_sessions_per_worker=2, vad_http_port=0, asr_http_port=0,
+                       idle_timeout_seconds=2.0, max_sessions_per_worker=2, vad_http_port=0, asr_http_port=0,
                        end_flush_timeout_seconds=1.0,  # no workers here: nothing will flush
                        ws_ping_seconds=0.3)  # pongs must not count as activity
     server = TestServer(init(settings), host="127.0.0.1")
@@ -69,13 +69,13 @@ async def test_idle_sessions_are_closed_with_a_reason(edge: TestServer) -> None:
     async with aiohttp.ClientSession() as http:
         client = await connect(http, ws_url(edge))
         # The client reads all the time (so it answers the pings, every 0.3 s here), like a real one.
-        reader = asyncio.create_task(client.recv(timeout=10))
-        for _ in range(3):
-            await client.send_json({"type": "keepalive"})  # each keeps it alive for another second
+        reader = asyncio.create_task(client.recv(timeout=15))
+        for _ in range(4):
+            await client.send_json({"type": "keepalive"})  # each keeps it alive for 2 more seconds
             await asyncio.sleep(0.6)
         assert not reader.done(), "closed although keepalives arrived"
-        # Then silence: pongs are not activity, so it is closed a second after the last keepalive.
-        assert await asyncio.wait_for(reader, 5) is None
+        # Then silence: pongs are not activity, so it is closed 2 s after the last keepalive.
+        assert await asyncio.wait_for(reader, 8) is None
         assert client.close_code == 1000
         assert client.last_frame is not None and "Idle timeout" in (client.last_frame.extra or "")
         async with asyncio.timeout(10):

@@ -100,7 +100,6 @@ async def test_every_role_counts_real_traffic(stack: Stack) -> None:
     assert edge("asr_messages_sent_total", type="session_ended") == 1
     assert edge("asr_final_latency_seconds_count") == 3
     assert edge("asr_stage_asr_to_edge_seconds_count") >= 3
-    assert edge("asr_request_latency_seconds_bucket", le="0.01") <= chunks + 2
 
     assert vad("asr_vad_jobs_total", kind="final") == 3
     assert vad("asr_vad_frames_total") == len(pcm) // 960 + 1  # 30 ms frames, the remainder padded

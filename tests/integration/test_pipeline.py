@@ -62,13 +62,14 @@ async def test_three_utterances_in_order_with_partials_first(stack: Stack, http:
     assert starts == sorted(starts) and all(f["end_s"] > f["start_s"] for f in finals)
     assert len({f["utterance_id"] for f in finals}) == 3
 
-    # Streamed in real time, each utterance (2.6-3 s of speech) gets partials, all before its final.
+    # Streamed in real time, utterances get partials (a busy ASR worker may skip stale ones, so
+    # not necessarily each), and every partial of an utterance comes before its final.
     order = [(m["utterance_id"], m["is_final"]) for m in client.of_type("transcript")]
+    assert any(not is_final for _, is_final in order), f"no partial at all: {order}"
     for final in finals:
         uid = final["utterance_id"]
         positions = [i for i, (u, is_final) in enumerate(order) if u == uid and not is_final]
-        assert positions, f"no partial for {uid}: {order}"
-        assert max(positions) < order.index((uid, True))
+        assert all(i < order.index((uid, True)) for i in positions), order
     started = [m["utterance_id"] for m in client.of_type("speech_started")]
     assert started[:3] == [f["utterance_id"] for f in finals]
     assert ended["metrics"]["transcripts_sent"] == 3
