@@ -170,7 +170,7 @@ async def test_kill_9_an_edge_then_resume_on_another(crash_stack: Stack, redis_s
         async with asyncio.timeout(10):
             while int(await r.get("asr:count") or 0) != 0:
                 await asyncio.sleep(0.2)
-        assert bystander.ws is not None
+        await bystander.ws.close()
 
         # A wrong token gets RESUME_FAILED and no metrics.
         ws = await asyncio.wait_for(http.ws_connect(f"ws://127.0.0.1:{stack.edge_port(1)}/v1/stream"), 10)
