@@ -52,8 +52,8 @@ class EdgeWebSocket(web.WebSocketResponse):
         self._told_too_big = False
         self.gated: _GatedParser | None = None
 
-    def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: Any) -> None:
-        super()._post_start(request, protocol, writer)
+    def _post_start(self, request: web.BaseRequest, *args: Any, **kwargs: Any) -> None:
+        super()._post_start(request, *args, **kwargs)
         handler = request.protocol
         parser = getattr(handler, "_payload_parser", None)
         if parser is None or not hasattr(parser, "feed_data"):
