@@ -25,7 +25,6 @@ from asr_worker.transcriber import Recognition, Transcriber, TranscriberOptions
 from common import bus, health, metrics, presence, subjects, tasks
 from common.messages import AsrJob, Transcript, encode, job_decoder, result_decoder
 from common.settings import Settings
-from common.streams import ensure_streams
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +67,7 @@ class AsrWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        self.nc = await bus.connect(s, f"asr-{self.worker_id}")
-        self.js = self.nc.jetstream(timeout=s.publish_timeout_seconds)
-        await ensure_streams(self.js, s)
+        self.nc, self.js = await bus.connect_jetstream(s, f"asr-{self.worker_id}")
         kv = await presence.bucket(self.js)
         beat = asyncio.create_task(presence.heartbeat(kv, ROLE, self.worker_id), name="heartbeat")
         puller = asyncio.create_task(self._pull(), name="pull")

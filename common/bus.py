@@ -7,8 +7,10 @@ import logging
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 
 from common.settings import Settings
+from common.streams import ensure_streams
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,14 @@ async def connect(settings: Settings, name: str) -> NATS:
         connect_timeout=5, error_cb=on_error, disconnected_cb=on_disconnect, reconnected_cb=on_reconnect,
     )
     return nc
+
+
+async def connect_jetstream(settings: Settings, name: str) -> tuple[NATS, JetStreamContext]:
+    """Connects, and makes sure every stream and consumer of the system exists."""
+    nc = await connect(settings, name)
+    js = nc.jetstream(timeout=settings.publish_timeout_seconds)
+    await ensure_streams(js, settings)
+    return nc, js
 
 
 async def close(nc: NATS) -> None:

@@ -15,10 +15,12 @@ async def metrics_handler(_: web.Request) -> web.Response:
     return resp
 
 
-def worker_app(ready: Callable[[], bool]) -> web.Application:
-    async def healthz(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
+async def healthz(_: web.Request) -> web.Response:
+    """Alive: the process answers (readiness is /readyz)."""
+    return web.json_response({"status": "ok"})
 
+
+def worker_app(ready: Callable[[], bool]) -> web.Application:
     async def readyz(_: web.Request) -> web.Response:
         ok = ready()
         return web.json_response({"ready": ok}, status=200 if ok else 503)

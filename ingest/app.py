@@ -14,14 +14,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
+from nats.js.kv import KeyValue
 from redis.exceptions import RedisError
 
 from common import bus, metrics, presence, tasks
-from common.health import metrics_handler
+from common.health import healthz, metrics_handler
 from common.settings import Settings
-from common.streams import ensure_streams
 from ingest import protocol as p
-from ingest.auth import Gatekeeper
+from ingest.auth import Gatekeeper, Refusal
 from ingest.connection import Connection, EdgeContext
 from ingest.redis_store import RedisSessionStore
 from ingest.session_store import MemorySessionStore, SessionStore
@@ -47,15 +47,11 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         )
     refusal = ctx.gate.check(request.headers, request.query)
     if refusal is not None:
-        metrics.SESSIONS_REJECTED.labels(refusal.code.lower()).inc()
-        ctx.count(f"error.{refusal.code}")
-        return web.json_response(p.error(refusal.code, refusal.message), status=refusal.status)
+        return _refuse(ctx, refusal, refusal.code.lower())
     ip = request.remote or "?"
     refusal = ctx.gate.open(ip)
     if refusal is not None:
-        metrics.SESSIONS_REJECTED.labels("per_ip_limit").inc()
-        ctx.count(f"error.{refusal.code}")
-        return web.json_response(p.error(refusal.code, refusal.message), status=refusal.status)
+        return _refuse(ctx, refusal, "per_ip_limit")
     try:
         ws = EdgeWebSocket(max_msg_size=settings.max_frame_bytes, heartbeat=settings.ws_ping_seconds,
                            compress=False)
@@ -71,16 +67,19 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
         ctx.gate.close(ip)
 
 
+def _refuse(ctx: EdgeContext, refusal: Refusal, reason: str) -> web.Response:
+    """An HTTP answer before the upgrade, counted like the errors sent on open sessions."""
+    metrics.SESSIONS_REJECTED.labels(reason).inc()
+    ctx.count(f"error.{refusal.code}")
+    return web.json_response(p.error(refusal.code, refusal.message), status=refusal.status)
+
+
 def _bound_send_buffer(request: web.Request, size: int) -> None:
     """A fixed kernel send buffer: a client that stops reading backs up into its bounded queue
     (and is closed with 1008) instead of into megabytes of autotuned kernel memory."""
     sock = request.transport.get_extra_info("socket") if request.transport else None
     if size and sock is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
-
-
-async def healthz(_: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
 
 
 def readiness(app: web.Application) -> dict[str, Any]:
@@ -134,9 +133,7 @@ def _cluster_limit(settings: Settings) -> int:
 async def _bus(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     edge_id = settings.effective_worker_id
-    nc = await bus.connect(settings, f"ingest-{edge_id}")
-    js = nc.jetstream(timeout=settings.publish_timeout_seconds)
-    await ensure_streams(js, settings)
+    nc, js = await bus.connect_jetstream(settings, f"ingest-{edge_id}")
     store = await _open_store(settings, edge_id)
     metrics.MAX_SESSIONS.set(_cluster_limit(settings))
     metrics.MAX_SESSIONS_PER_EDGE.set(settings.max_sessions_per_worker)
@@ -186,7 +183,7 @@ async def _keep_store(ctx: EdgeContext) -> None:
         await asyncio.sleep(interval)
 
 
-async def _poll_workers(ctx: EdgeContext, kv: Any) -> None:
+async def _poll_workers(ctx: EdgeContext, kv: KeyValue) -> None:
     while True:
         try:
             ctx.workers = await presence.live_workers(kv)

@@ -73,10 +73,6 @@ class EdgeContext:
         self.totals[name] = self.totals.get(name, 0) + n
 
 
-class _NothingToDrain(Exception):
-    pass
-
-
 class Connection:
     def __init__(
         self, ctx: EdgeContext, ws: web.WebSocketResponse, sample_rate: int,
@@ -153,8 +149,6 @@ class Connection:
             log.info("session %s started (sample_rate=%d)", self.session_id, self.sample_rate,
                      extra={"session_id": self.session_id})
             close = await self._read_loop()
-        except Closing as exc:
-            close = exc
         except (TimeoutError, ConnectionError) as exc:
             log.warning("session %s: bus error: %r", self.session_id, exc, extra={"session_id": self.session_id})
             self._client_error(p.INTERNAL, "Audio bus unavailable, please reconnect")
@@ -250,10 +244,7 @@ class Connection:
     def _frame_error(self, exc: BaseException) -> Closing:
         code = getattr(exc, "code", None)
         if code == WSCloseCode.MESSAGE_TOO_BIG:
-            # The socket already told the client (EdgeWebSocket.close) and closed with 1009.
-            metrics.CLIENT_ERRORS.labels(p.CHUNK_TOO_LARGE).inc()
-            self.ctx.count(f"error.{p.CHUNK_TOO_LARGE}")
-            self.counts["errors_sent"] += 1
+            self._count_error(p.CHUNK_TOO_LARGE)  # the socket already told the client (EdgeWebSocket)
             return Closing(p.CLOSE_TOO_BIG, "Frame too large")
         log.info("session %s: websocket error %r", self.session_id, exc, extra={"session_id": self.session_id})
         return Closing(p.CLOSE_NORMAL, "WebSocket protocol error")
@@ -265,7 +256,7 @@ class Connection:
             case p.KeepAlive():
                 pass
             case p.Finalize():
-                await self._publish(subjects.H_KIND, "finalize", b"")
+                await self._publish("finalize", b"")
             case p.End():
                 return await self._end()
             case p.Reconnect():
@@ -282,7 +273,7 @@ class Connection:
         metrics.CHUNKS_RECEIVED.inc()
         metrics.BYTES_RECEIVED.inc(len(pcm))
         if pcm16k:
-            await self._publish(subjects.H_KIND, "audio", pcm16k)
+            await self._publish("audio", pcm16k)
 
     async def _pace(self, nbytes: int) -> None:
         """Audio faster than max_realtime_factor × real time: stop reading this socket for a while
@@ -307,8 +298,8 @@ class Connection:
     async def _end(self) -> Closing:
         tail = self.resampler.flush()
         if tail:
-            await self._publish(subjects.H_KIND, "audio", tail)
-        await self._publish(subjects.H_KIND, "end", b"")
+            await self._publish("audio", tail)
+        await self._publish("end", b"")
         self._end_state = "closed"
         self.record.state = "closing"
         await self.ctx.store.update(self.record)
@@ -428,7 +419,7 @@ class Connection:
             self._stored_at = now
             await self.ctx.store.update(self.record)
 
-    async def _publish(self, header: str, kind: str, payload: bytes) -> None:
+    async def _publish(self, kind: str, payload: bytes) -> None:
         async with self._publish_lock:
             self._seq += 1
             headers = {
@@ -448,19 +439,10 @@ class Connection:
         """The edge is shutting down: cut the open utterance, deliver every final of the session so
         far (bounded by ``timeout``), then close with 1012 so the client resumes on another edge."""
         try:
-            async with asyncio.timeout(timeout):
-                if self._offset == 0:
-                    raise _NothingToDrain  # no audio was sent: no final can be pending
-                await self._publish(subjects.H_KIND, "drain", b"")
-                await self._wait_acks()
-                while self._drain_target is None or self.orderer.released < self._drain_target:
-                    if self._out.fatal is not None or self.ws.closed:
-                        return
-                    self._wake_flush.clear()
-                    await self._wake_flush.wait()
-                await self._out.drained()
-        except _NothingToDrain:
-            pass
+            # With no audio sent, no final can be pending: close straight away.
+            if self._offset:
+                async with asyncio.timeout(timeout):
+                    await self._wait_for_drained_finals()
         except (TimeoutError, ConnectionError) as exc:
             log.warning("session %s: drain incomplete (%r); closing anyway", self.session_id, exc,
                         extra={"session_id": self.session_id})
@@ -468,6 +450,16 @@ class Connection:
         if not self.ws.closed:
             with contextlib.suppress(ConnectionError, TimeoutError):
                 await asyncio.wait_for(self.ws.close(code=p.CLOSE_DRAINING, message=b"Edge draining, reconnect"), 5)
+
+    async def _wait_for_drained_finals(self) -> None:
+        await self._publish("drain", b"")
+        await self._wait_acks()
+        while self._drain_target is None or self.orderer.released < self._drain_target:
+            if self._out.fatal is not None or self.ws.closed:
+                return
+            self._wake_flush.clear()
+            await self._wake_flush.wait()
+        await self._out.drained()
 
     async def _ack(self, future: asyncio.Future[PubAck]) -> None:
         try:
@@ -545,10 +537,13 @@ class Connection:
         self._wake_flush.set()
 
     def _client_error(self, code: str, message: str) -> None:
+        self._count_error(code)
+        self._out.send(p.error(code, message), droppable=False)
+
+    def _count_error(self, code: str) -> None:
         metrics.CLIENT_ERRORS.labels(code).inc()
         self.ctx.count(f"error.{code}")
         self.counts["errors_sent"] += 1
-        self._out.send(p.error(code, message), droppable=False)
 
     def session_metrics(self) -> dict[str, Any]:
         return {

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -29,13 +30,12 @@ CLOSE_GRACE_S = 5.0  # a client being closed has this long to read its close fra
 _json = msgspec.json.Encoder()
 
 
-class Closing(Exception):
-    """The session must end with this close code and reason."""
+@dataclass(frozen=True, slots=True)
+class Closing:
+    """How the session ends: WebSocket close code and reason."""
 
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
+    code: int
+    reason: str
 
 
 class Outbox:

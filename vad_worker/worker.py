@@ -19,11 +19,11 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.kv import KeyValue
 
 from common import bus, health, metrics, presence, subjects, tasks
 from common.messages import AsrJob, SessionFlushed, SpeechStarted, UtteranceEnd, encode
 from common.settings import Settings
-from common.streams import ensure_streams
 from vad_worker import shards as shard_leases
 from vad_worker.segmenter import Event, FinalReady, PartialReady, SegmenterOptions
 from vad_worker.segmenter import SpeechStarted as VadSpeechStarted
@@ -59,9 +59,7 @@ class VadWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        self.nc = await bus.connect(s, f"vad-{self.worker_id}")
-        self.js = self.nc.jetstream(timeout=s.publish_timeout_seconds)
-        await ensure_streams(self.js, s)
+        self.nc, self.js = await bus.connect_jetstream(s, f"vad-{self.worker_id}")
         workers_kv = await presence.bucket(self.js)
         leases = shard_leases.ShardLeases(await shard_leases.bucket(self.js), self.worker_id, s.audio_shards)
         beat = asyncio.create_task(presence.heartbeat(workers_kv, ROLE, self.worker_id), name="heartbeat")
@@ -81,10 +79,10 @@ class VadWorker:
             await bus.close(self.nc)
             self.executor.shutdown(wait=True, cancel_futures=True)
 
-    async def _manage_shards(self, leases: shard_leases.ShardLeases, workers_kv: object) -> None:
+    async def _manage_shards(self, leases: shard_leases.ShardLeases, workers_kv: KeyValue) -> None:
         while True:
             try:
-                live = len((await presence.live_workers(workers_kv)).get(ROLE, []))  # type: ignore[arg-type]
+                live = len((await presence.live_workers(workers_kv)).get(ROLE, []))
                 gained, lost = await leases.refresh(live)
             except (TimeoutError, nats.errors.Error) as exc:
                 log.warning("shard lease refresh failed: %s", exc)
