@@ -31,16 +31,9 @@ from cli.dev import Stack
 from common import subjects
 from common.messages import Transcript, encode
 from tests.conftest import free_port
-from tests.helpers import Client, RawClient, connect
+from tests.helpers import Client, RawClient, connect, rss_kib
 
 TEXT = "word " * 100
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 async def flood(nc: NATS, session_id: str, partials: int) -> None:

@@ -1,14 +1,23 @@
-"""Test helpers: a small WebSocket client speaking the client contract, and text normalisation."""
+"""Test helpers: WebSocket clients speaking the client contract, an in-process edge, text
+normalisation and a process's memory."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import re
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jiwer
+from aiohttp.test_utils import TestServer
+
+from cli.dev import Stack
+from common.settings import Settings
+from ingest.app import init
 
 STEP = 10.0  # every single await of a test is bounded by this
 
@@ -160,3 +169,52 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+@asynccontextmanager
+async def edge_server(settings: Settings) -> AsyncIterator[TestServer]:
+    """An edge in this event loop (aiohttp's test server on a free port), closed afterwards."""
+    server = TestServer(init(settings), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+def ws_url(server: TestServer) -> str:
+    return str(server.make_url("/v1/stream")).replace("http", "ws", 1)
+
+
+async def wait_ready(http: aiohttp.ClientSession, server: TestServer, timeout: float = 60.0) -> None:
+    """Until the edge's /readyz says 200 (both workers' heartbeats seen)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            async with http.get(server.make_url("/readyz")) as resp:
+                if resp.status == 200:
+                    return
+            await asyncio.sleep(0.2)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+@contextmanager
+def running_stack(data_dir: Path, port: int, *, ready_timeout: float = 120.0, **options: Any) -> Iterator[Stack]:
+    """What `asr dev` runs (cli.dev.Stack: own nats-server, role processes), logging to
+    data_dir/stack.log; stopped however the block ends, its log tail printed for a failed test."""
+    log = (data_dir / "stack.log").open("w")
+    stack = Stack("127.0.0.1", port, data_dir, out=log, **options)
+    try:
+        stack.start()
+        stack.wait_ready(timeout=ready_timeout)
+        yield stack
+    finally:
+        stack.stop()
+        log.close()
+        print((data_dir / "stack.log").read_text()[-6000:])

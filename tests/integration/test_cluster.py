@@ -16,18 +16,9 @@ import redis.asyncio as aioredis
 
 from cli.dev import Stack
 from tests.conftest import THREE_UTTERANCES, RedisServer, free_port, pcm_of
-from tests.helpers import Client, connect, wer
+from tests.helpers import Client, connect, running_stack, wer
 
 pytestmark = pytest.mark.slow
-
-
-def start_stack(tmp: Path, redis: RedisServer, edges: int, workers: bool, env: dict[str, str]) -> Stack:
-    log = (tmp / "stack.log").open("w")
-    stack = Stack("127.0.0.1", free_port_block(edges), tmp, out=log, edges=edges, redis_url=redis.url,
-                  workers=workers, env=env)
-    stack.start()
-    stack.wait_ready(timeout=120)
-    return stack
 
 
 def free_port_block(n: int) -> int:
@@ -54,12 +45,9 @@ def free_port_block(n: int) -> int:
 def herd_stack(tmp_path: Path, redis_server: RedisServer) -> Iterator[Stack]:
     env = {"ASR_MAX_SESSIONS_PER_WORKER": "4", "ASR_MAX_GLOBAL_SESSIONS": "10",
            "ASR_REQUIRE_WORKERS_READY": "false"}
-    stack = start_stack(tmp_path, redis_server, edges=3, workers=False, env=env)
-    try:
+    with running_stack(tmp_path, free_port_block(3), edges=3, redis_url=redis_server.url, workers=False,
+                       env=env) as stack:
         yield stack
-    finally:
-        stack.stop()
-        stack.out.close()
 
 
 async def _edge_metrics(http: aiohttp.ClientSession, port: int) -> dict[str, Any]:
@@ -110,13 +98,8 @@ async def test_thundering_herd_admits_exactly_the_global_cap(herd_stack: Stack, 
 @pytest.fixture
 def crash_stack(tmp_path: Path, redis_server: RedisServer) -> Iterator[Stack]:
     env = {"ASR_ORPHAN_TIMEOUT_SECONDS": "3", "ASR_EDGE_HEARTBEAT_SECONDS": "0.5"}
-    stack = start_stack(tmp_path, redis_server, edges=2, workers=True, env=env)
-    try:
+    with running_stack(tmp_path, free_port_block(2), edges=2, redis_url=redis_server.url, env=env) as stack:
         yield stack
-    finally:
-        stack.stop()
-        stack.out.close()
-        print((tmp_path / "stack.log").read_text()[-8000:])
 
 
 async def test_kill_9_an_edge_then_resume_on_another(crash_stack: Stack, redis_server: RedisServer) -> None:

@@ -12,8 +12,8 @@ from aiohttp.test_utils import TestServer
 
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
-from ingest.app import CONTEXT, init
-from tests.helpers import Client, connect
+from ingest.app import CONTEXT
+from tests.helpers import Client, connect, edge_server, ws_url
 
 
 @pytest.fixture
@@ -22,16 +22,8 @@ async def edge(nats_server: NatsServer) -> AsyncIterator[TestServer]:
                        idle_timeout_seconds=2.0, max_sessions_per_worker=2, vad_http_port=0, asr_http_port=0,
                        end_flush_timeout_seconds=1.0,  # no workers here: nothing will flush
                        ws_ping_seconds=0.3)  # pongs must not count as activity
-    server = TestServer(init(settings), host="127.0.0.1")
-    await server.start_server()
-    try:
+    async with edge_server(settings) as server:
         yield server
-    finally:
-        await server.close()
-
-
-def ws_url(server: TestServer) -> str:
-    return str(server.make_url("/v1/stream")).replace("http", "ws", 1)
 
 
 async def metrics(http: aiohttp.ClientSession, server: TestServer) -> dict[str, object]:

@@ -21,20 +21,12 @@ from common import subjects
 from common.messages import SessionFlushed, Transcript, encode
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
-from ingest.app import init
 from tests.conftest import free_port
-from tests.helpers import Client, RawClient, connect
+from tests.helpers import Client, RawClient, connect, edge_server, rss_kib, running_stack, ws_url
 
 pytestmark = pytest.mark.slow
 
 MB = 1024 * 1024
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 @pytest.fixture
@@ -42,15 +34,8 @@ def edge(tmp_path: Path) -> Iterator[Stack]:
     """One edge process and its nats-server; no workers (the tests play the workers on the bus)."""
     env = {"ASR_REQUIRE_WORKERS_READY": "false", "ASR_MAX_SEND_QUEUE_SIZE": "50", "ASR_SLOW_SEND_THRESHOLD": "10",
            "ASR_DRAIN_TIMEOUT_SECONDS": "2"}
-    out = (tmp_path / "edge.log").open("w")
-    stack = Stack("127.0.0.1", free_port(), tmp_path, out=out, workers=False, env=env)
-    stack.start()
-    stack.wait_ready(timeout=60)
-    try:
+    with running_stack(tmp_path, free_port(), ready_timeout=60, workers=False, env=env) as stack:
         yield stack
-    finally:
-        stack.stop()
-        out.close()
 
 
 async def test_ten_megabyte_frames_are_refused_without_buffering(edge: Stack) -> None:
@@ -167,16 +152,12 @@ async def strict_edge(nats_server: NatsServer) -> AsyncIterator[TestServer]:
         max_connections_per_ip=3, max_realtime_factor=2.0, rate_limit_burst_seconds=0.2,
         rate_limit_grace_seconds=0.5, drain_timeout_seconds=1.0,
     )
-    server = TestServer(init(settings), host="127.0.0.1")
-    await server.start_server()
-    try:
+    async with edge_server(settings) as server:
         yield server
-    finally:
-        await server.close()
 
 
 async def test_api_keys_origins_and_per_address_limit(strict_edge: TestServer) -> None:
-    url = str(strict_edge.make_url("/v1/stream")).replace("http", "ws", 1)
+    url = ws_url(strict_edge)
     key = "k" * 24
     async with aiohttp.ClientSession() as http:
         for headers, query, status in [
@@ -203,7 +184,7 @@ async def test_api_keys_origins_and_per_address_limit(strict_edge: TestServer) -
 
 
 async def test_audio_faster_than_allowed_is_slowed_then_rate_limited(strict_edge: TestServer) -> None:
-    url = str(strict_edge.make_url("/v1/stream")).replace("http", "ws", 1) + "?token=" + "k" * 24
+    url = ws_url(strict_edge) + "?token=" + "k" * 24
     audio_s = 3.0
     async with aiohttp.ClientSession() as http:
         client = await connect(http, url)

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cli.dev import Stack
 from tests.conftest import THREE_UTTERANCES, free_port, pcm_of
-from tests.helpers import connect, wer
+from tests.helpers import connect, running_stack, wer
 
 pytestmark = pytest.mark.slow
 
@@ -42,23 +42,10 @@ def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
     return value(after, name, **labels) - value(before, name, **labels)
 
 
-def make_stack(tmp: Path, **env: str) -> Stack:
-    out = (tmp / "stack.log").open("w")
-    stack = Stack("127.0.0.1", free_port(), tmp, out=out, env=env)
-    stack.start()
-    stack.wait_ready(timeout=120)
-    return stack
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("obs")
-    stack = make_stack(tmp)
-    try:
+    with running_stack(tmp_path_factory.mktemp("obs"), free_port()) as stack:
         yield stack
-    finally:
-        stack.stop()
-        stack.out.close()
 
 
 async def test_every_role_counts_real_traffic(stack: Stack) -> None:
@@ -128,8 +115,7 @@ def test_workers_serve_health(stack: Stack) -> None:
 
 
 async def test_sigterm_drains_finals_before_closing_with_1012(tmp_path: Path) -> None:
-    stack = make_stack(tmp_path)
-    try:
+    with running_stack(tmp_path, free_port()) as stack:
         pcm = pcm_of("three_utterances.wav")
         async with aiohttp.ClientSession() as http:
             client = await connect(http, f"ws://127.0.0.1:{stack.port}/v1/stream")
@@ -155,6 +141,3 @@ async def test_sigterm_drains_finals_before_closing_with_1012(tmp_path: Path) ->
             # A client arriving now finds nobody listening (the edge is gone).
             with pytest.raises(aiohttp.ClientError):
                 await http.ws_connect(f"ws://127.0.0.1:{stack.port}/v1/stream")
-    finally:
-        stack.stop()
-        stack.out.close()

@@ -13,15 +13,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import AsrWorker, transcriber_options
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
-from ingest.app import init
 from tests.conftest import ONE_SENTENCE, pcm_of
-from tests.helpers import connect, wer
+from tests.helpers import connect, edge_server, wait_ready, wer, ws_url
 from vad_worker import session as vad_session
 from vad_worker.worker import VadWorker
 
@@ -62,22 +60,14 @@ async def test_vad_and_inference_run_off_the_event_loop(
         asyncio.create_task(VadWorker(replace(settings, worker_id="vad1")).run(stop)),
         asyncio.create_task(AsrWorker(replace(settings, worker_id="asr1"), transcriber).run(stop)),
     ]
-    server = TestServer(init(settings), host="127.0.0.1")
-    await server.start_server()
     try:
-        async with aiohttp.ClientSession() as http:
-            async with asyncio.timeout(30):
-                while True:  # ready once both workers' heartbeats are seen
-                    async with http.get(server.make_url("/readyz")) as resp:
-                        if resp.status == 200:
-                            break
-                    await asyncio.sleep(0.2)
-            client = await connect(http, str(server.make_url("/v1/stream")).replace("http", "ws"))
+        async with edge_server(settings) as server, aiohttp.ClientSession() as http:
+            await wait_ready(http, server, timeout=30)  # both workers' heartbeats seen
+            client = await connect(http, ws_url(server))
             await client.stream(pcm_of("one_sentence.wav"), chunk_ms=100, realtime=4.0)
             await client.send_json({"type": "end"})
             await client.until("session_ended", timeout=60)
     finally:
-        await server.close()
         stop.set()
         await asyncio.wait_for(asyncio.gather(*workers), 30)
 

@@ -17,24 +17,15 @@ import pytest
 
 from cli.dev import Stack
 from tests.conftest import ONE_SENTENCE, THREE_UTTERANCES, free_port, pcm_of
-from tests.helpers import connect, wer
+from tests.helpers import connect, running_stack, wer
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    data_dir = tmp_path_factory.mktemp("stack")
-    log = (data_dir / "stack.log").open("w")
-    stack = Stack("127.0.0.1", free_port(), data_dir, out=log)
-    try:
-        stack.start()
-        stack.wait_ready(timeout=120)
+    with running_stack(tmp_path_factory.mktemp("stack"), free_port()) as stack:
         yield stack
-    finally:
-        stack.stop()
-        log.close()
-        print((data_dir / "stack.log").read_text()[-6000:])  # shown by pytest when a test failed
 
 
 @pytest.fixture

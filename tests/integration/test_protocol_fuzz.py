@@ -32,7 +32,7 @@ from common.nats_server import NatsServer
 from common.settings import Settings, replace
 from ingest.app import CONTEXT, init
 from tests.conftest import ONE_SENTENCE, pcm_of
-from tests.helpers import Client, RawClient, connect, wer
+from tests.helpers import Client, RawClient, connect, wait_ready, wer, ws_url
 from vad_worker.worker import VadWorker
 
 pytestmark = pytest.mark.slow
@@ -74,12 +74,8 @@ class Harness:
         ]
         self.server = TestServer(init(self.settings), host="127.0.0.1")
         await self.server.start_server()
-        async with aiohttp.ClientSession() as http, asyncio.timeout(60):
-            while True:
-                async with http.get(self.server.make_url("/readyz")) as resp:
-                    if resp.status == 200:
-                        break
-                await asyncio.sleep(0.2)
+        async with aiohttp.ClientSession() as http:
+            await wait_ready(http, self.server)
             # One session first: the bus client creates its publish-ack inbox lazily, once.
             warmup = await connect(http, self.url)
             await warmup.ws.send_bytes(bytes(3200))
@@ -90,7 +86,7 @@ class Harness:
 
     @property
     def url(self) -> str:
-        return str(self.server.make_url("/v1/stream")).replace("http", "ws", 1)
+        return ws_url(self.server)
 
     async def settled(self, timeout: float = 30.0) -> Counter[str]:
         """What connections own, once none is open: the edge's NATS subscriptions and the tasks of

@@ -19,9 +19,8 @@ from asr_worker.worker import AsrWorker, transcriber_options
 from common import streams
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
-from ingest.app import init
 from tests.conftest import ONE_SENTENCE, pcm_of
-from tests.helpers import connect, wer
+from tests.helpers import connect, edge_server, wer, ws_url
 from vad_worker.worker import VadWorker
 
 pytestmark = pytest.mark.slow
@@ -55,20 +54,14 @@ async def roles(nats_server: NatsServer) -> AsyncIterator[tuple[Roles, TestServe
                        require_workers_ready=False, end_flush_timeout_seconds=60.0)
     r = Roles(settings)
     r.start_vad()
-    server = TestServer(init(settings), host="127.0.0.1")
-    await server.start_server()
     try:
-        yield r, server
+        async with edge_server(settings) as server:
+            yield r, server
     finally:
-        await server.close()
         r.stop.set()
         for task in r.tasks:
             task.cancel()
         await asyncio.gather(*r.tasks, return_exceptions=True)
-
-
-def ws_url(server: TestServer) -> str:
-    return str(server.make_url("/v1/stream")).replace("http", "ws", 1)
 
 
 async def test_finals_wait_for_an_asr_worker(roles: tuple[Roles, TestServer], transcriber: Transcriber) -> None:
