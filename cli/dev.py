@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="edge processes on PORT, PORT+1, ... (more than 1 needs --redis-url)")
 
 
-def _free_port(host: str = "127.0.0.1") -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
@@ -92,7 +93,7 @@ class Stack:
         self.nats.start()
         self.say(f"nats-server with JetStream at {self.nats.url} (data in {self.data_dir})")
         env = dict(os.environ)
-        self.vad_http_port, self.asr_http_port = _free_port(), _free_port()
+        self.vad_http_port, self.asr_http_port = free_port(), free_port()
         env.update(
             ASR_NATS_URL=self.nats.url, ASR_HOST=self.host, ASR_REDIS_URL=self.redis_url,
             ASR_VAD_HTTP_PORT=str(self.vad_http_port), ASR_ASR_HTTP_PORT=str(self.asr_http_port),

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-import socket
 import wave
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from cli.dev import free_port as free_port  # re-exported: tests and benchmarks import it from here
 from common.nats_server import NatsServer
 
 DATA = Path(__file__).parent / "data"
@@ -21,12 +21,6 @@ THREE_UTTERANCES = [
     "Open the window and let the fresh air in.",
 ]
 ONE_SENTENCE = "We will meet at the train station at noon."
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pcm_of(name: str) -> bytes:
