@@ -23,8 +23,9 @@ from nats.js.errors import NotFoundError
 
 from asr_worker.transcriber import Recognition, Transcriber, TranscriberOptions
 from common import bus, health, metrics, presence, subjects, tasks
-from common.messages import AsrJob, Transcript, encode, job_decoder, result_decoder
+from common.messages import AsrJob, Transcript, TranscriptionFailed, encode, job_decoder, result_decoder
 from common.settings import Settings
+from common.streams import FINAL_MAX_DELIVER
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,10 @@ class AsrWorker:
                           extra={"session_id": job.session_id})
             if job.is_final:
                 with contextlib.suppress(nats.errors.Error):  # if the bus is gone, ack_wait redelivers
-                    await msg.nak(delay=1.0)  # another try, possibly on another worker
+                    if _deliveries(msg) >= FINAL_MAX_DELIVER:
+                        await self._give_up(job, msg)
+                    else:
+                        await msg.nak(delay=1.0)  # another try, possibly on another worker
             return
         finally:
             if keepalive is not None:
@@ -180,8 +184,28 @@ class AsrWorker:
         if rec.audio_s > 0:
             metrics.ASR_RTF.labels(kind).observe(rec.inference_s / rec.audio_s)
         if job.is_final:
-            log.info("session %s final %d %6.2fs → %r", job.session_id, job.final_index, rec.inference_s,
-                     rec.text, extra={"session_id": job.session_id})
+            # Transcript text is personal data (dictation): in INFO logs only when asked for.
+            text_level = logging.INFO if self.settings.log_transcripts else logging.DEBUG
+            log.info("session %s final %d %6.2fs, %d chars", job.session_id, job.final_index, rec.inference_s,
+                     len(rec.text), extra={"session_id": job.session_id})
+            log.log(text_level, "session %s final %d text: %r", job.session_id, job.final_index, rec.text,
+                    extra={"session_id": job.session_id})
+
+    async def _give_up(self, job: AsrJob, msg: Msg) -> None:
+        """The last delivery of a final failed: store a terminal failure in its place (the client
+        gets TRANSCRIPTION_FAILED and the finals after it flow), and take the job off the queue."""
+        assert self.js is not None
+        failure = TranscriptionFailed(
+            session_id=job.session_id, final_index=job.final_index, code="TRANSCRIPTION_FAILED",
+            message=f"This utterance could not be transcribed ({FINAL_MAX_DELIVER} attempts failed)",
+            utterance_id=job.utterance_id, start_s=job.start_s, end_s=job.end_s,
+        )
+        await self.js.publish(subjects.result_final(job.session_id), encode(failure),
+                              headers={subjects.H_MSG_ID: subjects.final_result_id(job.session_id, job.final_index)})
+        await msg.term()
+        metrics.FINALS_FAILED.labels("asr_attempts").inc()
+        log.error("session %s final %d failed %d times: stored as failed", job.session_id, job.final_index,
+                  FINAL_MAX_DELIVER, extra={"session_id": job.session_id})
 
     async def _publish(self, job: AsrJob, rec: Recognition, prompt: str) -> None:
         assert self.nc is not None and self.js is not None
@@ -193,8 +217,9 @@ class AsrWorker:
             speech_end_at=job.speech_end_at, published_at=time.time(),
         )
         if job.is_final:
+            msg_id = subjects.final_result_id(job.session_id, job.final_index)
             await self.js.publish(subjects.result_final(job.session_id), encode(result),
-                                  headers={subjects.H_MSG_ID: f"{job.session_id}.r{job.final_index}"})
+                                  headers={subjects.H_MSG_ID: msg_id})
         else:
             await self.nc.publish(subjects.result_partial(job.session_id), encode(result))
 
@@ -220,6 +245,14 @@ async def _fetch_one(sub: JetStreamContext.PullSubscription, timeout: float) -> 
     except (TimeoutError, nats.errors.TimeoutError):
         return None
     return msgs[0] if msgs else None
+
+
+def _deliveries(msg: Msg) -> int:
+    """How many times JetStream has delivered this message (1 on the first try)."""
+    try:
+        return int(msg.metadata.num_delivered or 1)
+    except (ValueError, TypeError, AttributeError):
+        return 1
 
 
 async def _in_progress(msg: Msg) -> None:

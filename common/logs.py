@@ -1,8 +1,9 @@
 """Logging setup, called only from each role's ``__main__``.
 
 Text lines are compact (``%(asctime)s role LEVEL logger: message``); ``log_format = "json"``
-writes one JSON object per line with the same fields plus ``session_id`` when a call passes
-``extra={"session_id": ...}``.
+writes one JSON object per line with the same fields plus ``session_id``. Code that works for one
+session logs through ``for_session(log, session_id)``: the id starts every text line and is a
+field of every JSON line.
 """
 
 from __future__ import annotations
@@ -35,6 +36,19 @@ class _JsonFormatter(logging.Formatter):
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out)
+
+
+class SessionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger for one session: ``session <id>:`` before the message, ``session_id`` in extra."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        session_id = self.extra["session_id"] if self.extra else ""
+        kwargs["extra"] = {**kwargs.get("extra", {}), "session_id": session_id}
+        return f"session {session_id}: {msg}", kwargs
+
+
+def for_session(logger: logging.Logger, session_id: str) -> SessionLog:
+    return SessionLog(logger, {"session_id": session_id})
 
 
 def setup(settings: Settings, role: str) -> None:

@@ -84,6 +84,22 @@ class SessionFlushed(_Msg, frozen=True, tag="session_flushed"):
     ended: bool = True
 
 
+class TranscriptionFailed(_Msg, frozen=True, tag="transcription_failed"):
+    """The terminal result of a final that could not be transcribed: its job failed every
+    delivery (written by the ASR worker on the last try) or no transcript appeared within
+    ``final_gap_timeout_seconds`` (written by the edge). Stored in RESULTS under the same
+    de-duplication id as the transcript it replaces (``<session>.r<final_index>``), so for each
+    final index exactly one of the two is kept and every edge releases the same thing."""
+
+    session_id: str
+    final_index: int
+    code: str  # TRANSCRIPTION_FAILED
+    message: str  # a sentence for the client
+    utterance_id: str = ""  # empty when the edge declared it (it never saw the job)
+    start_s: float = 0.0
+    end_s: float = 0.0
+
+
 class SessionError(_Msg, frozen=True, tag="session_error"):
     """A worker could not process the session's audio (sent to the client as ``error``)."""
 
@@ -92,7 +108,9 @@ class SessionError(_Msg, frozen=True, tag="session_error"):
     message: str
 
 
-Result = Transcript | SpeechStarted | UtteranceEnd | SessionFlushed | SessionError
+Result = Transcript | TranscriptionFailed | SpeechStarted | UtteranceEnd | SessionFlushed | SessionError
+Final = Transcript | TranscriptionFailed
+"""What RESULTS holds under ``results.<session>.final``: one of these per final index."""
 
 # --- worker presence ------------------------------------------------------------------------
 

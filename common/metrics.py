@@ -29,6 +29,13 @@ SLOW_CLIENT_CLOSES = Counter("asr_slow_client_closes_total", "Clients closed wit
 REQUEST_LATENCY = Histogram(
     "asr_request_latency_seconds", "Edge handling time of one client message", buckets=LATENCY_BUCKETS
 )
+BUS_OUTAGES = Counter(
+    "asr_bus_outages_total", "Times a session's audio was not acknowledged in time and was published again"
+)
+FINALS_FAILED = Counter(
+    "asr_finals_failed_total", "Finals that reached the client as TRANSCRIPTION_FAILED, by who declared them",
+    ["source"],
+)
 EDGE_DRAINING = Gauge("asr_edge_draining", "1 while this edge drains (SIGTERM): no new sessions")
 STAGE_ASR_TO_EDGE = Histogram(
     "asr_stage_asr_to_edge_seconds", "ASR worker publishing a transcript to the edge receiving it",

@@ -94,6 +94,33 @@ class Settings:
     """On SIGTERM, longest wait for open sessions' pending finals before closing them with 1012."""
     require_workers_ready: bool = True
     """/readyz of an edge also needs a live VAD worker and a live ASR worker."""
+    max_pending_publishes: int = 64
+    """Audio messages of one session published but not yet acknowledged by JetStream; past it the
+    edge stops reading that client's socket (TCP pushes back) until JetStream catches up."""
+    bus_outage_timeout_seconds: float = 30.0
+    """A bus outage (nats-server restart, node failover) shorter than this is ridden out: the
+    session's unacknowledged audio is published again and reading pauses; longer: INTERNAL, 1011."""
+    final_repair_after_seconds: float = 2.0
+    """A final missing this long (a later one arrived, or the stream holds it) is read back from
+    the RESULTS stream; the live path is best effort."""
+    final_gap_timeout_seconds: float = 60.0
+    """A final missing this long is declared failed: the client gets TRANSCRIPTION_FAILED for that
+    utterance and the finals after it flow on."""
+    final_probe_seconds: float = 5.0
+    """How often an edge asks the RESULTS stream how far a session's finals go (finds a last final
+    the live path lost); 0 disables."""
+    max_waiting_finals: int = 1000
+    """Finals one session may hold behind a missing one; past it the gap is declared failed at once."""
+    resume_window_seconds: float = 3600.0
+    """How long a session that lost its connection can be resumed (in-memory store; Redis keeps it
+    for results_retention_seconds)."""
+    max_released_sessions: int = 10000
+    """In-memory store: released sessions kept for resume at most (oldest forgotten first)."""
+    max_connects_per_ip_per_minute: int = 120
+    """New WebSockets one client address may open per minute on an edge (429 past it); 0: unlimited."""
+    log_transcripts: bool = False
+    """Write transcript text into INFO logs. Off: text is logged only at DEBUG (dictation content
+    is personal data)."""
 
     # --- VAD worker -------------------------------------------------------------------------
     vad_thread_pool_size: int = 4
@@ -209,6 +236,21 @@ def _validate(s: Settings) -> list[str]:
             f"partial_interval_ms={s.partial_interval_ms} would ask for a partial every few frames; "
             "use 0 to disable partials or at least 200."
         )
+    add(_range("max_pending_publishes", s.max_pending_publishes, 1, 10000, "64 is a good default."))
+    add(_range("bus_outage_timeout_seconds", s.bus_outage_timeout_seconds, 1, 600,
+               "long enough for a nats-server restart or a cluster failover, e.g. 30."))
+    add(_range("final_repair_after_seconds", s.final_repair_after_seconds, 0.1, 60, "2 is a good default."))
+    add(_range("final_gap_timeout_seconds", s.final_gap_timeout_seconds, 5, 3600,
+               "longer than a final waits in a busy ASR queue, e.g. 60."))
+    if s.final_gap_timeout_seconds <= s.final_repair_after_seconds:
+        add(f"final_gap_timeout_seconds={s.final_gap_timeout_seconds} must be longer than "
+            f"final_repair_after_seconds={s.final_repair_after_seconds}, so a gap is repaired before it fails.")
+    add(_range("final_probe_seconds", s.final_probe_seconds, 0, 600, "use 0 (off) or 2-30."))
+    add(_range("max_waiting_finals", s.max_waiting_finals, 10, 1_000_000, "1000 is a good default."))
+    add(_range("resume_window_seconds", s.resume_window_seconds, 1, 7 * 86400, "3600 is a good default."))
+    add(_range("max_released_sessions", s.max_released_sessions, 1, 10_000_000, "10000 is a good default."))
+    add(_range("max_connects_per_ip_per_minute", s.max_connects_per_ip_per_minute, 0, 1_000_000,
+               "use 0 (unlimited) or 60-600."))
     add(_range("vad_thread_pool_size", s.vad_thread_pool_size, 1, 256, "about 2 per core is plenty."))
     add(_range("audio_shards", s.audio_shards, 1, 1024, "use 16-256; more shards spread better."))
     add(_range("max_sessions_per_worker", s.max_sessions_per_worker, 1, 100000, "size it per edge."))

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 FINAL_ACK_WAIT_S = 10.0  # a dead ASR worker's final goes to another this soon; live ones send in-progress
 PARTIAL_ACK_WAIT_S = 10.0
 VAD_ACK_WAIT_S = 30.0
+FINAL_MAX_DELIVER = 5  # tries of one final job; the last failing one stores a TranscriptionFailed
 
 
 def stream_configs(settings: Settings) -> list[StreamConfig]:
@@ -90,7 +91,7 @@ def consumer_configs(settings: Settings) -> dict[str, list[ConsumerConfig]]:
                 durable_name=subjects.FINAL_CONSUMER,
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=FINAL_ACK_WAIT_S,
-                max_deliver=5,
+                max_deliver=FINAL_MAX_DELIVER,
                 max_ack_pending=10000,
             )
         ],

@@ -7,7 +7,7 @@
     vad_worker -> results.<session>.flushed        stream RESULTS
     asr_worker -> results.<session>.partial        core NATS only (best effort)
     vad_worker -> results.<session>.event          core NATS only (speech_started, utterance_end)
-    ingest     -> sessions.<session>.takeover      core NATS: the session was resumed elsewhere
+    ingest     -> sessions.<session>.takeover      core NATS: "<epoch> <connection>" resumed it
     workers    -> KV bucket asr_workers            heartbeats (key <role>.<worker_id>, TTL)
 """
 
@@ -31,6 +31,7 @@ H_KIND = "Asr-Kind"  # audio | finalize | drain | end
 H_SEQ = "Asr-Seq"  # per-session message sequence, from 1
 H_SENT_AT = "Asr-Sent-At"  # wall clock (UNIX seconds) when the edge published it
 H_OFFSET = "Asr-Offset"  # bytes of session audio (16 kHz PCM) before this chunk
+H_OPTIONS = "Asr-Options"  # per-session VAD overrides, a JSON object (e.g. {"endpointing_ms": 800})
 H_MSG_ID = "Nats-Msg-Id"  # JetStream de-duplication id: <session>.<seq>
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
@@ -68,6 +69,11 @@ def results(session_id: str) -> str:
 
 def result_final(session_id: str) -> str:
     return f"results.{session_id}.final"
+
+
+def final_result_id(session_id: str, final_index: int) -> str:
+    """De-duplication id of the one result stored for a final index (transcript or failure)."""
+    return f"{session_id}.r{final_index}"
 
 
 def result_flushed(session_id: str) -> str:

@@ -22,7 +22,8 @@ from common.health import healthz, metrics_handler
 from common.settings import Settings
 from ingest import protocol as p
 from ingest.auth import Gatekeeper, Refusal
-from ingest.connection import Connection, EdgeContext
+from ingest.connection import Connection
+from ingest.context import EdgeContext
 from ingest.redis_store import RedisSessionStore
 from ingest.session_store import MemorySessionStore, SessionStore
 from ingest.websocket import EdgeWebSocket
@@ -154,7 +155,8 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
 async def _open_store(settings: Settings, edge_id: str) -> SessionStore:
     if not settings.redis_url:
         return MemorySessionStore(edge_id, settings.max_sessions_per_worker, settings.max_global_sessions,
-                                  retention_s=settings.results_retention_seconds)
+                                  retention_s=settings.resume_window_seconds,
+                                  max_released=settings.max_released_sessions)
     store = RedisSessionStore(
         settings.redis_url, edge_id, settings.max_sessions_per_worker, settings.max_global_sessions,
         retention_s=settings.results_retention_seconds, orphan_timeout_s=settings.orphan_timeout_seconds,
@@ -171,6 +173,7 @@ async def _keep_store(ctx: EdgeContext) -> None:
     while True:
         try:
             await ctx.store.heartbeat()
+            await ctx.retry_releases()
             if time.monotonic() - last_cleanup >= max(interval, ctx.settings.orphan_timeout_seconds / 4):
                 last_cleanup = time.monotonic()
                 released = await ctx.store.cleanup_orphans()

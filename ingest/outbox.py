@@ -56,11 +56,17 @@ class Outbox:
         self._emptied = asyncio.Event()  # set each time the writer has sent all it had
         self._full_events = 0  # full-queue events while a send was stuck, since the last good send
         self._sending = False  # the writer is inside ws.send_str (the socket may be pushing back)
+        self.on_sent: Callable[[], None] | None = None  # called after each message leaves the queue
         self._writer = asyncio.create_task(self._write(), name=f"writer-{label}")
         self._closer: asyncio.Task[None] | None = None
 
     def __len__(self) -> int:
         return len(self.queue)
+
+    @property
+    def room(self) -> int:
+        """Messages the queue takes before it is full."""
+        return self.queue.maxsize - len(self.queue)
 
     def send(self, msg: dict[str, Any], *, droppable: bool) -> None:
         """Queues ``msg``; never waits. Droppable messages (partials, VAD events) go first."""
@@ -139,4 +145,6 @@ class Outbox:
                 metrics.MESSAGES_SENT.labels(msg["type"]).inc()
                 if msg["type"] == "transcript" and not msg["is_final"]:
                     self.partials_sent += 1
+                if self.on_sent is not None:
+                    self.on_sent()
             self._emptied.set()

@@ -6,8 +6,9 @@ Keys (one Redis primary; the scripts derive per-edge keys, so Redis Cluster is n
     asr:edges                     edge ids that have held sessions
     asr:edge:<edge>:sessions      the sessions counted on that edge (its count is SCARD)
     asr:edge:<edge>:alive         the edge's heartbeat, with a TTL
-    asr:session:<id>              hash: edge_id, state, token_hash, sample_rate, created_at,
-                                  last_activity_at, audio_bytes_received, transcripts_sent
+    asr:session:<id>              hash: edge_id, owner, epoch, state, token_hash, sample_rate,
+                                  created_at, last_activity_at, audio_bytes_received,
+                                  transcripts_sent, final_index_released
 
 Invariant: a session is counted exactly when it is a member of its owner's sessions set, and
 ``asr:count`` is the sum of those sets. Every change to counts is one Lua script, so admission
@@ -22,7 +23,7 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ingest.session_store import RESUMABLE, Admit, ResumeError, SessionRecord, token_matches
+from ingest.session_store import RESUMABLE, Admit, ResumeError, SessionRecord, check_sample_rate, token_matches
 
 log = logging.getLogger(__name__)
 
@@ -81,34 +82,41 @@ end
 return 1
 """
 
-# KEYS: global, session hash, my sessions set, edges.
-# ARGV: session_id, me, max_global, max_edge, now, owner
+# KEYS: global, session hash, my sessions set, edges, fresh session hash.
+# ARGV: session_id, me, now, owner, fresh session id, ttl
+# The swap: the asking connection's fresh session (counted here, held by owner) gives its place to
+# the resumed one in the same step, so a resume never needs a second free place and caps hold.
+# Returns the new epoch, or why not.
 _RESUME = """
 if redis.call('EXISTS', KEYS[2]) == 0 then return 'unknown' end
-local owner = redis.call('HGET', KEYS[2], 'edge_id')
-local counted = redis.call('SISMEMBER', 'asr:edge:' .. owner .. ':sessions', ARGV[1]) == 1
-if not (owner == ARGV[2] and counted) then
-  if redis.call('SCARD', KEYS[3]) >= tonumber(ARGV[4]) then return 'edge_full' end
-  if counted then
-    redis.call('SREM', 'asr:edge:' .. owner .. ':sessions', ARGV[1])
-  else
-    if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[3]) then return 'global_full' end
-    redis.call('INCR', KEYS[1])
-  end
-  redis.call('SADD', KEYS[3], ARGV[1])
-  redis.call('SADD', KEYS[4], ARGV[2])
+local state = redis.call('HGET', KEYS[2], 'state')
+if state == 'closed' then return 'closed' end
+if redis.call('SISMEMBER', KEYS[3], ARGV[5]) == 0 or redis.call('HGET', KEYS[5], 'owner') ~= ARGV[4] then
+  return 'no_fresh'
 end
-redis.call('HSET', KEYS[2], 'edge_id', ARGV[2], 'state', 'active', 'last_activity_at', ARGV[5],
-  'owner', ARGV[6])
+redis.call('SREM', KEYS[3], ARGV[5])
+redis.call('DECR', KEYS[1])
+redis.call('HSET', KEYS[5], 'state', 'closed', 'last_activity_at', ARGV[3])
+redis.call('EXPIRE', KEYS[5], ARGV[6])
+local owner = redis.call('HGET', KEYS[2], 'edge_id')
+if owner and redis.call('SREM', 'asr:edge:' .. owner .. ':sessions', ARGV[1]) == 1 then
+  redis.call('DECR', KEYS[1])
+end
+redis.call('INCR', KEYS[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[2])
+local epoch = redis.call('HINCRBY', KEYS[2], 'epoch', 1)
+redis.call('HSET', KEYS[2], 'edge_id', ARGV[2], 'state', 'active', 'last_activity_at', ARGV[3], 'owner', ARGV[4])
 redis.call('PERSIST', KEYS[2])
-return 'ok'
+return epoch
 """
 
-# KEYS: session hash.  ARGV: owner, state, last_activity_at, audio_bytes_received, transcripts_sent
+# KEYS: session hash.
+# ARGV: owner, state, last_activity_at, audio_bytes_received, transcripts_sent, final_index_released
 _UPDATE = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'state', ARGV[2], 'last_activity_at', ARGV[3],
-  'audio_bytes_received', ARGV[4], 'transcripts_sent', ARGV[5])
+  'audio_bytes_received', ARGV[4], 'transcripts_sent', ARGV[5], 'final_index_released', ARGV[6])
 return 1
 """
 
@@ -173,21 +181,27 @@ class RedisSessionStore:
         )
         return bool(released)
 
-    async def resume(self, session_id: str, token: str, owner: str) -> SessionRecord:
+    async def resume(self, session_id: str, token: str, owner: str, replaces: str,
+                     sample_rate: int = 16000) -> SessionRecord:
+        if session_id == replaces:
+            raise ResumeError("A connection cannot resume its own session")
         stored = {_str(k): _str(v) for k, v in (await self.redis.hgetall(_session(session_id))).items()}
         # The token is checked before anything else is revealed, in constant time.
         if not stored or not token_matches(token, stored.get("token_hash", "")):
             raise ResumeError("Unknown session or wrong resume token")
         if stored.get("state") not in RESUMABLE:
             raise ResumeError(f"Session already {stored.get('state')}; start a new session")
+        check_sample_rate(int(stored.get("sample_rate", 16000)), sample_rate)
         result = await self._resume(
-            keys=[GLOBAL, _session(session_id), _edge_sessions(self.edge_id), EDGES],
-            args=[session_id, self.edge_id, self.max_global, self.max_per_edge, time.time(), owner],
+            keys=[GLOBAL, _session(session_id), _edge_sessions(self.edge_id), EDGES, _session(replaces)],
+            args=[session_id, self.edge_id, time.time(), owner, replaces, self.retention_s],
         )
         if result == "unknown":
             raise ResumeError("Unknown session or wrong resume token")
-        if result != "ok":
-            raise ResumeError("Service at capacity, please try again")
+        if result == "closed":
+            raise ResumeError("Session already closed; start a new session")
+        if not isinstance(result, int):
+            raise ResumeError("reconnect must come from an admitted connection")
         return SessionRecord(
             session_id=session_id,
             edge_id=self.edge_id,
@@ -199,13 +213,15 @@ class RedisSessionStore:
             last_activity_at=time.time(),
             audio_bytes_received=int(stored.get("audio_bytes_received", 0)),
             transcripts_sent=int(stored.get("transcripts_sent", 0)),
+            final_index_released=int(stored.get("final_index_released", 0)),
+            epoch=result,
         )
 
     async def update(self, record: SessionRecord) -> None:
         await self._update(
             keys=[_session(record.session_id)],
             args=[record.owner, record.state, record.last_activity_at, record.audio_bytes_received,
-                  record.transcripts_sent],
+                  record.transcripts_sent, record.final_index_released],
         )
 
     async def counts(self) -> tuple[int, int]:

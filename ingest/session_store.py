@@ -7,7 +7,11 @@ keep the same promises, checked by the same tests:
 - ``admit`` checks both caps and records the session in one step, so caps hold exactly;
 - ``release`` frees a session's place exactly once, and only for the edge that owns it;
 - ``resume`` checks the resume token (stored hashed, compared in constant time) and moves
-  ownership to the asking edge, counting the session there;
+  ownership to the asking connection in one step with giving back the place of the connection's
+  own fresh session (``replaces``), so resuming needs no second free place; every resume raises
+  the session's ``epoch``, and only the holder of the highest epoch may write the record, so of
+  two racing reconnects exactly one holds the session;
+- ``update`` writes only for the connection that holds the session;
 - a released session stays readable for resume until ``retention_s`` has passed.
 """
 
@@ -18,6 +22,7 @@ import enum
 import hashlib
 import hmac
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -40,8 +45,10 @@ class SessionRecord:
     state: str = "created"  # created | active | closing | closed | interrupted
     created_at: float = field(default_factory=time.time)
     last_activity_at: float = field(default_factory=time.time)
-    audio_bytes_received: int = 0  # client bytes, at the client's sample rate
-    transcripts_sent: int = 0
+    audio_bytes_received: int = 0  # client bytes stored in JetStream, at the client's sample rate
+    transcripts_sent: int = 0  # seq of the last final released to the client (its position)
+    final_index_released: int = 0  # the final index of that position (finals with no text included)
+    epoch: int = 0  # raised by every resume; a takeover announces it, older holders close
 
 
 class Admit(enum.Enum):
@@ -56,6 +63,11 @@ class ResumeError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def check_sample_rate(session_rate: int, client_rate: int) -> None:
+    if session_rate != client_rate:
+        raise ResumeError(f"Reconnect with the session's sample_rate={session_rate}, not {client_rate}")
 
 
 # States from which a session may be resumed: it did not end on purpose.
@@ -73,8 +85,11 @@ class SessionStore(Protocol):
         """Frees the session's place if ``owner`` (a connection) holds it and it is counted."""
         ...
 
-    async def resume(self, session_id: str, token: str, owner: str) -> SessionRecord:
-        """Checks the token and gives the session to ``owner`` on this edge; raises ResumeError."""
+    async def resume(self, session_id: str, token: str, owner: str, replaces: str,
+                     sample_rate: int = 16000) -> SessionRecord:
+        """Checks the token (and that the client streams at the session's ``sample_rate``) and
+        gives the session to ``owner`` on this edge, releasing ``owner``'s own fresh session
+        ``replaces`` in the same step; raises ResumeError."""
         ...
 
     async def update(self, record: SessionRecord) -> None:
@@ -99,16 +114,25 @@ class SessionStore(Protocol):
 
 
 class MemorySessionStore:
-    """One edge, no Redis: caps are this edge's, resume works against this same edge."""
+    """One edge, no Redis: caps are this edge's, resume works against this same edge.
 
-    def __init__(self, edge_id: str, max_per_edge: int, max_global: int, retention_s: float = 3600.0) -> None:
+    Every call is O(1): counted sessions are a dict, released ones an insertion-ordered dict
+    trimmed from its old end to at most ``max_released`` records and ``retention_s`` seconds."""
+
+    def __init__(self, edge_id: str, max_per_edge: int, max_global: int, retention_s: float = 3600.0,
+                 max_released: int = 10000) -> None:
         self.edge_id = edge_id
         self.limit = min(max_per_edge, max_global)
         self.max_per_edge = max_per_edge
         self.max_global = max_global
         self.retention_s = retention_s
-        self._records: dict[str, SessionRecord] = {}
-        self._counted: set[str] = set()
+        self.max_released = max_released
+        self._counted: dict[str, SessionRecord] = {}
+        self._released: OrderedDict[str, tuple[float, SessionRecord]] = OrderedDict()
+
+    def __len__(self) -> int:
+        """Records held, counted and released."""
+        return len(self._counted) + len(self._released)
 
     async def admit(self, record: SessionRecord) -> Admit:
         self._forget_old()
@@ -116,47 +140,57 @@ class MemorySessionStore:
             return Admit.GLOBAL_FULL
         if len(self._counted) >= self.max_per_edge:
             return Admit.EDGE_FULL
-        self._records[record.session_id] = record
-        self._counted.add(record.session_id)
+        self._counted[record.session_id] = record
         return Admit.OK
 
     async def release(self, session_id: str, owner: str, state: str) -> bool:
-        record = self._records.get(session_id)
-        if record is None or session_id not in self._counted or record.owner != owner:
+        record = self._counted.get(session_id)
+        if record is None or record.owner != owner:
             return False
-        self._counted.discard(session_id)
+        del self._counted[session_id]
         record.state = state
         record.last_activity_at = time.time()
+        self._released[session_id] = (time.monotonic(), record)
+        self._forget_old()
         return True
 
-    async def resume(self, session_id: str, token: str, owner: str) -> SessionRecord:
-        record = self._records.get(session_id)
+    async def resume(self, session_id: str, token: str, owner: str, replaces: str,
+                     sample_rate: int = 16000) -> SessionRecord:
+        if session_id == replaces:
+            raise ResumeError("A connection cannot resume its own session")
+        counted = self._counted.get(session_id)
+        released = self._released.get(session_id)
+        record = counted or (released[1] if released else None)
         if record is None or not token_matches(token, record.resume_token_hash):
             raise ResumeError("Unknown session or wrong resume token")
         if record.state not in RESUMABLE:
             raise ResumeError(f"Session already {record.state}; start a new session")
-        if session_id not in self._counted:
-            if len(self._counted) >= self.limit:
-                raise ResumeError("Service at capacity, please try again")
-            self._counted.add(session_id)
+        check_sample_rate(record.sample_rate, sample_rate)
+        fresh = self._counted.get(replaces)
+        if fresh is None or fresh.owner != owner:
+            raise ResumeError("reconnect must come from an admitted connection")
+        # The swap: the fresh session's place becomes the resumed session's (no second place).
+        del self._counted[replaces]
+        fresh.state = "closed"
         # A new record: the previous connection may still hold (and mutate) the old object.
-        resumed = dataclasses.replace(record, owner=owner, state="active", last_activity_at=time.time())
-        self._records[session_id] = resumed
+        resumed = dataclasses.replace(record, owner=owner, state="active", last_activity_at=time.time(),
+                                      epoch=record.epoch + 1)
+        self._released.pop(session_id, None)
+        self._counted[session_id] = resumed
         return resumed
 
     async def update(self, record: SessionRecord) -> None:
-        stored = self._records.get(record.session_id)
+        stored = self._counted.get(record.session_id)
         if stored is not None and stored is not record and stored.owner == record.owner:
-            self._records[record.session_id] = record
+            self._counted[record.session_id] = record
 
     async def counts(self) -> tuple[int, int]:
         return len(self._counted), len(self._counted)
 
     async def states(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for sid in self._counted:
-            state = self._records[sid].state
-            out[state] = out.get(state, 0) + 1
+        for record in self._counted.values():
+            out[record.state] = out.get(record.state, 0) + 1
         return out
 
     async def heartbeat(self) -> None:
@@ -169,6 +203,9 @@ class MemorySessionStore:
         return None
 
     def _forget_old(self) -> None:
-        cutoff = time.time() - self.retention_s
-        for sid in [s for s, r in self._records.items() if s not in self._counted and r.last_activity_at < cutoff]:
-            del self._records[sid]
+        cutoff = time.monotonic() - self.retention_s
+        while self._released:
+            released_at, _ = next(iter(self._released.values()))
+            if len(self._released) <= self.max_released and released_at >= cutoff:
+                break
+            self._released.popitem(last=False)

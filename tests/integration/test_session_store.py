@@ -41,6 +41,18 @@ async def store(request: pytest.FixtureRequest, tmp_path: object) -> AsyncIterat
         await s.close()
 
 
+async def fresh(store: SessionStore, owner: str) -> str:
+    """What a reconnecting connection holds before it resumes: its own admitted fresh session."""
+    r = SessionRecord(session_id=uuid.uuid4().hex, edge_id=store.edge_id, resume_token_hash=hash_token("x"),
+                      owner=owner)
+    assert await store.admit(r) is Admit.OK
+    return r.session_id
+
+
+async def resume(store: SessionStore, session_id: str, token: str, owner: str) -> SessionRecord:
+    return await store.resume(session_id, token, owner, replaces=await fresh(store, owner))
+
+
 async def test_admits_up_to_the_cap_and_releases_exactly_once(store: SessionStore) -> None:
     records = [record("edge-a") for _ in range(4)]
     results = [await store.admit(r) for r in records]
@@ -62,34 +74,87 @@ async def test_resume_checks_the_token_and_moves_ownership(store: SessionStore) 
     r.transcripts_sent, r.audio_bytes_received = 4, 64000
     assert await store.admit(r) is Admit.OK
     await store.update(r)
+    own = await fresh(store, "conn-2")
     with pytest.raises(ResumeError):
-        await store.resume(r.session_id, "wrong", "conn-2")
+        await store.resume(r.session_id, "wrong", "conn-2", replaces=own)
     with pytest.raises(ResumeError):
-        await store.resume(uuid.uuid4().hex, "right", "conn-2")
-    resumed = await store.resume(r.session_id, "right", "conn-2")
+        await store.resume(uuid.uuid4().hex, "right", "conn-2", replaces=own)
+    with pytest.raises(ResumeError, match="sample_rate=16000"):
+        await store.resume(r.session_id, "right", "conn-2", replaces=own, sample_rate=8000)
+    assert await store.counts() == (2, 2)  # refusals give nothing back and take nothing
+    resumed = await store.resume(r.session_id, "right", "conn-2", replaces=own)
     assert (resumed.transcripts_sent, resumed.audio_bytes_received) == (4, 64000)
-    assert await store.counts() == (1, 1)  # still counted once
+    assert await store.counts() == (1, 1)  # still counted once; the fresh session's place is given back
     # The previous connection lets go: it no longer owns the session, nothing is released.
     assert await store.release(r.session_id, r.owner, "interrupted") is False
     assert await store.counts() == (1, 1)
     assert await store.release(r.session_id, "conn-2", "interrupted") is True
     assert await store.counts() == (0, 0)
     # An interrupted session can be resumed again (counted again); an ended one cannot.
-    again = await store.resume(r.session_id, "right", "conn-3")
+    again = await resume(store, r.session_id, "right", "conn-3")
     assert again.owner == "conn-3" and await store.counts() == (1, 1)
+    assert again.epoch == resumed.epoch + 1
     assert await store.release(r.session_id, "conn-3", "closed") is True
     with pytest.raises(ResumeError, match="closed"):
-        await store.resume(r.session_id, "right", "conn-4")
+        await resume(store, r.session_id, "right", "conn-4")
 
 
 async def test_stale_updates_from_a_replaced_connection_are_ignored(store: SessionStore) -> None:
     r = record("edge-a", token="t")
     await store.admit(r)
-    await store.resume(r.session_id, "t", "conn-2")
+    await resume(store, r.session_id, "t", "conn-2")
     r.transcripts_sent = 99  # the old connection still writes
     await store.update(r)
-    resumed = await store.resume(r.session_id, "t", "conn-3")
+    resumed = await resume(store, r.session_id, "t", "conn-3")
     assert resumed.transcripts_sent == 0
+
+
+async def test_a_connection_cannot_resume_its_own_session(store: SessionStore) -> None:
+    own = await fresh(store, "conn-1")
+    with pytest.raises(ResumeError, match="own session"):
+        await store.resume(own, "x", "conn-1", replaces=own)
+    assert await store.counts() == (1, 1)
+    assert await store.release(own, "conn-1", "closed") is True
+    assert await store.counts() == (0, 0)
+
+
+async def test_resume_at_full_capacity_swaps_places_and_caps_hold(store: SessionStore) -> None:
+    """The cap is 3: two live sessions, a dropped one still counted, and the reconnecting client's
+    own fresh session make 4 places needed the old way; the swap needs none."""
+    dropped = record("edge-a", token="t")
+    await store.admit(dropped)
+    others = [record("edge-a") for _ in range(2)]
+    for r in others:
+        await store.admit(r)
+    assert await store.counts() == (3, 3)
+    assert await store.release(dropped.session_id, dropped.owner, "interrupted")
+    own = await fresh(store, "conn-new")  # takes the third place
+    assert await store.admit(record("edge-a")) is not Admit.OK
+    resumed = await store.resume(dropped.session_id, "t", "conn-new", replaces=own)
+    assert resumed.owner == "conn-new" and await store.counts() == (3, 3)
+    assert await store.admit(record("edge-a")) is not Admit.OK  # still exactly at the cap
+    assert await store.release(own, "conn-new", "closed") is False  # the fresh one is gone already
+
+
+async def test_two_racing_reconnects_exactly_one_holds_the_session(store: SessionStore) -> None:
+    r = record("edge-a", token="t")
+    await store.admit(r)
+    await store.release(r.session_id, r.owner, "interrupted")
+    a_own, b_own = await fresh(store, "conn-a"), await fresh(store, "conn-b")
+    a, b = await asyncio.gather(
+        store.resume(r.session_id, "t", "conn-a", replaces=a_own),
+        store.resume(r.session_id, "t", "conn-b", replaces=b_own),
+    )
+    winner, loser = (a, b) if a.epoch > b.epoch else (b, a)
+    assert winner.epoch == loser.epoch + 1
+    assert await store.counts() == (1, 1)  # both fresh places given back, the session counted once
+    loser.transcripts_sent = 5
+    await store.update(loser)  # ignored: not the holder
+    assert await store.release(r.session_id, loser.owner, "interrupted") is False
+    assert await store.release(r.session_id, winner.owner, "interrupted") is True
+    assert await store.counts() == (0, 0)
+    again = await resume(store, r.session_id, "t", "conn-c")
+    assert again.transcripts_sent == 0 and again.epoch == winner.epoch + 1
 
 
 async def test_global_cap_binds_across_edges_under_concurrency(redis_server: RedisServer) -> None:
@@ -129,7 +194,7 @@ async def test_orphans_of_a_dead_edge_are_released_after_the_timeout(redis_serve
         assert await live.cleanup_orphans() == 0  # released exactly once
         assert await live.counts() == (0, 0)
         # The orphans stay resumable on the live edge with their token.
-        resumed = await live.resume(records[0].session_id, "tok", "conn-x")
+        resumed = await resume(live, records[0].session_id, "tok", "conn-x")
         assert resumed.edge_id == "edge-live" and await live.counts() == (1, 1)
     finally:
         await live.close()

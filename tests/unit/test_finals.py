@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common.messages import Transcript
+from common.messages import Final, Transcript, TranscriptionFailed
 from ingest.finals import FinalOrderer
 
 
@@ -20,7 +20,7 @@ def said(index: int) -> Transcript:
     return final(index, f"words of utterance {index}")
 
 
-def released(pairs: list[tuple[int, Transcript]]) -> list[tuple[int, int]]:
+def released(pairs: list[tuple[int, Final]]) -> list[tuple[int, int]]:
     """(seq, final_index) pairs: what the client gets, in order."""
     return [(seq, t.final_index) for seq, t in pairs]
 
@@ -31,7 +31,7 @@ def test_in_order_finals_are_released_at_once_with_seq_from_1() -> None:
         assert released(orderer.add(said(i))) == [(i, i)]
     assert orderer.seq == 5
     assert orderer.released == 5
-    assert orderer.missing == []
+    assert orderer.missing(5) == []
 
 
 def test_release_returns_the_final_itself() -> None:
@@ -44,12 +44,12 @@ def test_out_of_order_finals_wait_for_the_gap() -> None:
     orderer = FinalOrderer()
     assert orderer.add(said(3)) == []
     assert orderer.add(said(2)) == []
-    assert orderer.missing == [1]
+    assert orderer.missing(3) == [1]
     assert orderer.released == 0
     assert released(orderer.add(said(1))) == [(1, 1), (2, 2), (3, 3)]
-    assert orderer.missing == []
+    assert orderer.missing(3) == []
     assert released(orderer.add(said(5))) == []
-    assert orderer.missing == [4]
+    assert orderer.missing(5) == [4]
     assert released(orderer.add(said(4))) == [(4, 4), (5, 5)]
 
 
@@ -75,7 +75,8 @@ def test_duplicates_are_ignored_before_release() -> None:
     assert orderer.add(final(2, "a redelivered job heard something else", worker="asr-2")) == []
     pairs = orderer.add(said(1))
     assert released(pairs) == [(1, 1), (2, 2)]
-    assert pairs[1][1].worker_id == "asr-1"  # the first copy wins
+    second = pairs[1][1]
+    assert isinstance(second, Transcript) and second.worker_id == "asr-1"  # the first copy wins
 
 
 def test_duplicates_are_ignored_after_release() -> None:
@@ -88,47 +89,40 @@ def test_duplicates_are_ignored_after_release() -> None:
     assert released(orderer.add(said(3))) == [(2, 3)]
 
 
-def test_missing_counts_up_to_what_is_waiting_or_expected() -> None:
+def test_missing_counts_up_to_what_is_asked() -> None:
     orderer = FinalOrderer()
-    assert orderer.missing == []
+    assert orderer.missing(0) == []
     orderer.add(said(2))
     orderer.add(said(5))
-    assert orderer.missing == [1, 3, 4]
-    orderer.expected_total = 7
-    assert orderer.missing == [1, 3, 4, 6, 7]
+    assert orderer.missing(orderer.highest_waiting) == [1, 3, 4]
+    assert orderer.missing(7) == [1, 3, 4, 6, 7]
     orderer.add(said(1))
-    assert orderer.missing == [3, 4, 6, 7]
+    assert orderer.missing(7) == [3, 4, 6, 7]
 
 
-def test_complete_needs_the_expected_total() -> None:
+def test_failures_take_their_index_and_are_released_in_order_without_seq() -> None:
     orderer = FinalOrderer()
-    orderer.add(said(1))
-    orderer.add(said(2))
-    assert not orderer.complete  # the VAD worker has not said how many there are
-    orderer.expected_total = 3
-    assert not orderer.complete
-    assert orderer.missing == [3]
-    orderer.add(final(3, ""))
-    assert orderer.complete
-    assert orderer.missing == []
+    failed = TranscriptionFailed(session_id="session-0001", final_index=2, code="TRANSCRIPTION_FAILED",
+                                 message="no", utterance_id="u1")
+    assert released(orderer.add(said(3))) == []
+    assert released(orderer.add(failed)) == []
+    assert released(orderer.add(said(1))) == [(1, 1), (0, 2), (2, 3)]
+    assert orderer.add(said(2)) == []  # the transcript that lost the race for index 2
 
 
-def test_complete_with_no_finals_at_all() -> None:
-    orderer = FinalOrderer()
-    orderer.expected_total = 0
-    assert orderer.complete
-    assert orderer.missing == []
+def test_a_resumed_orderer_starts_at_the_stored_position() -> None:
+    orderer = FinalOrderer(next_index=301, seq=290)
+    assert orderer.add(said(300)) == []  # released before the resume
+    assert released(orderer.add(said(301))) == [(291, 301)]
 
 
-def test_is_finalized() -> None:
-    orderer = FinalOrderer()
-    assert orderer.is_finalized(0)
-    assert not orderer.is_finalized(1)
-    orderer.add(said(2))
-    assert not orderer.is_finalized(1)
-    orderer.add(said(1))
-    assert orderer.is_finalized(2)
-    assert not orderer.is_finalized(3)
+def test_overfull_past_the_bound_of_waiting_finals() -> None:
+    orderer = FinalOrderer(max_waiting=3)
+    for i in range(2, 5):
+        orderer.add(said(i))
+    assert not orderer.overfull
+    orderer.add(said(5))
+    assert orderer.overfull
 
 
 @st.composite
@@ -154,6 +148,4 @@ def test_seq_depends_only_on_the_set_of_finals(case: tuple[list[Transcript], lis
 
     assert got == expected
     assert orderer.released == len(finals)
-    assert orderer.missing == []
-    orderer.expected_total = len(finals)
-    assert orderer.complete
+    assert orderer.missing(len(finals)) == []

@@ -1,0 +1,146 @@
+"""A session's way onto the bus: audio and control messages into JetStream, in order, acknowledged.
+
+Publishes are pipelined (``publish_async``) with at most ``window`` unacknowledged; when the
+window is full, ``publish`` waits for the oldest acknowledgement, so the connection stops reading
+its socket and TCP pushes back on the client instead of the edge buffering without bound.
+
+A short bus outage (nats-server restarting, a cluster node failing over) is ridden out: when an
+acknowledgement does not come, every unacknowledged message is published again, in order, with
+its original ``Nats-Msg-Id`` (JetStream drops the copies it already stored), until
+``outage_timeout_s`` has passed since the outage began; only then does ``BusUnavailable`` end the
+session. ``stored_offset`` is the audio JetStream has acknowledged, which is all the service may
+promise a resuming client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+
+from common import metrics, subjects
+
+log = logging.getLogger(__name__)
+
+RETRY_EVERY_S = 0.5  # during an outage, publish the unacknowledged messages again this often
+
+
+class BusUnavailable(ConnectionError):
+    """JetStream did not take the session's audio for ``waited_s`` seconds."""
+
+    def __init__(self, waited_s: float, pending: int) -> None:
+        super().__init__(f"JetStream did not acknowledge audio for {waited_s:.1f} s ({pending} messages pending)")
+        self.waited_s = waited_s
+        self.pending = pending
+
+
+@dataclass(slots=True)
+class _Pending:
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+    end_offset: int  # session audio bytes (16 kHz) once this message is stored
+    future: asyncio.Future[PubAck]
+
+
+class AudioPublisher:
+    def __init__(
+        self, nc: NATS, js: JetStreamContext, session_id: str, *, window: int, ack_timeout_s: float,
+        outage_timeout_s: float, seq: int = 0, offset: int = 0, options_header: str = "",
+    ) -> None:
+        self.nc, self.js = nc, js
+        self.window = window
+        self.ack_timeout_s = ack_timeout_s
+        self.outage_timeout_s = outage_timeout_s
+        self.session_id = session_id
+        self.options_header = options_header  # per-session VAD overrides (JSON), or ""
+        self.seq = seq  # last message sequence handed out
+        self.offset = offset  # session audio bytes handed out
+        self.stored_offset = offset  # session audio bytes JetStream acknowledged
+        self.outages = 0
+        self._pending: deque[_Pending] = deque()
+        self._lock = asyncio.Lock()  # seq order on the bus = order of publish calls
+
+    def __repr__(self) -> str:
+        return f"<AudioPublisher {self.session_id} seq={self.seq} pending={len(self._pending)}>"
+
+    def continue_at(self, seq: int, offset: int) -> None:
+        """A resumed session carries on after what the AUDIO stream holds."""
+        self.seq, self.offset, self.stored_offset = seq, offset, offset
+
+    async def publish(self, kind: str, payload: bytes, subject: str) -> None:
+        async with self._lock:
+            self.seq += 1
+            headers = {
+                subjects.H_MSG_ID: f"{self.session_id}.{self.seq}",
+                subjects.H_KIND: kind,
+                subjects.H_SEQ: str(self.seq),
+                subjects.H_OFFSET: str(self.offset),
+                subjects.H_SENT_AT: f"{time.time():.6f}",
+            }
+            if self.options_header:
+                headers[subjects.H_OPTIONS] = self.options_header
+            self.offset += len(payload)
+            pending = _Pending(subject, payload, headers, self.offset, await self._send(subject, payload, headers))
+            self._pending.append(pending)
+            while len(self._pending) > self.window or (self._pending and self._pending[0].future.done()):
+                await self._settle_oldest()
+
+    async def flush(self) -> None:
+        """Returns once everything published so far is stored."""
+        async with self._lock:
+            while self._pending:
+                await self._settle_oldest()
+
+    def abandon(self) -> None:
+        for pending in self._pending:
+            pending.future.cancel()
+        self._pending.clear()
+
+    async def _send(self, subject: str, payload: bytes, headers: dict[str, str]) -> asyncio.Future[PubAck]:
+        return await self.js.publish_async(subject, payload, headers=headers)
+
+    async def _settle_oldest(self) -> None:
+        head = self._pending[0]
+        try:
+            await asyncio.wait_for(asyncio.shield(head.future), self.ack_timeout_s)
+            head.future.result()
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+            await self._ride_out(exc)
+        done = self._pending.popleft()
+        self.stored_offset = done.end_offset
+
+    async def _ride_out(self, first: BaseException) -> None:
+        """The oldest message was not acknowledged: publish every pending one again until the
+        oldest is stored, or give up after ``outage_timeout_s``."""
+        self.outages += 1
+        metrics.BUS_OUTAGES.inc()
+        began = time.monotonic()
+        log.warning("session %s: JetStream did not acknowledge audio (%r); publishing %d messages again",
+                    self.session_id, first, len(self._pending), extra={"session_id": self.session_id})
+        while True:
+            waited = time.monotonic() - began
+            if waited >= self.outage_timeout_s:
+                raise BusUnavailable(waited, len(self._pending))
+            if self.nc.is_connected:
+                try:
+                    for pending in self._pending:
+                        if not pending.future.done() or pending.future.cancelled() or pending.future.exception():
+                            pending.future.cancel()
+                            pending.future = await self._send(pending.subject, pending.payload, pending.headers)
+                    head = self._pending[0].future
+                    await asyncio.wait_for(asyncio.shield(head), min(self.ack_timeout_s, RETRY_EVERY_S * 4))
+                    head.result()
+                    log.info("session %s: JetStream took the audio again after %.1f s", self.session_id,
+                             time.monotonic() - began, extra={"session_id": self.session_id})
+                    return
+                except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+                    log.debug("session %s: still no acknowledgement: %r", self.session_id, exc)
+            await asyncio.sleep(RETRY_EVERY_S)

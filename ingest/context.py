@@ -1,0 +1,61 @@
+"""What every connection of one edge shares, and the session-store chores that outlive a
+connection (a release the store could not take when the connection ended is retried here)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from redis.exceptions import RedisError
+
+from common.settings import Settings
+from ingest.auth import Gatekeeper
+from ingest.session_store import SessionStore
+
+if TYPE_CHECKING:
+    from ingest.connection import Connection
+
+log = logging.getLogger(__name__)
+
+STORE_ERRORS = (OSError, RedisError)  # what a session store raises when it is unreachable
+
+
+@dataclass
+class EdgeContext:
+    settings: Settings
+    nc: NATS
+    js: JetStreamContext
+    store: SessionStore
+    edge_id: str
+    gate: Gatekeeper
+    started_at: float = field(default_factory=time.time)
+    draining: bool = False
+    connections: set[Connection] = field(default_factory=set)
+    workers: dict[str, list[str]] = field(default_factory=dict)  # live worker ids by role
+    store_ok: bool = True  # the session store answered the last heartbeat
+    totals: dict[str, int] = field(default_factory=dict)  # this edge's counters for /v1/metrics
+    # Releases the store could not take (it was unreachable): session id -> (owner, state).
+    unreleased: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.totals[name] = self.totals.get(name, 0) + n
+
+    async def release(self, session_id: str, owner: str, state: str) -> None:
+        """Frees the session's place now, or as soon as the store answers again."""
+        try:
+            await self.store.release(session_id, owner, state)
+        except STORE_ERRORS as exc:
+            log.warning("session %s: release failed (%s); retrying while the store is down", session_id, exc,
+                        extra={"session_id": session_id})
+            self.unreleased[session_id] = (owner, state)
+
+    async def retry_releases(self) -> None:
+        """Called by the store keeper: releases what could not be released before."""
+        for session_id, (owner, state) in list(self.unreleased.items()):
+            await self.store.release(session_id, owner, state)  # raises while the store is down
+            del self.unreleased[session_id]
+            log.info("session %s released after the store came back", session_id, extra={"session_id": session_id})
