@@ -292,7 +292,8 @@ def _validate(s: Settings) -> list[str]:
     add(_range("end_flush_timeout_seconds", s.end_flush_timeout_seconds, 1, 600, "use 10-60."))
     add(_range("publish_timeout_seconds", s.publish_timeout_seconds, 0.1, 60, "use 1-10."))
     add(_range("audio_retention_seconds", s.audio_retention_seconds, 60, 30 * 86400, "use 3600."))
-    add(_range("results_retention_seconds", s.results_retention_seconds, 60, 30 * 86400, "use 3600."))
+    add(_range("results_retention_seconds", s.results_retention_seconds, 5, 30 * 86400,
+               "longer than a client takes to reconnect; use 3600."))
     for name in ("port", "vad_http_port", "asr_http_port"):
         lo = 1 if name == "port" else 0
         add(_range(name, getattr(s, name), lo, 65535, "use a free TCP port (0 disables worker HTTP)."))

@@ -67,7 +67,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             storage=StorageType.FILE,
             max_age=float(settings.results_retention_seconds),
             allow_direct=True,
-            duplicate_window=120.0,
+            duplicate_window=min(120.0, float(settings.results_retention_seconds)),
         ),
     ]
 

@@ -80,6 +80,7 @@ class Connection:
         self._messages_seen = 0
         self._subs: list[Any] = []
         self._held: list[Result] | None = None  # results held back while a resume positions delivery
+        self._newest_takeover = 0  # highest takeover epoch announced while resuming
         self._end_state = "interrupted"
         self._ending_since: float | None = None  # `end` published: waiting for the VAD's flush
         self._progress = asyncio.Event()  # set whenever delivery moves (finals released, targets)
@@ -168,9 +169,17 @@ class Connection:
         subs.clear()
 
     async def _on_takeover(self, msg: Msg) -> None:
-        epoch, _, owner = msg.data.decode().partition(" ")
-        if owner != self.conn_id and int(epoch) > self.record.epoch:
-            self.log.info("resumed on another connection (epoch %s): closing this one", epoch)
+        epoch_text, _, owner = msg.data.decode().partition(" ")
+        if owner == self.conn_id:
+            return
+        if self._held is not None:  # resuming: judge it once our own epoch is known
+            self._newest_takeover = max(self._newest_takeover, int(epoch_text))
+            return
+        self._taken_over(int(epoch_text))
+
+    def _taken_over(self, epoch: int) -> None:
+        if epoch > self.record.epoch:
+            self.log.info("resumed on another connection (epoch %d > %d): closing this one", epoch, self.record.epoch)
             self._end_state = "active"  # the session goes on elsewhere
             self._out.fail(Closing(p.CLOSE_NORMAL, "Session resumed on another connection"))
 
@@ -377,6 +386,7 @@ class Connection:
         for result in held:
             self._deliver(result, live=True)
         self._pump()
+        self._taken_over(self._newest_takeover)  # a newer reconnect won while this one resumed
         metrics.SESSIONS_RESUMED.labels("ok").inc()
         await self._store_update()
         self.log.info("resumed (epoch %d; client had seq %d, position %d/%d, %d finals stored)", record.epoch,

@@ -6,6 +6,7 @@ import io
 import wave
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,20 +68,35 @@ def redis_binary() -> str:
 
 
 class RedisServer:
-    def __init__(self, data_dir: Path) -> None:
+    """A redis-server on a free port. ``persistent``: an append-only file (fsync always), so a
+    stop and start keeps the data, as a restarted production Redis would."""
+
+    def __init__(self, data_dir: Path, *, persistent: bool = False) -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.persistent = persistent
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: Any = None
+        self.start()
+
+    def client(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.url)
+
+    def start(self) -> None:
         import subprocess
         import time
 
         import redis
 
-        self.port = free_port()
-        data_dir.mkdir(parents=True, exist_ok=True)
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
         self.proc = subprocess.Popen(
             [redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(data_dir)],
+             *persistence, "--dir", str(self.data_dir)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
-        self.url = f"redis://127.0.0.1:{self.port}/0"
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 15
         while True:
@@ -96,7 +112,7 @@ class RedisServer:
                 client.close()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
 

@@ -1,0 +1,351 @@
+"""Delivery that never stalls and resume that scales, end to end on a real nats-server: the edge,
+the VAD worker and the ASR worker run in this test's loop (the real model), so a test can fail a
+transcription, lose a message between the ASR worker and the edge, or act as the ASR worker
+itself to fill the RESULTS stream with hundreds of finals."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from nats.aio.msg import Msg
+
+from asr_worker.transcriber import Transcriber
+from asr_worker.worker import AsrWorker, transcriber_options
+from common import bus, subjects
+from common.messages import Transcript, encode
+from common.nats_server import NatsServer
+from common.settings import Settings, replace
+from ingest.connection import Connection
+from tests.conftest import THREE_UTTERANCES, pcm_of
+from tests.helpers import Client, connect, edge_server, wer, ws_url
+from vad_worker.worker import VadWorker
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def transcriber() -> Transcriber:
+    return Transcriber(transcriber_options(Settings()))
+
+
+class Stack:
+    """Edge + VAD worker (+ ASR worker when given a model) in this loop, on one nats-server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stop = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def start(self, transcriber: Any | None) -> None:
+        self.tasks.append(asyncio.create_task(VadWorker(replace(self.settings, worker_id="vad1")).run(self.stop)))
+        if transcriber is not None:
+            worker = AsrWorker(replace(self.settings, worker_id="asr1"), transcriber)
+            self.tasks.append(asyncio.create_task(worker.run(self.stop)))
+
+    async def close(self) -> None:
+        self.stop.set()
+        _, pending = await asyncio.wait(self.tasks, timeout=30)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+
+def settings_for(nats: NatsServer, **changes: Any) -> Settings:
+    base = dict(nats_url=nats.url, vad_http_port=0, asr_http_port=0, require_workers_ready=False,
+                end_flush_timeout_seconds=60.0, final_repair_after_seconds=1.0, final_probe_seconds=1.0)
+    base.update(changes)
+    return replace(Settings(), **base)
+
+
+@pytest.fixture
+async def stack(nats_server: NatsServer) -> AsyncIterator[Stack]:
+    s = Stack(settings_for(nats_server))
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def texts(client: Client) -> list[str]:
+    return [m["text"] for m in client.finals()]
+
+
+async def test_a_final_that_fails_every_delivery_is_reported_and_the_next_ones_flow(
+    stack: Stack, transcriber: Transcriber, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The second utterance's job fails on every delivery (a model error): the client gets
+    TRANSCRIPTION_FAILED naming that utterance, then the third final; nothing hangs. Also: no
+    transcript text reaches the logs at INFO (log_transcripts is off by default)."""
+    poisoned: set[str] = set()
+    finals_seen: list[str] = []
+
+    class FailsTheSecond:
+        def transcribe(self, pcm: bytes, *, is_final: bool, prompt: str = "") -> Any:
+            if is_final:
+                digest = hashlib.sha256(pcm).hexdigest()
+                if digest not in finals_seen:
+                    finals_seen.append(digest)
+                if finals_seen.index(digest) == 1:
+                    poisoned.add(digest)
+                    raise RuntimeError("the model failed on this audio")
+            return transcriber.transcribe(pcm, is_final=is_final, prompt=prompt)
+
+    caplog.set_level(logging.INFO)
+    stack.start(FailsTheSecond())
+    async with aiohttp.ClientSession() as http, edge_server(stack.settings) as server:
+        client = await connect(http, ws_url(server))
+        await client.stream(pcm_of("three_utterances.wav"), realtime=4.0)
+        await client.send_json({"type": "end"})
+        ended = await client.until("session_ended", timeout=90)
+    assert poisoned, "the second final never reached the model"
+    kinds = [(m["type"], m.get("code")) for m in client.messages
+             if m["type"] == "error" or (m["type"] == "transcript" and m["is_final"])]
+    assert kinds == [("transcript", None), ("error", "TRANSCRIPTION_FAILED"), ("transcript", None)], kinds
+    error = client.of_type("error")[0]
+    assert error["utterance_id"] == "u1" and error["final_index"] == 2
+    finals = client.finals()
+    assert [f["seq"] for f in finals] == [1, 2]
+    assert wer(THREE_UTTERANCES[0], finals[0]["text"]) <= 0.25
+    assert wer(THREE_UTTERANCES[2], finals[1]["text"]) <= 0.25
+    assert ended["metrics"]["transcripts_sent"] == 2
+    info = " ".join(r.getMessage().lower() for r in caplog.records if r.levelno >= logging.INFO)
+    for final in finals:
+        words = final["text"].lower().strip(" .!?")
+        assert words and words not in info, f"transcript text in an INFO log: {words!r}"
+
+
+async def test_a_final_lost_between_the_asr_worker_and_the_edge_arrives_before_end(
+    stack: Stack, transcriber: Transcriber, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live (core NATS) copies of the 2nd and the last final are dropped on their way into the
+    edge; the edge finds both in the RESULTS stream within a bounded time, mid-session."""
+    dropped: list[str] = []
+    original = Connection._on_result
+    seen = {"n": 0}
+
+    async def drop_second_and_last(self: Connection, msg: Msg) -> None:
+        if msg.subject.endswith(".final"):
+            seen["n"] += 1
+            if seen["n"] in (2, 3):
+                dropped.append(msg.subject)
+                return
+        await original(self, msg)
+
+    monkeypatch.setattr(Connection, "_on_result", drop_second_and_last)
+    stack.start(transcriber)
+    async with aiohttp.ClientSession() as http, edge_server(stack.settings) as server:
+        client = await connect(http, ws_url(server))
+        await client.stream(pcm_of("three_utterances.wav"), realtime=4.0)
+        # Trailing silence lets the VAD end the last utterance without `end`.
+        await client.stream(b"\0" * 32000, realtime=4.0)
+        async with asyncio.timeout(90):
+            while len(client.finals()) < 3:
+                assert await client.recv(90) is not None
+        assert len(dropped) == 2, "the test did not drop the live copies"
+        await client.send_json({"type": "end"})
+        await client.until("session_ended", timeout=60)
+    finals = client.finals()
+    assert [f["seq"] for f in finals] == [1, 2, 3]
+    for said, final in zip(THREE_UTTERANCES, finals, strict=True):
+        assert wer(said, final["text"]) <= 0.25
+
+
+async def publish_finals(settings: Settings, session_id: str, first: int, last: int) -> None:
+    """Acts as the ASR worker: stores finals ``first..last`` of the session in RESULTS."""
+    nc, js = await bus.connect_jetstream(settings, "test-asr")
+    try:
+        for i in range(first, last + 1):
+            result = Transcript(session_id=session_id, utterance_id=f"u{i - 1}", is_final=True,
+                                text=f"final number {i}", start_s=float(i), end_s=i + 0.5, final_index=i)
+            await js.publish(subjects.result_final(session_id), encode(result),
+                             headers={subjects.H_MSG_ID: subjects.final_result_id(session_id, i)})
+    finally:
+        await bus.close(nc)
+
+
+async def drop_connection(client: Client) -> None:
+    """The client's network goes away: no close handshake."""
+    transport = client.ws._response.connection.transport  # type: ignore[union-attr]
+    assert transport is not None
+    transport.abort()
+
+
+async def reconnect(http: aiohttp.ClientSession, url: str, started: dict[str, Any], last_seq: int) -> Client:
+    client = await connect(http, url)
+    await client.send_json({"type": "reconnect", "previous_session_id": started["session_id"],
+                            "resume_token": started["resume_token"], "last_seq": last_seq})
+    await client.until("session_recovered", timeout=30)
+    return client
+
+
+async def test_resume_with_last_seq_0_after_300_finals_gets_all_300_in_order(nats_server: NatsServer) -> None:
+    """The client's queue holds 20 messages; the 300 missed finals are paced into it, never 1008."""
+    settings = settings_for(nats_server, max_send_queue_size=20)
+    async with aiohttp.ClientSession() as http, edge_server(settings) as server:
+        first = await connect(http, ws_url(server))
+        started = first.messages[0]
+        await publish_finals(settings, started["session_id"], 1, 300)
+        async with asyncio.timeout(60):
+            while len(first.finals()) < 300:
+                await first.recv(30)
+        await first.ws.close()
+        again = await reconnect(http, ws_url(server), started, last_seq=0)
+        async with asyncio.timeout(60):
+            while len(again.finals()) < 300:
+                msg = await again.recv(30)
+                assert msg is not None, f"closed {again.close_code}"
+        assert [f["seq"] for f in again.finals()] == list(range(1, 301))
+        assert [f["text"] for f in again.finals()] == [f"final number {i}" for i in range(1, 301)]
+        await again.send_json({"type": "keepalive"})
+        assert not again.ws.closed
+
+
+async def test_resume_of_a_session_older_than_the_results_retention_continues_with_the_next_seq(
+    nats_server: NatsServer,
+) -> None:
+    settings = settings_for(nats_server, results_retention_seconds=5)
+    async with aiohttp.ClientSession() as http, edge_server(settings) as server:
+        first = await connect(http, ws_url(server))
+        started = first.messages[0]
+        sid = started["session_id"]
+        await publish_finals(settings, sid, 1, 5)
+        async with asyncio.timeout(30):
+            while len(first.finals()) < 5:
+                await first.recv(30)
+        await drop_connection(first)
+        # Wait until the stream has forgotten the session's finals.
+        nc, js = await bus.connect_jetstream(settings, "test-probe")
+        try:
+            async with asyncio.timeout(60):
+                while (await js.stream_info(subjects.RESULTS_STREAM)).state.messages:
+                    await asyncio.sleep(0.5)
+        finally:
+            await bus.close(nc)
+        again = await reconnect(http, ws_url(server), started, last_seq=5)
+        recovered = again.of_type("session_recovered")[0]
+        assert recovered["previous_metrics"]["transcripts_sent"] == 5
+        await publish_finals(settings, sid, 6, 6)
+        final = await again.until("transcript", timeout=30)
+        assert final["is_final"] and final["seq"] == 6 and final["text"] == "final number 6"
+
+
+async def test_a_connection_cannot_resume_itself_and_caps_hold(nats_server: NatsServer) -> None:
+    settings = settings_for(nats_server, max_sessions_per_worker=2)
+    async with aiohttp.ClientSession() as http, edge_server(settings) as server:
+        clients = [await connect(http, ws_url(server)) for _ in range(2)]
+        for client in clients:
+            started = client.messages[0]
+            await client.send_json({"type": "reconnect", "previous_session_id": started["session_id"],
+                                    "resume_token": started["resume_token"], "last_seq": 0})
+            error = await client.until("error")
+            assert error["code"] == "RESUME_FAILED" and "own session" in error["message"]
+        async with http.get(server.make_url("/v1/metrics")) as resp:
+            assert (await resp.json())["active_sessions"] == 2
+        third = await http.ws_connect(ws_url(server))
+        refused = await third.receive_json(timeout=10)
+        assert refused["code"] == "CAPACITY"
+        await third.close()
+        for client in clients:  # the sessions still work as themselves
+            await client.send_json({"type": "keepalive"})
+            assert not client.ws.closed
+
+
+async def test_two_racing_reconnects_leave_exactly_one_holder(nats_server: NatsServer) -> None:
+    settings = settings_for(nats_server)
+    async with aiohttp.ClientSession() as http, edge_server(settings) as server:
+        first = await connect(http, ws_url(server))
+        started = first.messages[0]
+        await drop_connection(first)
+        a, b = await asyncio.gather(*(connect(http, ws_url(server)) for _ in range(2)))
+        request = {"type": "reconnect", "previous_session_id": started["session_id"],
+                   "resume_token": started["resume_token"], "last_seq": 0}
+        await asyncio.gather(a.send_json(request), b.send_json(request))
+
+        # The takeover closes exactly one of them: the one with the lower epoch.
+        watchers = {asyncio.create_task(c.until("no such message", timeout=30)): c for c in (a, b)}
+        done, pending = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED, timeout=30)
+        assert len(done) == 1, "neither connection was closed"
+        loser = watchers[done.pop()]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        assert loser.close_code == 1000
+        async with asyncio.timeout(10):
+            while True:
+                async with http.get(server.make_url("/v1/metrics")) as resp:
+                    if (await resp.json())["active_sessions"] == 1:
+                        break
+                await asyncio.sleep(0.1)
+        winner = b if loser is a else a
+        assert winner.close_code is None, (winner.close_code, winner.last_frame)
+        assert loser.last_frame is not None and loser.last_frame.extra == "Session resumed on another connection"
+        if not winner.of_type("session_recovered"):
+            await winner.until("session_recovered", 30)
+        await publish_finals(settings, started["session_id"], 1, 1)
+        try:
+            final = await winner.until("transcript", timeout=30)
+        except AssertionError:
+            raise AssertionError(f"winner closed: {winner.last_frame}") from None
+        assert final["seq"] == 1
+
+
+async def test_a_redis_outage_during_a_close_still_releases_the_place(
+    nats_server: NatsServer, tmp_path: Any
+) -> None:
+    from tests.conftest import RedisServer
+
+    redis = RedisServer(tmp_path / "redis", persistent=True)
+    try:
+        settings = settings_for(nats_server, redis_url=redis.url, edge_heartbeat_seconds=0.2)
+        async with aiohttp.ClientSession() as http, edge_server(settings) as server:
+            client = await connect(http, ws_url(server))
+            assert redis.client().get("asr:count") == b"1"
+            redis.stop()
+            await client.ws.close()
+            async with asyncio.timeout(15):
+                while not server.app[_context_key()].unreleased:
+                    await asyncio.sleep(0.05)
+            redis.start()
+            async with asyncio.timeout(15):
+                while redis.client().get("asr:count") != b"0":
+                    await asyncio.sleep(0.1)
+            assert not server.app[_context_key()].unreleased
+    finally:
+        redis.stop()
+
+
+def _context_key() -> Any:
+    from ingest.app import CONTEXT
+
+    return CONTEXT
+
+
+async def test_ten_thousand_connects_and_disconnects_keep_the_memory_store_flat() -> None:
+    import tracemalloc
+    import uuid
+
+    from ingest.session_store import Admit, MemorySessionStore, SessionRecord
+
+    store = MemorySessionStore("edge", 100, 100, retention_s=3600, max_released=1000)
+    tracemalloc.start()
+    sizes = []
+    try:
+        for i in range(10_000):
+            record = SessionRecord(session_id=uuid.uuid4().hex, edge_id="edge", resume_token_hash="h", owner="o")
+            assert await store.admit(record) is Admit.OK
+            assert await store.release(record.session_id, "o", "closed")
+            if i % 2500 == 2499:
+                sizes.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    assert len(store) == 1000  # released records are bounded in number
+    assert await store.counts() == (0, 0)
+    # Once the bound is reached, memory stays where it is (within 5 %).
+    assert max(sizes[1:]) <= sizes[1] * 1.05, sizes
