@@ -100,6 +100,14 @@ class NatsServer:
             self.proc.stderr.close()
         self.proc = None
 
+    def restart(self, timeout: float = 15.0) -> NatsServer:
+        """Stops the server and starts it again on the same port and store (what an operator's
+        restart or a crashed server coming back looks like to its clients)."""
+        port = self.port
+        self.stop()
+        self.requested_port = port
+        return self.start(timeout)
+
     def __enter__(self) -> NatsServer:
         return self.start()
 

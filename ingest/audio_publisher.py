@@ -48,6 +48,7 @@ class _Pending:
     headers: dict[str, str]
     end_offset: int  # session audio bytes (16 kHz) once this message is stored
     future: asyncio.Future[PubAck]
+    sent_at: float  # monotonic time of the (latest) publish
 
 
 class AudioPublisher:
@@ -88,10 +89,26 @@ class AudioPublisher:
             if self.options_header:
                 headers[subjects.H_OPTIONS] = self.options_header
             self.offset += len(payload)
-            pending = _Pending(subject, payload, headers, self.offset, await self._send(subject, payload, headers))
-            self._pending.append(pending)
-            while len(self._pending) > self.window or (self._pending and self._pending[0].future.done()):
+            future = await self._send(subject, payload, headers)
+            self._pending.append(_Pending(subject, payload, headers, self.offset, future, time.monotonic()))
+            while len(self._pending) > self.window or self._head_due():
                 await self._settle_oldest()
+
+    async def settle_overdue(self) -> None:
+        """Settles acknowledgements that are due (called now and then when no audio arrives, so a
+        message lost in an outage is published again even if the client sends nothing more)."""
+        if self._lock.locked():
+            return
+        async with self._lock:
+            while self._head_due():
+                await self._settle_oldest()
+
+    def _head_due(self) -> bool:
+        """The oldest publish is answered, or overdue (its ack may have been lost in an outage)."""
+        if not self._pending:
+            return False
+        head = self._pending[0]
+        return head.future.done() or time.monotonic() - head.sent_at >= self.ack_timeout_s
 
     async def flush(self) -> None:
         """Returns once everything published so far is stored."""
@@ -135,6 +152,7 @@ class AudioPublisher:
                         if not pending.future.done() or pending.future.cancelled() or pending.future.exception():
                             pending.future.cancel()
                             pending.future = await self._send(pending.subject, pending.payload, pending.headers)
+                            pending.sent_at = time.monotonic()
                     head = self._pending[0].future
                     await asyncio.wait_for(asyncio.shield(head), min(self.ack_timeout_s, RETRY_EVERY_S * 4))
                     head.result()

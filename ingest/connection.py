@@ -448,10 +448,16 @@ class Connection:
             await asyncio.sleep(WATCH_EVERY_S)
             try:
                 await self._watch_once()
+            except BusUnavailable as exc:
+                self.log.warning("bus unavailable: %s", exc)
+                self._client_error(p.INTERNAL, "Audio bus unavailable, please reconnect")
+                self._out.fail(Closing(p.CLOSE_INTERNAL, "Internal error"))
+                return
             except (TimeoutError, nats.errors.Error) as exc:
                 self.log.warning("results stream unavailable: %s", exc)
 
     async def _watch_once(self) -> None:
+        await self.publisher.settle_overdue()
         now = time.monotonic()
         probe = self.settings.final_probe_seconds
         if probe and self.publisher.offset and now - self._probed_at >= probe and self._held is None:
