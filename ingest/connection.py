@@ -33,7 +33,7 @@ from ingest import protocol as p
 from ingest import stored_results
 from ingest.audio_publisher import AudioPublisher, BusUnavailable
 from ingest.context import STORE_ERRORS, EdgeContext
-from ingest.delivery import TRANSCRIPTION_FAILED, Delivery, DeliveryOptions, GiveUp, Repair
+from ingest.delivery import Delivery, DeliveryOptions, GiveUp, Repair
 from ingest.outbox import Closing, Outbox
 from ingest.rate_limit import RateLimiter, RateLimitOptions
 from ingest.session_store import Admit, ResumeError, SessionRecord, hash_token
@@ -479,7 +479,7 @@ class Connection:
     async def _give_up(self, index: int) -> None:
         timeout = self.settings.final_gap_timeout_seconds
         failure = TranscriptionFailed(
-            session_id=self.session_id, final_index=index, code=TRANSCRIPTION_FAILED,
+            session_id=self.session_id, final_index=index, code=p.TRANSCRIPTION_FAILED,
             message=f"No transcript for this utterance within {timeout:g} s; it is skipped",
         )
         if await stored_results.declare_failed(self.ctx.js, failure):

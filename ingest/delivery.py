@@ -41,8 +41,6 @@ from common.messages import (
 from ingest import protocol as p
 from ingest.finals import FinalOrderer
 
-TRANSCRIPTION_FAILED = "TRANSCRIPTION_FAILED"
-
 
 @dataclass(frozen=True, slots=True)
 class DeliveryOptions:
@@ -224,7 +222,7 @@ class Delivery:
                     out.finals.append(item)
             else:
                 self._remember(item.utterance_id)
-                message = p.error(TRANSCRIPTION_FAILED, item.message)
+                message = p.error(p.TRANSCRIPTION_FAILED, item.message)
                 message.update(utterance_id=item.utterance_id, final_index=item.final_index)
                 self.ready.append((message, live))
                 self._live_in_ready += live

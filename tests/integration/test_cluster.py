@@ -118,8 +118,12 @@ async def test_kill_9_an_edge_then_resume_on_another(crash_stack: Stack, redis_s
         while not first_final["is_final"]:
             first_final = await client.until("transcript", timeout=30)
         await asyncio.wait_for(sender, 30)
-        await asyncio.sleep(0.5)
         assert first_final["seq"] == 1 and wer(THREE_UTTERANCES[0], first_final["text"]) <= 0.25
+        # The edge writes the session's audio and position to Redis once a second: wait for it.
+        key = f"asr:session:{started['session_id']}"
+        async with asyncio.timeout(15):
+            while await r.hmget(key, "audio_bytes_received", "transcripts_sent") != [str(cut), "1"]:
+                await asyncio.sleep(0.1)
         assert int(await r.scard(f"asr:edge:{edge1_id}:sessions")) == 2
 
         stack.procs["ingest-1"].kill()  # SIGKILL: no cleanup of any kind

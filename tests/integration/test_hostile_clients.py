@@ -183,6 +183,19 @@ async def test_api_keys_origins_and_per_address_limit(strict_edge: TestServer) -
         await again.ws.close()
 
 
+async def test_connection_churn_from_one_address_is_refused_past_the_rate(nats_server: NatsServer) -> None:
+    settings = replace(Settings(), nats_url=nats_server.url, require_workers_ready=False, vad_http_port=0,
+                       asr_http_port=0, max_connects_per_ip_per_minute=5)
+    async with edge_server(settings) as server, aiohttp.ClientSession() as http:
+        for _ in range(5):
+            client = await connect(http, ws_url(server))
+            await client.ws.close()
+        async with http.get(str(server.make_url("/v1/stream"))) as resp:
+            body = await resp.json()
+        assert resp.status == 429 and body["code"] == "RATE_LIMITED"
+        assert body["message"].startswith("Too many new connections from this address: at most 5 per minute")
+
+
 async def test_audio_faster_than_allowed_is_slowed_then_rate_limited(strict_edge: TestServer) -> None:
     url = ws_url(strict_edge) + "?token=" + "k" * 24
     audio_s = 3.0

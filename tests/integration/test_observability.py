@@ -65,8 +65,15 @@ async def test_every_role_counts_real_traffic(stack: Stack) -> None:
             body = await resp.json()
     assert len(client.finals()) == 3
     partials = len([m for m in client.of_type("transcript") if not m["is_final"]])
-    await asyncio.sleep(2.5)  # worker gauges refresh every 2 s
-    after = {role: scrape(port) for role, port in ports.items()}
+    # Worker gauges refresh every 2 s: wait until they show the finished session.
+    async with asyncio.timeout(20):
+        while True:
+            after = {role: scrape(port) for role, port in ports.items()}
+            if (value(after["vad"], "asr_vad_sessions") == 0
+                    and value(after["asr"], "asr_jobs_pending", kind="final") == 0
+                    and value(after["asr"], "asr_worker_busy_slots") == 0):
+                break
+            await asyncio.sleep(0.2)
 
     def edge(name: str, **labels: str) -> float:
         return moved(before["edge"], after["edge"], name, **labels)

@@ -21,7 +21,7 @@ from ingest import protocol as p
 ROOT = Path(__file__).parents[2]
 PROTOCOL_MD = ROOT / "docs" / "protocol.md"
 ASYNCAPI = ROOT / "docs" / "asyncapi.yaml"
-SOURCES = [ROOT / "ingest" / "protocol.py", ROOT / "ingest" / "connection.py"]
+SOURCES = [ROOT / "ingest" / "protocol.py", ROOT / "ingest" / "connection.py", ROOT / "ingest" / "delivery.py"]
 
 
 def _tree(path: Path) -> ast.Module:
