@@ -457,10 +457,14 @@ class Connection:
                 self.log.warning("results stream unavailable: %s", exc)
 
     async def _watch_once(self) -> None:
+        if self._held is not None:
+            return  # a resume is repositioning delivery
         await self.publisher.settle_overdue()
+        self._note_stored_audio()
+        await self._store_now_and_then()  # the position moves with finals even when no audio comes
         now = time.monotonic()
         probe = self.settings.final_probe_seconds
-        if probe and self.publisher.offset and now - self._probed_at >= probe and self._held is None:
+        if probe and self.publisher.offset and now - self._probed_at >= probe:
             self._probed_at = now
             self.delivery.note_stored(await stored_results.last_final_index(self.ctx.js, self.session_id), now)
         ending = self._ending_since is not None and now - self._ending_since >= self.settings.final_repair_after_seconds
