@@ -120,11 +120,17 @@ class Outbox:
                 await asyncio.wait_for(self.ws.close(code=final.code, message=final.reason.encode()[:120]), 5.0)
 
     async def _close_now(self, closing: Closing) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_GRACE_S
         with contextlib.suppress(TimeoutError, ConnectionError):
             await asyncio.wait_for(self.ws.close(code=closing.code, message=closing.reason.encode()), CLOSE_GRACE_S)
-        # A graceful close waits for our buffered frames to drain, which a client that stopped
-        # reading never lets happen: reset the connection (a no-op if it is already gone).
+        # The close frame may still sit in our send buffer behind frames the client has not read:
+        # give it the rest of the grace period to leave, then reset the connection (a client that
+        # stopped reading never lets it drain; a no-op if the connection is already gone).
         if self.transport is not None:
+            # asyncio offers no event for "this transport's buffer is empty": poll it.
+            while self.transport.get_write_buffer_size() and loop.time() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
             self.transport.abort()
 
     async def _write(self) -> None:
