@@ -29,6 +29,7 @@ SLOW_CLIENT_CLOSES = Counter("asr_slow_client_closes_total", "Clients closed wit
 REQUEST_LATENCY = Histogram(
     "asr_request_latency_seconds", "Edge handling time of one client message", buckets=LATENCY_BUCKETS
 )
+CAPTION_VIEWERS = Gauge("asr_caption_viewers", "Read-only caption viewers connected to this edge")
 EDGE_DRAINING = Gauge("asr_edge_draining", "1 while this edge drains (SIGTERM): no new sessions")
 STAGE_ASR_TO_EDGE = Histogram(
     "asr_stage_asr_to_edge_seconds", "ASR worker publishing a transcript to the edge receiving it",

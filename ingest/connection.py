@@ -44,6 +44,7 @@ from ingest.finals import FinalOrderer
 from ingest.outbox import Closing, Outbox
 from ingest.rate_limit import RateLimiter, RateLimitOptions
 from ingest.session_store import Admit, ResumeError, SessionRecord, SessionStore, hash_token
+from ingest.viewer_tokens import viewer_token
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,8 @@ class Connection:
             self.record.state = "active"
             await self.ctx.store.update(self.record)
             self._out.send(
-                p.session_started(self.session_id, self.resume_token, self.ctx.edge_id, self.sample_rate),
+                {**p.session_started(self.session_id, self.resume_token, self.ctx.edge_id, self.sample_rate),
+                 "viewer_token": viewer_token(self.settings, self.session_id)},
                 droppable=False,
             )
             log.info("session %s started (sample_rate=%d)", self.session_id, self.sample_rate,
