@@ -17,21 +17,19 @@ from typing import Any
 
 import aiohttp
 import pytest
+from playwright.async_api import async_playwright
 
 from cli.dev import Stack
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
 from tests.conftest import THREE_UTTERANCES, free_port, pcm_of, wav_bytes
-from tests.helpers import connect, edge_server, running_stack, ws_url, wer
+from tests.helpers import connect, edge_server, running_stack, wer, ws_url
 
 pytestmark = pytest.mark.slow
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SILENCE_S = 45  # after the speech, before Chrome's fake microphone loops the file
 CAPTION_TIMEOUT_MS = 120_000  # three sentences spoken in real time, then recognised on shared CPUs
-
-playwright_api = pytest.importorskip("playwright.async_api")
-
 
 @pytest.fixture(scope="module")
 def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -48,9 +46,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 async def browser(speech_wav: Path) -> AsyncIterator[Any]:
-    if not Path(CHROMIUM).exists():
+    if not shutil.which(CHROMIUM):
         pytest.fail("chromium is not installed: run bash scripts/test.sh (it installs Debian's chromium)")
-    async with playwright_api.async_playwright() as pw:
+    async with async_playwright() as pw:
         browser = await pw.chromium.launch(
             executable_path=CHROMIUM, headless=True,
             args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -110,7 +108,7 @@ async def test_microphone_captions_appear_on_the_page(stack: Stack, browser: Any
     # Downloads carry the same finals.
     async with page.expect_download() as download_info:
         await page.click("#dl-srt")
-    srt = Path(await (await download_info.value).path()).read_text()
+    srt = await asyncio.to_thread(Path(await (await download_info.value).path()).read_text)
     assert srt.startswith("1\n00:00:") and " --> " in srt and finals[0][1] in srt
     # Stop: the page ends the session; the edge flushes and closes normally.
     await page.click("#mic")
