@@ -4,12 +4,23 @@
 export const RATE = 16000;
 const CHUNK_SAMPLES = 1600; // 100 ms
 
+// A context at 16 kHz where the browser can resample the microphone itself (its resampler is
+// better than ours); otherwise at the device rate, and the worklet converts.
+function newContext() {
+  try {
+    return new AudioContext({ sampleRate: RATE });
+  } catch {
+    return new AudioContext();
+  }
+}
+
 // The microphone, through the AudioWorklet in pcm-worklet.js.
 export async function startMicrophone(onChunk, onLevel) {
+  // Whisper copes with noise better than with the artefacts of browser noise suppression.
   const stream = await navigator.mediaDevices.getUserMedia({
-    audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+    audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: true },
   });
-  const context = new AudioContext();
+  const context = newContext();
   try {
     await context.audioWorklet.addModule("/static/pcm-worklet.js");
     const source = context.createMediaStreamSource(stream);
