@@ -45,7 +45,7 @@ from tests.conftest import RedisServer, free_port
 from tests.helpers import RawClient, connect, rss_kib
 
 TEXT = "We will meet at the train station at noon, and then we will talk about the plan for today."
-PARTIALS_PER_FINAL = 20
+PARTIALS_PER_FINAL = 40
 METHOD = ("Method: see the docstring of benchmarks/fanout.py. Latencies include the client process (all "
           "sockets in one asyncio loop on the same cores as the edges). Newest run last.")
 HEADING = "## Caption fan-out (benchmarks/fanout.py)"
@@ -165,7 +165,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 step = args.interval / PARTIALS_PER_FINAL
                 for k in range(PARTIALS_PER_FINAL if args.stalled else 0):
                     partial = Transcript(session_id=sid, utterance_id=f"u{index + 1}", is_final=False,
-                                         text=f"{k} {TEXT * 4}", start_s=index + 3.0, end_s=index + 4.0)
+                                         text=f"{k} {TEXT * 8}", start_s=index + 3.0, end_s=index + 4.0)
                     await nc.publish(subjects.result_partial(sid), encode(partial))
                     await asyncio.sleep(step)
                 if not args.stalled:
@@ -235,7 +235,7 @@ def report(r: dict[str, Any], command: str) -> str:
         f"- setup: {r['edges']} edge process(es){' sharing a Redis' if r['edges'] > 1 else ''}, one "
         f"nats-server; one speaker session; {r['viewers']} viewer WebSockets (aiohttp, one client process) "
         f"+ {r['stalled']} raw sockets (4 KiB receive buffer, asking for partials) that never read, fed "
-        f"{PARTIALS_PER_FINAL} partials of {4 * len(TEXT) + 3} characters between finals; "
+        f"{PARTIALS_PER_FINAL} partials of {8 * len(TEXT) + 3} characters between finals; "
         f"{r['finals']} finals of {len(TEXT) + 4} characters, "
         f"{r['interval']} s apart, published through JetStream as the ASR worker does",
         "",
