@@ -22,7 +22,7 @@ from playwright.async_api import async_playwright
 from cli.dev import Stack
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
-from tests.conftest import THREE_UTTERANCES, free_port, pcm_of, wav_bytes
+from tests.conftest import DATA, ONE_SENTENCE, THREE_UTTERANCES, free_port, pcm_of, wav_bytes
 from tests.helpers import connect, edge_server, running_stack, wer, ws_url
 
 pytestmark = pytest.mark.slow
@@ -113,6 +113,21 @@ async def test_microphone_captions_appear_on_the_page(stack: Stack, browser: Any
     # Stop: the page ends the session; the edge flushes and closes normally.
     await page.click("#mic")
     await page.wait_for_function("document.querySelector('#status').dataset.state === 'ended'", timeout=60_000)
+    assert page.errors == []
+
+
+async def test_a_local_file_is_streamed_and_captioned(stack: Stack, browser: Any, tmp_path: Path) -> None:
+    """The file picker: a 44.1 kHz stereo WAV is decoded and resampled by the browser, sent at the
+    pace it is spoken, and the session ends by itself when the file is done."""
+    page = await new_page(browser, f"http://127.0.0.1:{stack.port}/")
+    await page.set_input_files("#file", str(DATA / "one_sentence_44k_stereo.wav"))
+    await page.wait_for_function("document.querySelector('#status').dataset.state === 'ended'", timeout=90_000)
+    finals = await finals_on(page, 1)
+    assert [seq for seq, _ in finals] == [1] and wer(ONE_SENTENCE, finals[0][1]) <= 0.25, finals
+    async with page.expect_download() as download_info:
+        await page.click("#dl-vtt")
+    vtt = await asyncio.to_thread(Path(await (await download_info.value).path()).read_text)
+    assert vtt.startswith("WEBVTT\n\n00:00:") and finals[0][1] in vtt
     assert page.errors == []
 
 
