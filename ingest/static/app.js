@@ -50,6 +50,7 @@ function newClient() {
   client = new StreamClient(streamUrl, {
     onState,
     onStarted(session) {
+      view.reset();
       const link = `${location.origin}/viewer?session=${encodeURIComponent(session.id)}`
         + `&token=${encodeURIComponent(session.viewerToken)}`;
       $("share-link").href = link;

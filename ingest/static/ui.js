@@ -29,6 +29,13 @@ export class CaptionView {
     item.scrollIntoView({ block: "nearest" });
   }
 
+  // A new session: its finals are numbered from 1 again, so the view starts empty.
+  reset() {
+    this.transcript = new Transcript();
+    this.finalsList.replaceChildren();
+    this.clearPartial();
+  }
+
   clearPartial() {
     this.partialLine.textContent = "";
     this.partialUtterance = null;

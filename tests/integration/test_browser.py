@@ -128,6 +128,14 @@ async def test_a_local_file_is_streamed_and_captioned(stack: Stack, browser: Any
         await page.click("#dl-vtt")
     vtt = await asyncio.to_thread(Path(await (await download_info.value).path()).read_text)
     assert vtt.startswith("WEBVTT\n\n00:00:") and finals[0][1] in vtt
+    # The same file again is a new session: the view starts over with its seq 1.
+    first_link = await page.get_attribute("#share-link", "href")
+    await page.set_input_files("#file", str(DATA / "one_sentence.wav"))
+    await page.wait_for_function(f"document.querySelector('#share-link').href !== {first_link!r}", timeout=30_000)
+    await page.wait_for_function("document.querySelector('#status').dataset.state === 'ended'", timeout=90_000)
+    again = await finals_on(page, 1)
+    assert await page.locator("#finals li").count() == 1 and again[0][0] == 1
+    assert wer(ONE_SENTENCE, again[0][1]) <= 0.25, again
     assert page.errors == []
 
 
