@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -132,6 +133,7 @@ class Feed:
         return f"<Feed {self.session_id} viewers={len(self.viewers)} seq={self.state.orderer.seq}>"
 
     async def start(self) -> None:
+        t0 = time.perf_counter()
         try:
             self._sub = await self.ctx.nc.subscribe(subjects.results(self.session_id), cb=self._on_msg)
             stored = await self._read_stored()
@@ -144,6 +146,9 @@ class Feed:
             for result in [*stored, *live]:
                 self._handle(result)
             self._repairer = asyncio.create_task(self._repair(), name=f"captions-repair-{self.session_id}")
+            log.info("captions %s: feed started in %.3fs (%d stored finals, ended=%s)", self.session_id,
+                     time.perf_counter() - t0, self.state.orderer.released, self.state.ended,
+                     extra={"session_id": self.session_id})
         except (TimeoutError, nats.errors.Error, msgspec.DecodeError) as exc:
             self.failed = exc
             raise
@@ -151,6 +156,8 @@ class Feed:
             self.ready.set()
 
     async def stop(self) -> None:
+        log.info("captions %s: feed stopped (seq %d)", self.session_id, self.state.orderer.seq,
+                 extra={"session_id": self.session_id})
         if self._repairer is not None:
             await tasks.stop(self._repairer)
         if self._sub is not None:
