@@ -275,3 +275,21 @@ async def test_viewers_past_the_edge_cap_get_capacity_and_speakers_are_unaffecte
         again = await viewer(http, captions_url(edge, sid, token))
         assert [f["seq"] for f in await finals_until(again, 1)] == [1]
         await speaker.ws.close()
+
+
+async def test_a_draining_edge_closes_its_viewers_with_1012_after_their_finals(
+    nats_server: NatsServer, http: aiohttp.ClientSession, bus: NATS
+) -> None:
+    async with edge_server(_settings(nats_server, drain_timeout_seconds=2.0)) as edge:
+        speaker = await connect(http, ws_url(edge))
+        sid, token = speaker.messages[0]["session_id"], speaker.messages[0]["viewer_token"]
+        watcher = await viewer(http, captions_url(edge, sid, token))
+        await _until_viewers(http, edge, 1)
+        await publish_final(bus, sid, 1, "Before the drain.")
+        assert [f["seq"] for f in await finals_until(watcher, 1)] == [1]
+        shutdown = asyncio.create_task(edge.close())  # SIGTERM's path: on_shutdown, then cleanup
+        async with asyncio.timeout(30):
+            while await watcher.recv() is not None:
+                pass
+        assert watcher.close_code == 1012, watcher.messages
+        await asyncio.wait_for(shutdown, 30)
