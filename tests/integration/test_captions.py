@@ -62,6 +62,16 @@ def captions_url(server: TestServer, session_id: str, token: str, partials: bool
     return f"{url}?token={token}" + ("&partials=1" if partials else "")
 
 
+async def speaker_of(http: aiohttp.ClientSession, server: TestServer) -> Client:
+    """A speaker session whose results subscription the server has processed (a flush of the
+    edge's NATS connection), so finals published right away reach it live."""
+    from ingest.app import CONTEXT
+
+    client = await connect(http, ws_url(server))
+    await asyncio.wait_for(server.app[CONTEXT].nc.flush(), STEP)
+    return client
+
+
 async def viewer(http: aiohttp.ClientSession, url: str) -> Client:
     ws = await asyncio.wait_for(http.ws_connect(url, max_msg_size=0), STEP)
     return Client(ws)
@@ -103,7 +113,7 @@ async def edge_metrics(http: aiohttp.ClientSession, server: TestServer) -> dict[
 async def test_viewers_get_the_speakers_finals_in_order_with_its_seq(
     edge: TestServer, http: aiohttp.ClientSession, bus: NATS
 ) -> None:
-    speaker = await connect(http, ws_url(edge))
+    speaker = await speaker_of(http, edge)
     started = speaker.messages[0]
     sid, token = started["session_id"], started["viewer_token"]
     assert token_valid(_settings_of(edge), sid, token)
@@ -152,7 +162,7 @@ async def _until_viewers(http: aiohttp.ClientSession, server: TestServer, count:
 async def test_a_late_joiner_first_gets_the_last_finals_from_the_stream(
     edge: TestServer, http: aiohttp.ClientSession, bus: NATS
 ) -> None:
-    speaker = await connect(http, ws_url(edge))
+    speaker = await speaker_of(http, edge)
     sid, token = speaker.messages[0]["session_id"], speaker.messages[0]["viewer_token"]
     for index in range(1, 6):
         await publish_final(bus, sid, index, f"Sentence number {index}.")
@@ -186,7 +196,7 @@ async def test_a_viewer_that_stops_reading_is_dropped_and_the_others_keep_every_
 ) -> None:
     settings = _settings(nats_server, max_send_queue_size=8, client_send_buffer_bytes=16384)
     async with edge_server(settings) as edge:
-        speaker = await connect(http, ws_url(edge))
+        speaker = await speaker_of(http, edge)
         sid, token = speaker.messages[0]["session_id"], speaker.messages[0]["viewer_token"]
         path = f"/v1/sessions/{sid}/captions?token={token}"
         port = edge.port
@@ -228,7 +238,7 @@ def _read_to_the_end(client: RawClient) -> int | None:
 async def test_bad_tokens_are_refused_before_the_upgrade(
     edge: TestServer, http: aiohttp.ClientSession
 ) -> None:
-    speaker = await connect(http, ws_url(edge))
+    speaker = await speaker_of(http, edge)
     sid, token = speaker.messages[0]["session_id"], speaker.messages[0]["viewer_token"]
     other = await connect(http, ws_url(edge))
     cases = [
@@ -253,7 +263,7 @@ async def test_viewers_past_the_edge_cap_get_capacity_and_speakers_are_unaffecte
     nats_server: NatsServer, http: aiohttp.ClientSession, bus: NATS
 ) -> None:
     async with edge_server(_settings(nats_server, max_viewers_per_edge=2, max_sessions_per_worker=1)) as edge:
-        speaker = await connect(http, ws_url(edge))
+        speaker = await speaker_of(http, edge)
         sid, token = speaker.messages[0]["session_id"], speaker.messages[0]["viewer_token"]
         viewers = [await viewer(http, captions_url(edge, sid, token)) for _ in range(2)]
         await _until_viewers(http, edge, 2)
@@ -281,7 +291,7 @@ async def test_a_draining_edge_closes_its_viewers_with_1012_after_their_finals(
     nats_server: NatsServer, http: aiohttp.ClientSession, bus: NATS
 ) -> None:
     async with edge_server(_settings(nats_server, drain_timeout_seconds=2.0)) as edge:
-        speaker = await connect(http, ws_url(edge))
+        speaker = await speaker_of(http, edge)
         sid, token = speaker.messages[0]["session_id"], speaker.messages[0]["viewer_token"]
         watcher = await viewer(http, captions_url(edge, sid, token))
         await _until_viewers(http, edge, 1)
