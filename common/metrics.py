@@ -36,6 +36,7 @@ FINALS_FAILED = Counter(
     "asr_finals_failed_total", "Finals that reached the client as TRANSCRIPTION_FAILED, by who declared them",
     ["source"],
 )
+CAPTION_VIEWERS = Gauge("asr_caption_viewers", "Read-only caption viewers connected to this edge")
 EDGE_DRAINING = Gauge("asr_edge_draining", "1 while this edge drains (SIGTERM): no new sessions")
 STAGE_ASR_TO_EDGE = Histogram(
     "asr_stage_asr_to_edge_seconds", "ASR worker publishing a transcript to the edge receiving it",

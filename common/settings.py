@@ -121,6 +121,15 @@ class Settings:
     log_transcripts: bool = False
     """Write transcript text into INFO logs. Off: text is logged only at DEBUG (dictation content
     is personal data)."""
+    max_viewers_per_edge: int = 2000
+    """Read-only caption viewers (/v1/sessions/{id}/captions) one edge serves at once; more get
+    CAPACITY and close 1013. Viewers take no transcription capacity."""
+    viewer_backlog_finals: int = 50
+    """Finals a viewer that joins late receives first (the session's most recent ones)."""
+    viewer_token_secret: str = ""
+    """Key that signs viewer tokens (HMAC-SHA256 of the session id); set the same value on every
+    edge of a cluster. Empty: a random key per edge process, so a viewer link works only on the edge
+    that started the session and only until it restarts."""
 
     # --- VAD worker -------------------------------------------------------------------------
     vad_thread_pool_size: int = 4
@@ -288,6 +297,12 @@ def _validate(s: Settings) -> list[str]:
     add(_range("orphan_timeout_seconds", s.orphan_timeout_seconds, 1, 86400,
                "use 10-60: long enough for a client to reconnect, short enough to free capacity."))
     add(_range("edge_heartbeat_seconds", s.edge_heartbeat_seconds, 0.2, 60, "use 1-5."))
+    add(_range("max_viewers_per_edge", s.max_viewers_per_edge, 0, 1_000_000,
+               "use 0 (no viewers) or a few thousand; each viewer costs a socket and a small queue."))
+    add(_range("viewer_backlog_finals", s.viewer_backlog_finals, 0, 10000, "use 20-200."))
+    if s.viewer_token_secret and len(s.viewer_token_secret) < 16:
+        add("viewer_token_secret is shorter than 16 characters; use a long random value "
+            "(openssl rand -hex 32), the same on every edge.")
     add(_range("drain_timeout_seconds", s.drain_timeout_seconds, 1, 600, "use 10-60."))
     add(_range("end_flush_timeout_seconds", s.end_flush_timeout_seconds, 1, 600, "use 10-60."))
     add(_range("publish_timeout_seconds", s.publish_timeout_seconds, 0.1, 60, "use 1-10."))

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from common import bus, metrics, presence, tasks
 from common.health import healthz, metrics_handler
 from common.settings import Settings
+from ingest import captions, pages
 from ingest import protocol as p
 from ingest.auth import Gatekeeper, Refusal
 from ingest.connection import Connection
@@ -217,5 +218,7 @@ def init(settings: Settings) -> web.Application:
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    pages.add_routes(app)
+    captions.setup(app, CONTEXT)
     _ = metrics  # the edge's metrics are declared in common.metrics
     return app

@@ -37,6 +37,7 @@ from ingest.delivery import Delivery, DeliveryOptions, GiveUp, Repair
 from ingest.outbox import Closing, Outbox
 from ingest.rate_limit import RateLimiter, RateLimitOptions
 from ingest.session_store import Admit, ResumeError, SessionRecord, hash_token
+from ingest.viewer_tokens import viewer_token
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,8 @@ class Connection:
             await self._store_update()
             self._watcher = asyncio.create_task(self._watch(), name=f"watch-{self.session_id}")
             self._out.send(
-                p.session_started(self.session_id, self.resume_token, self.ctx.edge_id, self.sample_rate),
+                {**p.session_started(self.session_id, self.resume_token, self.ctx.edge_id, self.sample_rate),
+                 "viewer_token": viewer_token(self.settings, self.session_id)},
                 droppable=False,
             )
             self.log.info("started (sample_rate=%d)", self.sample_rate)

@@ -23,6 +23,15 @@ if ! command -v promtool >/dev/null 2>&1; then
     echo "promtool missing: install it (apt-get install prometheus)" >&2
   fi
 fi
+# The browser tests drive Debian's chromium with Playwright (executable_path; Playwright's own
+# browser download is never used), installed here if missing and possible.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "chromium missing: install it (apt-get install chromium)" >&2
+  fi
+fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 .venv/bin/ruff check .

@@ -603,6 +603,21 @@ SCENARIOS: dict[str, tuple[list[dict[str, str]], str, set[str]]] = {
         "16m",
         {"ASRSlowClientClosesSpike"},
     ),
+    "one final failed on every try": (
+        healthy(series("asr_finals_failed_total", {**ASR, "source": "asr_attempts"}, f"0x10 1x{MINUTES - 10}")),
+        "12m",
+        {"ASRFinalsFailed"},
+    ),
+    "a final failed half an hour ago": (
+        healthy(series("asr_finals_failed_total", {**EDGE, "source": "edge_timeout"}, f"0x5 1x{MINUTES - 5}")),
+        "30m",
+        set(),
+    ),
+    "a bus outage made an edge publish again": (
+        healthy(series("asr_bus_outages_total", EDGE, f"0x10 3x{MINUTES - 10}")),
+        "11m",
+        {"ASRBusOutage"},
+    ),
 }
 
 
