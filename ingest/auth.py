@@ -78,7 +78,9 @@ class Gatekeeper:
         """Authentication and origin; None when the request may go on."""
         if self.key_digests:
             auth = headers.get("Authorization", "")
-            key = auth[7:].strip() if auth[:7].lower() == "bearer " else query.get("token", "")
+            scheme, space, credential = auth.partition(" ")
+            # Bearer is ours; Token is how Deepgram's clients send their key (docs/deepgram.md).
+            key = credential.strip() if space and scheme.lower() in ("bearer", "token") else query.get("token", "")
             if not key:
                 return Refusal(401, p.UNAUTHORIZED, "An API key is required: Authorization: Bearer KEY or ?token=KEY")
             digest = _digest(key)
