@@ -54,7 +54,7 @@ async def listen_handler(request: web.Request) -> web.StreamResponse:
     try:
         options = deepgram.parse_query(request.query, settings)
     except deepgram.QueryError as exc:
-        return web.json_response(deepgram.http_error(exc.message), status=400)
+        return web.json_response(deepgram.http_error(400, exc.message), status=400)
     wire = deepgram.DeepgramWire(options, settings)
     return await _serve(request, options.sample_rate, wire, options_header=options.options_header(),
                         refusal_body=deepgram.http_error)
@@ -62,7 +62,7 @@ async def listen_handler(request: web.Request) -> web.StreamResponse:
 
 async def _serve(
     request: web.Request, sample_rate: int, wire: Wire, *, options_header: str = "",
-    refusal_body: Callable[[str], dict[str, Any]] | None = None,
+    refusal_body: Callable[[int, str], dict[str, Any]] | None = None,
 ) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     settings = ctx.settings
@@ -90,12 +90,12 @@ async def _serve(
 
 
 def _refuse(
-    ctx: EdgeContext, refusal: Refusal, reason: str, body: Callable[[str], dict[str, Any]] | None = None,
+    ctx: EdgeContext, refusal: Refusal, reason: str, body: Callable[[int, str], dict[str, Any]] | None = None,
 ) -> web.Response:
     """An HTTP answer before the upgrade, counted like the errors sent on open sessions."""
     metrics.SESSIONS_REJECTED.labels(reason).inc()
     ctx.count(f"error.{refusal.code}")
-    answer = body(refusal.message) if body else p.error(refusal.code, refusal.message)
+    answer = body(refusal.status, refusal.message) if body else p.error(refusal.code, refusal.message)
     return web.json_response(answer, status=refusal.status)
 
 

@@ -91,9 +91,12 @@ class ListenOptions:
         return json.dumps({"endpointing_ms": self.endpointing_ms}, separators=(",", ":"))
 
 
-def http_error(message: str) -> dict[str, Any]:
+_ERR_CODES = {400: "Bad Request", 401: "INVALID_AUTH", 403: "INSUFFICIENT_PERMISSIONS", 429: "TOO_MANY_REQUESTS"}
+
+
+def http_error(status: int, message: str) -> dict[str, Any]:
     """The JSON body of an HTTP refusal before the upgrade, in Deepgram's shape."""
-    return {"err_code": "Bad Request", "err_msg": message, "request_id": str(uuid.uuid4())}
+    return {"err_code": _ERR_CODES.get(status, "Bad Request"), "err_msg": message, "request_id": str(uuid.uuid4())}
 
 
 def parse_query(query: Mapping[str, str], settings: Settings) -> ListenOptions:

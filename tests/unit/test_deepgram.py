@@ -105,9 +105,10 @@ def test_missing_encoding_is_refused() -> None:
 
 
 def test_http_error_body_is_deepgrams() -> None:
-    body = dg.http_error("channels must be 1")
+    body = dg.http_error(400, "channels must be 1")
     assert body["err_code"] == "Bad Request" and body["err_msg"] == "channels must be 1"
     assert len(body["request_id"]) == 36
+    assert dg.http_error(401, "Invalid API key")["err_code"] == "INVALID_AUTH"
 
 
 # --- client frames ----------------------------------------------------------------------------
