@@ -4,6 +4,9 @@ Policy lives in the engines beside it: ``protocol`` (what a client message means
 ``rate_limit`` (pacing), ``audio_publisher`` (audio onto the bus, acknowledged, through outages),
 ``delivery`` (what the client is sent and when: order, skip, pacing, gaps, targets),
 ``outbox`` (the bounded queue and the writer), ``stored_results`` (the durable path back).
+A ``Wire`` translates at the two ends only: client frames into native commands as they are read,
+native messages into the client's as the writer sends them (``NativeWire``, docs/protocol.md,
+is the identity; ``ingest.deepgram`` is Deepgram's live API). Everything between is shared.
 
 Tasks per connection, all owned here: the reader (this coroutine), the outbox's writer, and a
 watcher that acts on the delivery engine's gap actions. The NATS subscription callbacks only feed
