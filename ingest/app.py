@@ -22,7 +22,7 @@ from common.health import healthz, metrics_handler
 from common.settings import Settings
 from ingest import deepgram
 from ingest import protocol as p
-from ingest.auth import Gatekeeper, Refusal
+from ingest.auth import SUBPROTOCOLS, Gatekeeper, Refusal
 from ingest.connection import Connection, NativeWire, Wire
 from ingest.context import EdgeContext
 from ingest.redis_store import RedisSessionStore
@@ -57,12 +57,12 @@ async def listen_handler(request: web.Request) -> web.StreamResponse:
         return web.json_response(deepgram.http_error(400, exc.message), status=400)
     wire = deepgram.DeepgramWire(options, settings)
     return await _serve(request, options.sample_rate, wire, options_header=options.options_header(),
-                        refusal_body=deepgram.http_error)
+                        refusal_body=deepgram.http_error, protocols=SUBPROTOCOLS)
 
 
 async def _serve(
     request: web.Request, sample_rate: int, wire: Wire, *, options_header: str = "",
-    refusal_body: Callable[[int, str], dict[str, Any]] | None = None,
+    refusal_body: Callable[[int, str], dict[str, Any]] | None = None, protocols: tuple[str, ...] = (),
 ) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
     settings = ctx.settings
@@ -75,7 +75,7 @@ async def _serve(
         return _refuse(ctx, refusal, "per_ip_limit", refusal_body)
     try:
         ws = EdgeWebSocket(max_msg_size=settings.max_frame_bytes, heartbeat=settings.ws_ping_seconds,
-                           compress=False)
+                           compress=False, protocols=protocols)
         await ws.prepare(request)
         _bound_send_buffer(request, settings.client_send_buffer_bytes)
         if ctx.draining:

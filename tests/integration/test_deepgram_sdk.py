@@ -266,8 +266,12 @@ async def test_token_auth(stack: Stack, http: aiohttp.ClientSession) -> None:
         async with http.get(url.replace("ws://", "http://", 1), headers=headers) as resp:
             body = await resp.json()
         assert resp.status == 401 and body["err_code"] == "INVALID_AUTH" and body["err_msg"], body
-    ws = await asyncio.wait_for(http.ws_connect(url, headers={"Authorization": f"Token {KEY}"}), STEP)
-    await ws.send_str(json.dumps({"type": "CloseStream"}))
-    frame = await asyncio.wait_for(ws.receive(), 30)
-    assert json.loads(frame.data)["type"] == "Metadata"
-    assert (await asyncio.wait_for(ws.receive(), STEP)).type == aiohttp.WSMsgType.CLOSE
+    by_header = asyncio.wait_for(http.ws_connect(url, headers={"Authorization": f"Token {KEY}"}), STEP)
+    by_subprotocol = asyncio.wait_for(http.ws_connect(url, protocols=("token", KEY)), STEP)  # browsers
+    for connecting in (by_header, by_subprotocol):
+        ws = await connecting
+        await ws.send_str(json.dumps({"type": "CloseStream"}))
+        frame = await asyncio.wait_for(ws.receive(), 30)
+        assert json.loads(frame.data)["type"] == "Metadata"
+        assert (await asyncio.wait_for(ws.receive(), STEP)).type == aiohttp.WSMsgType.CLOSE
+    assert ws.protocol == "token"  # the browser's handshake needs the server to pick it

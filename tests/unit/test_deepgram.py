@@ -16,9 +16,10 @@ from deepgram.listen.v1.types import (
     ListenV1UtteranceEnd,
 )
 
-from common.settings import Settings
+from common.settings import Settings, replace
 from ingest import deepgram as dg
 from ingest import protocol as p
+from ingest.auth import Gatekeeper
 
 SETTINGS = Settings()
 BASE = {"encoding": "linear16", "sample_rate": "16000"}
@@ -109,6 +110,22 @@ def test_http_error_body_is_deepgrams() -> None:
     assert body["err_code"] == "Bad Request" and body["err_msg"] == "channels must be 1"
     assert len(body["request_id"]) == 36
     assert dg.http_error(401, "Invalid API key")["err_code"] == "INVALID_AUTH"
+
+
+@pytest.mark.parametrize(("headers", "query", "refused"), [
+    ({"Authorization": "Token k-0123456789abcdef"}, {}, False),
+    ({"Authorization": "token k-0123456789abcdef"}, {}, False),
+    ({"Authorization": "Bearer k-0123456789abcdef"}, {}, False),
+    ({"Authorization": "Token wrong"}, {}, True),
+    ({"Sec-WebSocket-Protocol": "token, k-0123456789abcdef"}, {}, False),
+    ({"Sec-WebSocket-Protocol": "token, wrong"}, {}, True),
+    ({"Sec-WebSocket-Protocol": "k-0123456789abcdef"}, {}, True),
+    ({}, {"token": "k-0123456789abcdef"}, False),
+    ({}, {}, True),
+])
+def test_deepgram_clients_keys_are_accepted(headers: dict[str, str], query: dict[str, str], refused: bool) -> None:
+    gate = Gatekeeper.from_settings(replace(Settings(), api_keys="k-0123456789abcdef"))
+    assert (gate.check(headers, query) is not None) == refused
 
 
 # --- client frames ----------------------------------------------------------------------------
