@@ -10,7 +10,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
@@ -20,10 +20,10 @@ from redis.exceptions import RedisError
 from common import bus, metrics, presence, tasks
 from common.health import healthz, metrics_handler
 from common.settings import Settings
-from ingest import captions, pages
+from ingest import captions, deepgram, pages
 from ingest import protocol as p
-from ingest.auth import Gatekeeper, Refusal
-from ingest.connection import Connection
+from ingest.auth import SUBPROTOCOLS, Gatekeeper, Refusal
+from ingest.connection import Connection, NativeWire, Wire
 from ingest.context import EdgeContext
 from ingest.redis_store import RedisSessionStore
 from ingest.session_store import MemorySessionStore, SessionStore
@@ -38,8 +38,6 @@ MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 48000
 
 
 async def stream_handler(request: web.Request) -> web.StreamResponse:
-    ctx = request.app[CONTEXT]
-    settings = ctx.settings
     raw_rate = request.query.get("sample_rate", "16000")
     if not raw_rate.isdigit() or not MIN_SAMPLE_RATE <= int(raw_rate) <= MAX_SAMPLE_RATE:
         return web.json_response(
@@ -47,33 +45,58 @@ async def stream_handler(request: web.Request) -> web.StreamResponse:
                     f"sample_rate must be a whole number of Hz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}"),
             status=400,
         )
+    return await _serve(request, int(raw_rate), NativeWire())
+
+
+async def listen_handler(request: web.Request) -> web.StreamResponse:
+    """Deepgram's live API (docs/deepgram.md): the same session, another wire format."""
+    settings = request.app[SETTINGS]
+    try:
+        options = deepgram.parse_query(request.query, settings)
+    except deepgram.QueryError as exc:
+        return web.json_response(deepgram.http_error(400, exc.message), status=400)
+    wire = deepgram.DeepgramWire(options, settings)
+    return await _serve(request, options.sample_rate, wire, options_header=options.options_header(),
+                        refusal_body=deepgram.http_error, protocols=SUBPROTOCOLS)
+
+
+async def _serve(
+    request: web.Request, sample_rate: int, wire: Wire, *, options_header: str = "",
+    refusal_body: Callable[[int, str], dict[str, Any]] | None = None, protocols: tuple[str, ...] = (),
+) -> web.StreamResponse:
+    ctx = request.app[CONTEXT]
+    settings = ctx.settings
     refusal = ctx.gate.check(request.headers, request.query)
     if refusal is not None:
-        return _refuse(ctx, refusal, refusal.code.lower())
+        return _refuse(ctx, refusal, refusal.code.lower(), refusal_body)
     ip = request.remote or "?"
     refusal = ctx.gate.open(ip)
     if refusal is not None:
-        return _refuse(ctx, refusal, "per_ip_limit")
+        return _refuse(ctx, refusal, "per_ip_limit", refusal_body)
     try:
         ws = EdgeWebSocket(max_msg_size=settings.max_frame_bytes, heartbeat=settings.ws_ping_seconds,
-                           compress=False)
+                           compress=False, protocols=protocols)
         await ws.prepare(request)
         _bound_send_buffer(request, settings.client_send_buffer_bytes)
         if ctx.draining:
-            await ws.send_json(p.error(p.CAPACITY, "Edge is draining, reconnect to another edge"))
+            for message in wire.render(p.error(p.CAPACITY, "Edge is draining, reconnect to another edge")):
+                await ws.send_json(message)
             await ws.close(code=p.CLOSE_DRAINING, message=b"Edge draining")
             return ws
-        await Connection(ctx, ws, int(raw_rate), request.transport).run()
+        await Connection(ctx, ws, sample_rate, request.transport, wire=wire, options_header=options_header).run()
         return ws
     finally:
         ctx.gate.close(ip)
 
 
-def _refuse(ctx: EdgeContext, refusal: Refusal, reason: str) -> web.Response:
+def _refuse(
+    ctx: EdgeContext, refusal: Refusal, reason: str, body: Callable[[int, str], dict[str, Any]] | None = None,
+) -> web.Response:
     """An HTTP answer before the upgrade, counted like the errors sent on open sessions."""
     metrics.SESSIONS_REJECTED.labels(reason).inc()
     ctx.count(f"error.{refusal.code}")
-    return web.json_response(p.error(refusal.code, refusal.message), status=refusal.status)
+    answer = body(refusal.status, refusal.message) if body else p.error(refusal.code, refusal.message)
+    return web.json_response(answer, status=refusal.status)
 
 
 def _bound_send_buffer(request: web.Request, size: int) -> None:
@@ -214,6 +237,7 @@ def init(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_bus)
     app.on_shutdown.append(_drain)
     app.router.add_get("/v1/stream", stream_handler)
+    app.router.add_get("/v1/listen", listen_handler)
     app.router.add_get("/v1/metrics", json_metrics)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)

@@ -59,6 +59,17 @@ class ConnectRate:
         return wait
 
 
+def subprotocol_key(headers: Mapping[str, str]) -> str:
+    """The key of a browser client that cannot set headers and offers it as WebSocket subprotocols
+    ``token, KEY`` (as Deepgram's browser clients do); "" when there is none. The server answers
+    with the ``token`` subprotocol (``SUBPROTOCOLS``)."""
+    offered = [part.strip() for part in headers.get("Sec-WebSocket-Protocol", "").split(",")]
+    return offered[1] if len(offered) == 2 and offered[0].lower() == "token" else ""
+
+
+SUBPROTOCOLS = ("token",)
+
+
 @dataclass
 class Gatekeeper:
     key_digests: tuple[bytes, ...]
@@ -78,7 +89,11 @@ class Gatekeeper:
         """Authentication and origin; None when the request may go on."""
         if self.key_digests:
             auth = headers.get("Authorization", "")
-            key = auth[7:].strip() if auth[:7].lower() == "bearer " else query.get("token", "")
+            scheme, space, credential = auth.partition(" ")
+            # Bearer is ours; Token is how Deepgram's clients send their key (docs/deepgram.md).
+            key = credential.strip() if space and scheme.lower() in ("bearer", "token") else query.get("token", "")
+            if not key:
+                key = subprotocol_key(headers)
             if not key:
                 return Refusal(401, p.UNAUTHORIZED, "An API key is required: Authorization: Bearer KEY or ?token=KEY")
             digest = _digest(key)

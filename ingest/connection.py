@@ -4,6 +4,9 @@ Policy lives in the engines beside it: ``protocol`` (what a client message means
 ``rate_limit`` (pacing), ``audio_publisher`` (audio onto the bus, acknowledged, through outages),
 ``delivery`` (what the client is sent and when: order, skip, pacing, gaps, targets),
 ``outbox`` (the bounded queue and the writer), ``stored_results`` (the durable path back).
+A ``Wire`` translates at the two ends only: client frames into native commands as they are read,
+native messages into the client's as the writer sends them (``NativeWire``, docs/protocol.md,
+is the identity; ``ingest.deepgram`` is Deepgram's live API). Everything between is shared.
 
 Tasks per connection, all owned here: the reader (this coroutine), the outbox's writer, and a
 watcher that acts on the delivery engine's gap actions. The NATS subscription callbacks only feed
@@ -18,7 +21,7 @@ import logging
 import secrets
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import nats
@@ -45,13 +48,41 @@ STORE_UPDATE_EVERY_S = 1.0  # activity, position and metrics reach the session s
 WATCH_EVERY_S = 0.25  # how often the watcher asks the delivery engine about gaps
 
 
+class Wire(Protocol):
+    """A wire format on top of the native session: what a client frame means (a native command)
+    and what the client gets for each native server message (zero or more messages of its own).
+    The session logic never sees anything but native commands and messages."""
+
+    def parse(self, data: bytes | str, max_chunk_bytes: int) -> p.Command:
+        """A binary (``bytes``) or text (``str``) frame as a command; ``p.ProtocolError`` if bad."""
+        ...
+
+    def render(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        """The messages the client is sent for one native message, in order ([] suppresses it)."""
+        ...
+
+
+class NativeWire:
+    """docs/protocol.md: the native wire is the identity."""
+
+    def parse(self, data: bytes | str, max_chunk_bytes: int) -> p.Command:
+        if isinstance(data, bytes):
+            return p.parse_binary(data, max_chunk_bytes)
+        return p.parse_text(data, max_chunk_bytes)
+
+    def render(self, message: dict[str, Any]) -> list[dict[str, Any]]:
+        return [message]
+
+
 class Connection:
     def __init__(
         self, ctx: EdgeContext, ws: web.WebSocketResponse, sample_rate: int,
-        transport: asyncio.Transport | None = None,
+        transport: asyncio.Transport | None = None, *, wire: Wire | None = None, options_header: str = "",
     ) -> None:
         self.ctx = ctx
         self.ws = ws
+        self.wire: Wire = wire or NativeWire()
+        self.options_header = options_header  # per-session VAD overrides on every audio message, or ""
         self.transport = transport  # aborted when a client that stopped reading must go
         self.settings = s = ctx.settings
         self.sample_rate = sample_rate
@@ -104,7 +135,8 @@ class Connection:
         if admitted is not Admit.OK:
             metrics.SESSIONS_REJECTED.labels(admitted.value).inc()
             metrics.CLIENT_ERRORS.labels(p.CAPACITY).inc()
-            await self.ws.send_json(p.error(p.CAPACITY, "Service at capacity, please try again"))
+            for message in self.wire.render(p.error(p.CAPACITY, "Service at capacity, please try again")):
+                await self.ws.send_json(message)
             await self.ws.close(code=p.CLOSE_CAPACITY, message=b"At capacity")
             return
         metrics.SESSIONS_TOTAL.inc()
@@ -112,7 +144,7 @@ class Connection:
         self.ctx.connections.add(self)
         self.out = Outbox(self.ws, self.transport, max_queue=self.settings.max_send_queue_size,
                           slow_threshold=self.settings.slow_send_threshold, count=self.ctx.count,
-                          label=self.session_id)
+                          label=self.session_id, render=self.wire.render)
         self.out.on_sent = self._pump
         close = Closing(p.CLOSE_NORMAL, "")
         try:
@@ -209,10 +241,7 @@ class Connection:
             t0 = time.perf_counter()
             self._messages_seen += 1
             try:
-                if msg.type == WSMsgType.BINARY:
-                    command: p.Command = p.parse_binary(msg.data, self.settings.max_chunk_bytes)
-                else:
-                    command = p.parse_text(msg.data, self.settings.max_chunk_bytes)
+                command = self.wire.parse(msg.data, self.settings.max_chunk_bytes)
                 done = await self._handle(command)
             except p.ProtocolError as exc:
                 self._client_error(exc.code, exc.message)
@@ -397,7 +426,8 @@ class Connection:
     def _publisher_for(self, session_id: str) -> AudioPublisher:
         s = self.settings
         return AudioPublisher(self.ctx.nc, self.ctx.js, session_id, window=s.max_pending_publishes,
-                              ack_timeout_s=s.publish_timeout_seconds, outage_timeout_s=s.bus_outage_timeout_seconds)
+                              ack_timeout_s=s.publish_timeout_seconds, outage_timeout_s=s.bus_outage_timeout_seconds,
+                              options_header=self.options_header)
 
     # --- bus -> client ----------------------------------------------------------------------
 

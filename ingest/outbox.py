@@ -30,6 +30,10 @@ CLOSE_GRACE_S = 5.0  # a client being closed has this long to read its close fra
 _json = msgspec.json.Encoder()
 
 
+def _identity(msg: dict[str, Any]) -> list[dict[str, Any]]:
+    return [msg]
+
+
 @dataclass(frozen=True, slots=True)
 class Closing:
     """How the session ends: WebSocket close code and reason."""
@@ -42,8 +46,10 @@ class Outbox:
     def __init__(
         self, ws: web.WebSocketResponse, transport: asyncio.Transport | None, *, max_queue: int,
         slow_threshold: int, count: Callable[[str], None], label: str,
+        render: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.ws = ws
+        self.render = render or _identity  # the wire format: native message -> what the client gets
         self.transport = transport
         self.queue = SendQueue(max_queue)
         self.slow_threshold = slow_threshold
@@ -140,17 +146,20 @@ class Outbox:
             if self.fatal is not None:
                 return  # the closer task ends the connection
             while (msg := self.queue.get()) is not None:
-                self._sending = True
-                try:
-                    await self.ws.send_str(_json.encode(msg).decode())
-                except ConnectionError:
-                    return
-                finally:
-                    self._sending = False
+                frames = self.render(msg)
+                for frame in frames:
+                    self._sending = True
+                    try:
+                        await self.ws.send_str(_json.encode(frame).decode())
+                    except ConnectionError:
+                        return
+                    finally:
+                        self._sending = False
                 self._full_events = 0
-                metrics.MESSAGES_SENT.labels(msg["type"]).inc()
-                if msg["type"] == "transcript" and not msg["is_final"]:
-                    self.partials_sent += 1
+                if frames:  # counted as the native message it was; a suppressed one is not sent
+                    metrics.MESSAGES_SENT.labels(msg["type"]).inc()
+                    if msg["type"] == "transcript" and not msg["is_final"]:
+                        self.partials_sent += 1
                 if self.on_sent is not None:
                     self.on_sent()
             self._emptied.set()
