@@ -28,18 +28,23 @@ log = logging.getLogger(__name__)
 FINAL_ACK_WAIT_S = 10.0  # a dead ASR worker's final goes to another this soon; live ones send in-progress
 PARTIAL_ACK_WAIT_S = 10.0
 VAD_ACK_WAIT_S = 30.0
+RECORD_AUDIO_KEY = "asr_record_audio"  # AUDIO stream metadata: "false" when record_audio is off
 
 
 def stream_configs(settings: Settings) -> list[StreamConfig]:
+    # Recording off: audio stays only as long as crash recovery and resume need it.
+    audio_age = settings.audio_retention_seconds if settings.record_audio else settings.audio_recovery_seconds
     return [
         StreamConfig(
             name=subjects.AUDIO_STREAM,
             subjects=["audio.>"],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
-            max_age=float(settings.audio_retention_seconds),
+            max_age=float(audio_age),
             discard=DiscardPolicy.OLD,
-            duplicate_window=120.0,
+            duplicate_window=min(120.0, float(audio_age)),
+            max_bytes=settings.audio_max_bytes or -1,
+            metadata={RECORD_AUDIO_KEY: "true" if settings.record_audio else "false"},
         ),
         StreamConfig(
             name=subjects.JOBS_FINAL_STREAM,
@@ -65,6 +70,8 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=float(settings.results_retention_seconds),
+            max_bytes=settings.results_max_bytes or -1,
+            discard=DiscardPolicy.OLD,
             allow_direct=True,
             duplicate_window=120.0,
         ),
