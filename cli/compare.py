@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from cli.transcript_formats import Final
 
@@ -134,7 +135,7 @@ def overall(rows: list[Row], a_latencies: list[float], b_latencies: list[float])
                _mean(b_latencies))
 
 
-def report_json(a_label: str, b_label: str, rows: list[Row], total: Row) -> dict[str, object]:
+def report_json(a_label: str, b_label: str, rows: list[Row], total: Row) -> dict[str, Any]:
     return {"a": a_label, "b": b_label, "sessions": [r.as_json() for r in rows], "overall": total.as_json()}
 
 

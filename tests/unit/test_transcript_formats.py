@@ -114,7 +114,7 @@ def test_a_row_and_the_overall_row() -> None:
     assert (total.a_words, total.diff.edits, total.a_finals) == (8, 1, 3)
     assert total.word_diff_rate == pytest.approx(1 / 8)
     report = compare.report_json("live transcript", "replay with endpointing_ms=800", [row, other], total)
-    assert [s["session_id"] for s in report["sessions"]] == ["live1234", "other123"]  # type: ignore[index]
+    assert [s["session_id"] for s in report["sessions"]] == ["live1234", "other123"]
     table = compare.table("live transcript", "replay", [row, other], total).splitlines()
     assert table[0] == "A: live transcript" and table[-1].startswith("overall")
     assert "12.5%" in table[-1] and "+0.30s" in table[3]
