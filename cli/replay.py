@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import re
 import sys
 import time
 import uuid
@@ -43,10 +44,11 @@ from cli.progress import Progress
 from cli.sessions import parse_duration
 from cli.transcript_formats import EXTENSIONS, FORMATS, Final, delivered, render
 from common import subjects, tasks
-from common.audio import pcm_duration_s
+from common.audio import TARGET_RATE, AudioFormatError, pcm_duration_s, read_audio
 from common.messages import SessionFlushed, Transcript, result_decoder
 from common.settings import Settings, SettingsError, replace
 
+FILE_CHUNK_MS = 100  # an audio file given to `asr replay` is fed in chunks of this length
 MAX_IN_FLIGHT = 64  # unacknowledged audio publishes per replayed session at --speed max
 REPAIR_EVERY_S = 2.0  # without a live result this long, read the RESULTS stream for missed finals
 PROGRESS_EVERY_S = 0.5
@@ -117,8 +119,20 @@ class Job:
     options: dict[str, int]
 
 
+def file_messages(pcm: bytes, chunk_ms: int = FILE_CHUNK_MS) -> list[recordings.AudioMessage]:
+    """An audio file as if a client had streamed it live: chunks of ``chunk_ms``, then ``end``."""
+    size = TARGET_RATE * 2 * chunk_ms // 1000
+    messages = [
+        recordings.AudioMessage("audio", i + 1, start, pcm_duration_s(start), pcm[start : start + size])
+        for i, start in enumerate(range(0, len(pcm), size))
+    ]
+    return _with_end(messages)
+
+
 def _with_end(messages: list[recordings.AudioMessage]) -> list[recordings.AudioMessage]:
-    if messages and messages[-1].kind == "end":
+    if not messages:
+        return [recordings.AudioMessage("end", 1, 0, 0.0, b"")]
+    if messages[-1].kind == "end":
         return messages
     last = messages[-1]
     return [*messages, recordings.AudioMessage("end", last.seq + 1, last.offset + len(last.pcm), last.sent_at, b"")]
@@ -142,7 +156,7 @@ async def _feed(
         headers = {
             subjects.H_MSG_ID: f"{replay_id}.{seq}", subjects.H_KIND: msg.kind, subjects.H_SEQ: str(seq),
             subjects.H_OFFSET: str(offset), subjects.H_SENT_AT: f"{time.time():.6f}",
-            subjects.H_REPLAY: job.source_id,
+            subjects.H_REPLAY: _replay_of(job.source_id),
         }
         if options:
             headers[subjects.H_OPTIONS] = options
@@ -220,7 +234,8 @@ async def replay_one(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("session_ids", nargs="*", metavar="SESSION_ID", help="recorded sessions to replay")
+    parser.add_argument("session_ids", nargs="*", metavar="SESSION_ID",
+                        help="recorded sessions to replay, or audio files (WAV, mp3, m4a, ogg, flac, video)")
     parser.add_argument("--since", type=parse_duration, default=None, metavar="DURATION",
                         help="replay every recorded (non-replay) session started within this long, e.g. 1h")
     parser.add_argument("--speed", type=parse_speed, default=0.0, metavar="1|max",
@@ -308,7 +323,7 @@ def _write_transcripts(args: argparse.Namespace, results: list[Replayed], out: T
     for r in results:
         text = render(r.replay_id, r.finals, args.format)
         if args.output_dir is not None:
-            path = args.output_dir / f"{r.source_id}.{EXTENSIONS[args.format]}"
+            path = args.output_dir / f"{Path(r.source_id).stem}.{EXTENSIONS[args.format]}"
             path.write_text(text)
             out.write(f"{path}\n")
         elif args.format == "json":
@@ -318,6 +333,29 @@ def _write_transcripts(args: argparse.Namespace, results: list[Replayed], out: T
             if len(results) > 1:
                 out.write(f"== {r.source_id} (replay {r.replay_id}) ==\n")
             out.write(text)
+
+
+def _replay_of(source: str) -> str:
+    """The Asr-Replay header: the session id, or ``file:<name>`` (header-safe) for an audio file."""
+    if not _is_file(source):
+        return source
+    return "file:" + re.sub(r"[^A-Za-z0-9._-]", "_", Path(source).name)
+
+
+def _is_file(source: str) -> bool:
+    """An existing file is replayed as audio, never looked up as a session."""
+    return Path(source).is_file()
+
+
+async def _source(js: JetStreamContext, source: str) -> list[recordings.AudioMessage]:
+    """A recorded session's messages, or an audio file (anything FFmpeg decodes) cut into chunks."""
+    if _is_file(source):
+        try:
+            pcm = await asyncio.to_thread(read_audio, source)
+        except (AudioFormatError, OSError) as exc:
+            raise recordings.RecordingError(str(exc)) from None
+        return file_messages(pcm)
+    return await recordings.recorded_audio(js, source)
 
 
 async def _live_side(js: JetStreamContext, session_id: str) -> compare.Side:
@@ -353,7 +391,12 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
         if args.output_dir is not None:
             args.output_dir.mkdir(parents=True, exist_ok=True)
         ids = await _select(js, args)
-        recorded = {sid: await recordings.recorded_audio(js, sid) for sid in ids}
+        recorded = {sid: await _source(js, sid) for sid in ids}
+        files = [sid for sid in ids if _is_file(sid)]
+        if files and args.compare and baseline is None:
+            raise recordings.RecordingError(
+                f"{files[0]} is a file and has no live transcript to compare with; add --baseline-set."
+            )
         live = {sid: await _live_side(js, sid) for sid in ids} if args.compare and baseline is None else {}
         jobs = [Job(sid, msgs, options) for sid, msgs in recorded.items()]
         if args.compare and baseline is not None:

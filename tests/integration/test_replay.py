@@ -24,8 +24,9 @@ import aiohttp
 import pytest
 
 from cli.dev import Stack
-from tests.conftest import THREE_UTTERANCES, free_port, pcm_of
+from tests.conftest import ONE_SENTENCE, THREE_UTTERANCES, free_port, pcm_of
 from tests.helpers import Client, connect, normalise, running_stack, wer
+from tests.unit.test_audio_decode import encode
 
 pytestmark = pytest.mark.slow
 
@@ -309,3 +310,17 @@ def test_recording_off_keeps_audio_only_for_recovery(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "audio outlived the recovery window"
             time.sleep(1.0)
         assert sessions_json(where)[session_id]["finals"] == 3
+
+
+@pytest.mark.timeout(600)
+def test_stream_and_replay_take_compressed_audio_and_video(live: Live, tmp_path: Path) -> None:
+    mp3 = encode(tmp_path / "speech.mp3", "mp3", "libmp3lame", 16000)
+    out = asr("stream", str(mp3), "--url", url(live.stack), timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert wer(ONE_SENTENCE, out.stdout) <= 0.25, out.stdout
+    video = encode(tmp_path / "meeting.mp4", "mp4", "aac", 48000, video=True)
+    out = asr("replay", str(video), "--format", "text", *live.where)
+    assert out.returncode == 0, out.stderr
+    assert wer(ONE_SENTENCE, out.stdout) <= 0.25, out.stdout
+    replays = [s for s in sessions_json(live.where).values() if s["replay_of"] == "file:meeting.mp4"]
+    assert len(replays) == 1 and replays[0]["finals"] == 1
