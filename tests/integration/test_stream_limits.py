@@ -24,14 +24,16 @@ async def test_caps_and_recording_switch_are_applied_and_updated_in_place(nats_s
         await ensure_streams(js, settings)
         audio = (await js.stream_info(subjects.AUDIO_STREAM)).config
         results = (await js.stream_info(subjects.RESULTS_STREAM)).config
-        assert (audio.max_bytes, audio.max_age, audio.metadata[RECORD_AUDIO_KEY]) == (2 * 1048576, 3600, "true")
+        recording = (audio.metadata or {}).get(RECORD_AUDIO_KEY)
+        assert (audio.max_bytes, audio.max_age, recording) == (2 * 1048576, 3600, "true")
         assert results.max_bytes == 1048576
         await js.publish("audio.0.session-1", b"\0" * 32000, headers={subjects.H_KIND: "audio"})
 
         # A deployment switches recording off: the same stream, now kept only for recovery.
         await ensure_streams(js, replace(settings, record_audio=False, audio_recovery_seconds=30, audio_max_bytes=0))
         audio = (await js.stream_info(subjects.AUDIO_STREAM)).config
-        assert (audio.max_age, audio.duplicate_window, audio.metadata[RECORD_AUDIO_KEY]) == (30, 30, "false")
+        recording = (audio.metadata or {}).get(RECORD_AUDIO_KEY)
+        assert (audio.max_age, audio.duplicate_window, recording) == (30, 30, "false")
         assert audio.max_bytes == -1  # 0: no cap
         assert (await js.stream_info(subjects.AUDIO_STREAM)).state.messages == 1  # nothing lost by the update
 
