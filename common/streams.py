@@ -28,23 +28,19 @@ log = logging.getLogger(__name__)
 FINAL_ACK_WAIT_S = 10.0  # a dead ASR worker's final goes to another this soon; live ones send in-progress
 PARTIAL_ACK_WAIT_S = 10.0
 VAD_ACK_WAIT_S = 30.0
-RECORD_AUDIO_KEY = "asr_record_audio"  # AUDIO stream metadata: "false" when record_audio is off
 
 
 def stream_configs(settings: Settings) -> list[StreamConfig]:
-    # Recording off: audio stays only as long as crash recovery and resume need it.
-    audio_age = settings.audio_retention_seconds if settings.record_audio else settings.audio_recovery_seconds
-    return [
+    configs = [
         StreamConfig(
             name=subjects.AUDIO_STREAM,
             subjects=["audio.>"],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
-            max_age=float(audio_age),
+            max_age=float(settings.audio_retention_seconds),
             discard=DiscardPolicy.OLD,
-            duplicate_window=min(120.0, float(audio_age)),
-            max_bytes=settings.audio_max_bytes or -1,
-            metadata={RECORD_AUDIO_KEY: "true" if settings.record_audio else "false"},
+            max_bytes=settings.audio_max_bytes or -1,  # full: the oldest audio goes, new audio is kept
+            duplicate_window=120.0,
         ),
         StreamConfig(
             name=subjects.JOBS_FINAL_STREAM,
@@ -76,6 +72,22 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             duplicate_window=120.0,
         ),
     ]
+    return [_recording_policy(settings, config) for config in configs]
+
+
+RECORD_AUDIO_KEY = "asr_record_audio"  # AUDIO stream metadata: "false" when record_audio is off
+
+
+def _recording_policy(settings: Settings, config: StreamConfig) -> StreamConfig:
+    """AUDIO says whether it is a recording; with record_audio off it keeps audio only as long as
+    crash recovery and resume need it (the dedupe window may not exceed the age limit)."""
+    if config.name != subjects.AUDIO_STREAM:
+        return config
+    metadata = {RECORD_AUDIO_KEY: "true" if settings.record_audio else "false"}
+    if settings.record_audio:
+        return config.evolve(metadata=metadata)
+    age = float(settings.audio_recovery_seconds)
+    return config.evolve(metadata=metadata, max_age=age, duplicate_window=min(config.duplicate_window or age, age))
 
 
 def consumer_configs(settings: Settings) -> dict[str, list[ConsumerConfig]]:
