@@ -306,15 +306,19 @@ class _Runner:
             await asyncio.sleep(PROGRESS_EVERY_S)
 
 
+def _finals(n: int) -> str:
+    return f"{n} final" if n == 1 else f"{n} finals"
+
+
 def _summary(results: list[Replayed], failures: list[str], wall_s: float) -> str:
-    lines = [f"  {r.source_id} -> {r.replay_id}: {len(r.finals)} finals, {r.audio_s:.1f} s of audio "
+    lines = [f"  {r.source_id} -> {r.replay_id}: {_finals(len(r.finals))}, {r.audio_s:.1f} s of audio "
              f"in {r.wall_s:.1f} s" for r in results]
     lines += [f"  failed: {f}" for f in failures]
     audio = sum(r.audio_s for r in results)
     speed = f" ({audio / wall_s:.1f}x real time)" if wall_s > 0 and audio else ""
     lines.append(
         f"replayed {len(results)} session(s): {audio:.1f} s of audio in {wall_s:.1f} s{speed}, "
-        f"{sum(len(r.finals) for r in results)} finals" + (f"; {len(failures)} failed" if failures else "")
+        f"{_finals(sum(len(r.finals) for r in results))}" + (f"; {len(failures)} failed" if failures else "")
     )
     return "\n".join(lines) + "\n"
 
