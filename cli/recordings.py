@@ -14,6 +14,7 @@ Errors a user can act on are :class:`RecordingError` subclasses whose message is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -31,6 +32,7 @@ from common.streams import RECORD_AUDIO_KEY
 
 FETCH_BATCH = 256
 FETCH_TIMEOUT_S = 5.0
+LIST_CONCURRENCY = 16  # sessions `asr sessions` looks up at once
 
 
 class RecordingError(Exception):
@@ -136,6 +138,7 @@ async def read_stream(js: JetStreamContext, stream: str, subject_filter: str, ex
         mem_storage=True,
     )
     sub = await js.pull_subscribe(subject_filter, stream=stream, config=config)
+    consumer = (await sub.consumer_info()).name
     out: list[Msg] = []
     try:
         while True:
@@ -148,6 +151,8 @@ async def read_stream(js: JetStreamContext, stream: str, subject_filter: str, ex
                 break
     finally:
         await sub.unsubscribe()
+        with contextlib.suppress(nats.errors.Error, TimeoutError):
+            await js.delete_consumer(stream, consumer)  # else it lingers for inactive_threshold
     return out
 
 
@@ -225,7 +230,13 @@ async def list_sessions(js: JetStreamContext, since_s: float | None = None) -> l
         per_session[subject.rsplit(".", 1)[-1]] = (subject, count)
     for subject in results:
         per_session.setdefault(subjects.session_of_result(subject), ("", 0))
-    infos = await asyncio.gather(*(session_info(js, sid, subject, n) for sid, (subject, n) in per_session.items()))
+    slots = asyncio.Semaphore(LIST_CONCURRENCY)
+
+    async def info(session_id: str, subject: str, count: int) -> SessionInfo:
+        async with slots:
+            return await session_info(js, session_id, subject, count)
+
+    infos = await asyncio.gather(*(info(sid, subject, n) for sid, (subject, n) in per_session.items()))
     cutoff = time.time() - since_s if since_s is not None else None
     rows = [i for i in infos if cutoff is None or (i.started_at is not None and i.started_at >= cutoff)]
     return sorted(rows, key=lambda i: (i.started_at or 0.0, i.session_id))
