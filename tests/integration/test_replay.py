@@ -316,3 +316,16 @@ def test_stream_and_replay_take_compressed_audio_and_video(live: Live, tmp_path:
     assert wer(ONE_SENTENCE, out.stdout) <= 0.25, out.stdout
     replays = [s for s in sessions_json(live.where).values() if s["replay_of"] == "file:meeting.mp4"]
     assert len(replays) == 1 and replays[0]["finals"] == 1
+
+
+@pytest.mark.timeout(900)
+def test_replay_since_writes_one_file_per_recorded_session(live: Live, tmp_path: Path) -> None:
+    asyncio.run(stream_session(live.stack, pcm_of("one_sentence.wav")))  # at least two recorded sessions
+    recorded = {sid for sid, row in sessions_json(live.where).items() if row["audio_kept"] and not row["replay_of"]}
+    assert len(recorded) >= 2
+    out = asr("replay", "--since", "1h", "--concurrency", "1", "--format", "srt", "-o", str(tmp_path), *live.where)
+    assert out.returncode == 0, out.stderr
+    assert {p.stem for p in tmp_path.glob("*.srt")} == recorded
+    assert f"replayed {len(recorded)} session(s)" in out.stderr
+    cues = (tmp_path / f"{live.session_id}.srt").read_text().strip().split("\n\n")
+    assert [c.splitlines()[2] for c in cues] == texts(live.finals)
