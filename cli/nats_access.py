@@ -19,6 +19,7 @@ from typing import TextIO
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from nats.js.errors import ServiceUnavailableError
 
 from cli.recordings import RecordingError
 from common.nats_server import URL_FILE, NatsServer, NatsServerError
@@ -121,6 +122,10 @@ def run(args: argparse.Namespace, body: Body, stderr: TextIO) -> int:
         return asyncio.run(main())
     except (RecordingError, SettingsError) as exc:
         stderr.write(f"asr {args.command}: {exc}\n")
+        return 2
+    except ServiceUnavailableError:
+        stderr.write(f"asr {args.command}: this NATS has no JetStream, so it is not the service's bus; pass the "
+                     "service's NATS with --nats-url URL, or the folder of `asr dev` with --data-dir DIR.\n")
         return 2
     except nats.errors.Error as exc:  # the bus failed mid-command (it was reachable at the start)
         stderr.write(f"asr {args.command}: NATS failed during the command ({exc or type(exc).__name__}); retry.\n")
