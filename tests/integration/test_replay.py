@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 
 from cli.dev import Stack
-from tests.conftest import ONE_SENTENCE, THREE_UTTERANCES, free_port, pcm_of
+from tests.conftest import DATA, ONE_SENTENCE, THREE_UTTERANCES, free_port, pcm_of
 from tests.helpers import connect, normalise, running_stack, wer
 from tests.unit.test_audio_decode import encode
 
@@ -329,3 +329,35 @@ def test_replay_since_writes_one_file_per_recorded_session(live: Live, tmp_path:
     assert f"replayed {len(recorded)} session(s)" in out.stderr
     cues = (tmp_path / f"{live.session_id}.srt").read_text().strip().split("\n\n")
     assert [c.splitlines()[2] for c in cues] == texts(live.finals)
+
+
+@pytest.mark.timeout(600)
+def test_export_of_a_44k_client_is_the_edges_16k_resampling(live: Live, tmp_path: Path) -> None:
+    """A client at ?sample_rate=44100: the service stores (and exports) its 16 kHz resampling."""
+    import numpy as np
+
+    from common.audio import resample_s16
+
+    with wave.open(str(DATA / "one_sentence_44k_stereo.wav"), "rb") as w:
+        stereo = np.frombuffer(w.readframes(w.getnframes()), "<i2").reshape(-1, 2).astype(np.int32)
+    sent = (stereo.sum(axis=1) // 2).astype("<i2").tobytes()  # what a 44.1 kHz mono client sends
+
+    async def stream_44k() -> str:
+        async with aiohttp.ClientSession() as http:
+            client = await connect(http, url(live.stack) + "?sample_rate=44100")
+            step = 44100 * 2 // 10  # 100 ms
+            for i in range(0, len(sent), step):
+                await asyncio.wait_for(client.ws.send_bytes(sent[i : i + step]), 10)
+            await client.send_json({"type": "end"})
+            await client.until("session_ended", timeout=90)
+            return str(client.messages[0]["session_id"])
+
+    session_id = asyncio.run(stream_44k())
+    out = asr("export", session_id, "-o", str(tmp_path / "s.wav"), *live.where)
+    assert out.returncode == 0, out.stderr
+    with wave.open(str(tmp_path / "s.wav"), "rb") as w:
+        assert w.getframerate() == 16000
+        stored = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.int32)
+    expected = np.frombuffer(resample_s16(sent, 44100, 16000), "<i2").astype(np.int32)
+    assert len(stored) == len(expected) == -(-(len(sent) // 2) * 16000 // 44100)  # ceil(n * 16000 / 44100)
+    assert int(np.abs(stored - expected).max()) <= 1  # the chunked resampler, up to rounding
