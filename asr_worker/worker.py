@@ -22,7 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from asr_worker.transcriber import Recognition, Transcriber, TranscriberOptions
-from common import bus, health, metrics, presence, subjects, tasks
+from common import bus, health, metrics, presence, stream_usage, subjects, tasks
 from common.messages import AsrJob, Transcript, TranscriptionFailed, encode, job_decoder, result_decoder
 from common.settings import Settings
 from common.streams import FINAL_MAX_DELIVER
@@ -129,6 +129,7 @@ class AsrWorker:
                     metrics.ASR_PENDING.labels(kind).set(info.num_pending or 0)
                 except (TimeoutError, nats.errors.Error) as exc:
                     log.debug("consumer info of %s failed: %s", consumer, exc)
+            await stream_usage.measure(self.js)
             await asyncio.sleep(2.0)
 
     async def _handle(self, msg: Msg) -> None:

@@ -1,4 +1,7 @@
-"""``asr stream FILE.wav``: stream a WAV file to an edge and print its transcripts.
+"""``asr stream FILE``: stream an audio file to an edge and print its transcripts.
+
+FILE is a WAV file or anything FFmpeg decodes through PyAV (mp3, m4a, ogg, flac, the sound track
+of a video): :func:`common.audio.read_audio` turns it into PCM s16le 16 kHz mono.
 
 The pure parts (:class:`Renderer`, :func:`chunks`) hold no I/O; :func:`stream_pcm` is the async
 shell that speaks the client contract of DESIGN.md: wait for ``session_started``, send binary
@@ -22,7 +25,7 @@ from typing import Any, TextIO
 
 import aiohttp
 
-from common.audio import TARGET_RATE, AudioFormatError, pcm_duration_s, read_wav
+from common.audio import TARGET_RATE, AudioFormatError, pcm_duration_s, read_audio
 
 DEFAULT_URL = "ws://127.0.0.1:8080/v1/stream"
 CONNECT_TIMEOUT_S = 10.0  # TCP + WebSocket handshake
@@ -266,7 +269,8 @@ async def _run_session(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare the ``asr stream`` options on its subparser."""
-    parser.add_argument("file", metavar="FILE.wav", help="PCM WAV file (any rate, channels, 8-32 bit)")
+    parser.add_argument("file", metavar="FILE",
+                        help="WAV, mp3, m4a, ogg, flac or video file (anything FFmpeg decodes)")
     parser.add_argument("--url", default=DEFAULT_URL, help=f"edge WebSocket URL (default: {DEFAULT_URL})")
     parser.add_argument("--realtime", action="store_true", help="send at real-time pace, like a microphone")
     parser.add_argument(
@@ -295,7 +299,7 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None, stderr: TextIO |
         err.write(f"--speed must be 0 (unpaced) or positive, got {args.speed}\n")
         return 2
     try:
-        pcm = read_wav(args.file)
+        pcm = read_audio(args.file)
     except (AudioFormatError, OSError) as error:
         err.write(f"{error}\n")
         return 2

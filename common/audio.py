@@ -37,13 +37,14 @@ Floats = npt.NDArray[np.float64]
 class AudioFormatError(ValueError):
     """A file that is not audio this service can read, with what was found and how to fix it."""
 
-    def __init__(self, path: str, found: str) -> None:
+    def __init__(self, path: str, found: str, *, decoders: bool = False) -> None:
         self.path = path
         self.found = found  # what the file turned out to be, e.g. "IEEE float WAV (format 3)"
-        super().__init__(
-            f"{path}: {found}; need a PCM WAV file (8/16/24/32-bit integer samples, any rate and "
-            f"channel count). Convert with: {_CONVERT_HINT.format(path=path)}"
+        need = (
+            "need a WAV file or audio that FFmpeg decodes (mp3, m4a, ogg, flac, a video's sound track)"
+            if decoders else "need a PCM WAV file (8/16/24/32-bit integer samples, any rate and channel count)"
         )
+        super().__init__(f"{path}: {found}; {need}. Convert with: {_CONVERT_HINT.format(path=path)}")
 
 
 def pcm_duration_s(nbytes: int, rate: int = TARGET_RATE) -> float:
@@ -290,3 +291,47 @@ def read_wav(path: str | PathLike[str]) -> bytes:
         raise AudioFormatError(str(file), "a WAV without audio frames")
     mono: Floats = samples.mean(axis=1)
     return _to_s16(_resample_float(mono, rate, TARGET_RATE))
+
+
+# --- any audio FFmpeg decodes ------------------------------------------------------------------
+
+
+def decode_audio(path: str | PathLike[str]) -> bytes:
+    """The first audio track of any file FFmpeg decodes (through PyAV, installed with
+    faster-whisper): mp3, m4a/AAC, ogg/Vorbis/Opus, flac, video files, … as PCM s16le 16 kHz mono
+    (channels mixed down and resampled by FFmpeg's resampler). Raises :class:`AudioFormatError`."""
+    import av
+
+    file = str(path)
+    out = bytearray()
+    try:
+        with av.open(file) as container:
+            stream = next((s for s in container.streams if s.type == "audio"), None)
+            if stream is None:
+                raise AudioFormatError(file, f"a {container.format.name} file without a sound track", decoders=True)
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=TARGET_RATE)
+            for frame in container.decode(stream):
+                if not isinstance(frame, av.AudioFrame):
+                    continue
+                for converted in resampler.resample(frame):
+                    out += converted.to_ndarray().astype("<i2").tobytes()
+            for converted in resampler.resample(None):
+                out += converted.to_ndarray().astype("<i2").tobytes()
+    except av.FFmpegError as error:
+        found = f"not audio FFmpeg can decode ({error.strerror or error})"
+        raise AudioFormatError(file, found, decoders=True) from None
+    if not out:
+        raise AudioFormatError(file, "a file without audio samples", decoders=True)
+    return bytes(out)
+
+
+def read_audio(path: str | PathLike[str]) -> bytes:
+    """A WAV file exactly as :func:`read_wav` reads it; anything else (or a WAV that ``read_wav``
+    cannot read, e.g. float samples) through :func:`decode_audio`. PCM s16le 16 kHz mono."""
+    try:
+        return read_wav(path)
+    except AudioFormatError as wav_error:
+        try:
+            return decode_audio(path)
+        except AudioFormatError as error:
+            raise AudioFormatError(str(path), f"{wav_error.found}, and {error.found}", decoders=True) from None

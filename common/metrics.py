@@ -85,3 +85,9 @@ ASR_BATCH_SIZE = Histogram(
 )
 ASR_AUDIO_SECONDS = Counter("asr_audio_seconds_total", "Seconds of audio transcribed", ["kind"])
 ASR_PENDING = Gauge("asr_jobs_pending", "Jobs waiting in the queue (consumer pending)", ["kind"])
+
+# --- JetStream storage (sampled by the ASR workers) -------------------------------------------
+STREAM_BYTES = Gauge("asr_stream_bytes", "Bytes a JetStream stream holds (AUDIO, RESULTS)", ["stream"])
+STREAM_MAX_BYTES = Gauge(
+    "asr_stream_max_bytes", "Size cap of the stream (audio_max_bytes, results_max_bytes); 0: no cap", ["stream"]
+)

@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+URL_FILE = "nats.url"
 _LISTEN = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
 
 
@@ -82,11 +83,18 @@ class NatsServer:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise NatsServerError("nats-server did not start:\n" + "\n".join(self._log[-20:]))
+        self.url_file.write_text(self.url + "\n")  # how `asr ... --data-dir` finds a running server
         return self
+
+    @property
+    def url_file(self) -> Path:
+        """While the server runs, this file in its store holds its URL."""
+        return self.store_dir / URL_FILE
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None:
             return
+        self.url_file.unlink(missing_ok=True)
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

@@ -175,6 +175,24 @@ class Settings:
     asr_http_port: int = 9102
     """ASR worker's /metrics, /healthz and /readyz; 0 disables."""
 
+    # --- recording and replay ---------------------------------------------------------------
+    record_audio: bool = True
+    """Keep session audio for replay and export (for audio_retention_seconds); false (privacy):
+    audio is kept only audio_recovery_seconds, for crash recovery, and replay and export refuse."""
+    audio_recovery_seconds: int = 300
+    """With record_audio off: how long audio stays in the AUDIO stream so a crashed worker's audio
+    is redone and a client can resume."""
+    audio_max_bytes: int = 10737418240
+    """Size cap of the AUDIO stream (bytes); when full the oldest audio goes first, so new audio
+    is always accepted; 0: no cap (the disk is the limit, and a full disk refuses all audio)."""
+    results_max_bytes: int = 1073741824
+    """Size cap of the RESULTS stream (bytes); when full the oldest finals go first; 0: no cap."""
+    replay_max_concurrent: int = 2
+    """Sessions one `asr replay` feeds through the pipeline at once (replays bypass the edge and do
+    not count against max_global_sessions)."""
+    replay_timeout_seconds: float = 120.0
+    """`asr replay` gives up on a replayed session after this long without a new result from it."""
+
     # --- logging ----------------------------------------------------------------------------
     log_level: str = "INFO"
     """DEBUG, INFO, WARNING or ERROR."""
@@ -309,6 +327,15 @@ def _validate(s: Settings) -> list[str]:
     add(_range("audio_retention_seconds", s.audio_retention_seconds, 60, 30 * 86400, "use 3600."))
     add(_range("results_retention_seconds", s.results_retention_seconds, 5, 30 * 86400,
                "longer than a client takes to reconnect; use 3600."))
+    add(_range("audio_recovery_seconds", s.audio_recovery_seconds, 5, 86400,
+               "keep it above orphan_timeout_seconds so clients can resume; 300 is a good default."))
+    for name in ("audio_max_bytes", "results_max_bytes"):
+        if getattr(s, name) and not 1048576 <= getattr(s, name) <= 2**50:
+            add(f"{name}={getattr(s, name)} is outside 1048576..{2**50}; use 0 (no cap) or a size the "
+                "disk can hold, e.g. 10737418240 (10 GiB: about 93 hours of audio).")
+    add(_range("replay_max_concurrent", s.replay_max_concurrent, 1, 1000,
+               "use 1-4 so replays leave the pool to live sessions."))
+    add(_range("replay_timeout_seconds", s.replay_timeout_seconds, 5, 3600, "use 60-300."))
     for name in ("port", "vad_http_port", "asr_http_port"):
         lo = 1 if name == "port" else 0
         add(_range(name, getattr(s, name), lo, 65535, "use a free TCP port (0 disables worker HTTP)."))

@@ -32,7 +32,7 @@ FINAL_MAX_DELIVER = 5  # tries of one final job; the last failing one stores a T
 
 
 def stream_configs(settings: Settings) -> list[StreamConfig]:
-    return [
+    configs = [
         StreamConfig(
             name=subjects.AUDIO_STREAM,
             subjects=["audio.>"],
@@ -40,6 +40,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             storage=StorageType.FILE,
             max_age=float(settings.audio_retention_seconds),
             discard=DiscardPolicy.OLD,
+            max_bytes=settings.audio_max_bytes or -1,  # full: the oldest audio goes, new audio is kept
             duplicate_window=120.0,
         ),
         StreamConfig(
@@ -66,10 +67,28 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=float(settings.results_retention_seconds),
+            max_bytes=settings.results_max_bytes or -1,
+            discard=DiscardPolicy.OLD,
             allow_direct=True,
             duplicate_window=min(120.0, float(settings.results_retention_seconds)),
         ),
     ]
+    return [_recording_policy(settings, config) for config in configs]
+
+
+RECORD_AUDIO_KEY = "asr_record_audio"  # AUDIO stream metadata: "false" when record_audio is off
+
+
+def _recording_policy(settings: Settings, config: StreamConfig) -> StreamConfig:
+    """AUDIO says whether it is a recording; with record_audio off it keeps audio only as long as
+    crash recovery and resume need it (the dedupe window may not exceed the age limit)."""
+    if config.name != subjects.AUDIO_STREAM:
+        return config
+    metadata = {RECORD_AUDIO_KEY: "true" if settings.record_audio else "false"}
+    if settings.record_audio:
+        return config.evolve(metadata=metadata)
+    age = float(settings.audio_recovery_seconds)
+    return config.evolve(metadata=metadata, max_age=age, duplicate_window=min(config.duplicate_window or age, age))
 
 
 def consumer_configs(settings: Settings) -> dict[str, list[ConsumerConfig]]:

@@ -31,8 +31,9 @@ H_KIND = "Asr-Kind"  # audio | finalize | drain | end
 H_SEQ = "Asr-Seq"  # per-session message sequence, from 1
 H_SENT_AT = "Asr-Sent-At"  # wall clock (UNIX seconds) when the edge published it
 H_OFFSET = "Asr-Offset"  # bytes of session audio (16 kHz PCM) before this chunk
-H_OPTIONS = "Asr-Options"  # per-session VAD overrides, a JSON object (e.g. {"endpointing_ms": 800})
+H_OPTIONS = "Asr-Options"  # optional JSON object of per-session VAD overrides, e.g. {"endpointing_ms": 800}
 H_MSG_ID = "Nats-Msg-Id"  # JetStream de-duplication id: <session>.<seq>
+H_REPLAY = "Asr-Replay"  # on audio fed back by `asr replay`: the recorded session (or file:<name>) it replays
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
 

@@ -598,6 +598,28 @@ SCENARIOS: dict[str, tuple[list[dict[str, str]], str, set[str]]] = {
     ),
     "the ASR worker is down": (healthy(series("up", ASR, flat(0))), "5m", {"ASRNoLiveASRWorker", "ASRTargetDown"}),
     "the edge is down": (healthy(series("up", EDGE, flat(0))), "5m", {"ASRNoLiveEdge", "ASRTargetDown"}),
+    "AUDIO at 95 % of its size cap for 20 minutes (two ASR workers sample it)": (
+        healthy(
+            series("asr_stream_bytes", {**ASR, "stream": "AUDIO"}, flat(950)),
+            series("asr_stream_max_bytes", {**ASR, "stream": "AUDIO"}, flat(1000)),
+            series("asr_stream_bytes", {**ASR, "instance": "asr-2:9102", "stream": "AUDIO"}, flat(950)),
+            series("asr_stream_max_bytes", {**ASR, "instance": "asr-2:9102", "stream": "AUDIO"}, flat(1000)),
+            series("asr_stream_bytes", {**ASR, "stream": "RESULTS"}, flat(100)),
+            series("asr_stream_max_bytes", {**ASR, "stream": "RESULTS"}, flat(1000)),
+        ),
+        "20m",
+        {"ASRStreamNearSizeLimit"},
+    ),
+    "AUDIO at 80 % of its size cap, and a stream without a cap": (
+        healthy(
+            series("asr_stream_bytes", {**ASR, "stream": "AUDIO"}, flat(800)),
+            series("asr_stream_max_bytes", {**ASR, "stream": "AUDIO"}, flat(1000)),
+            series("asr_stream_bytes", {**ASR, "stream": "RESULTS"}, flat(5000)),
+            series("asr_stream_max_bytes", {**ASR, "stream": "RESULTS"}, flat(0)),
+        ),
+        "30m",
+        set(),
+    ),
     "6 slow-client closes a minute": (
         healthy(series("asr_slow_client_closes_total", EDGE, f"0x10 0+6x{MINUTES - 10}")),
         "16m",
