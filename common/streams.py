@@ -20,7 +20,7 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError
 
-from common import subjects
+from common import presence, subjects
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             max_age=float(settings.audio_retention_seconds),
             discard=DiscardPolicy.OLD,
             duplicate_window=120.0,
+            num_replicas=settings.stream_replicas,
         ),
         StreamConfig(
             name=subjects.JOBS_FINAL_STREAM,
@@ -48,6 +49,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             storage=StorageType.FILE,
             max_age=3600.0,
             duplicate_window=120.0,
+            num_replicas=settings.stream_replicas,
         ),
         StreamConfig(
             # Latest only: a newer partial of a session replaces the one still waiting.
@@ -58,6 +60,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             max_msgs_per_subject=1,
             discard=DiscardPolicy.OLD,
             max_age=60.0,
+            num_replicas=settings.stream_replicas,
         ),
         StreamConfig(
             name=subjects.RESULTS_STREAM,
@@ -67,6 +70,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             max_age=float(settings.results_retention_seconds),
             allow_direct=True,
             duplicate_window=120.0,
+            num_replicas=settings.stream_replicas,
         ),
     ]
 
@@ -116,3 +120,6 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
     for stream, consumers in consumer_configs(settings).items():
         for consumer in consumers:
             await js.add_consumer(stream, consumer)
+    # The presence bucket every role reads, with the same replicas as the streams (the edge and
+    # workers then bind to it as it is).
+    await presence.bucket(js, settings.stream_replicas)
