@@ -23,7 +23,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common import redis_client
 from common.settings import Settings, SettingsError, replace
-from tests.conftest import free_port, redis_binary
+from tests.conftest import RedisServer, free_port, redis_binary
 
 STEP = 10.0
 MASTER = "asrmaster"
@@ -95,7 +95,7 @@ def sentinel_group(tmp_path: Path) -> Iterator[tuple[Proc, Proc, Proc]]:
             proc.stop()
 
 
-def test_plain_url_connects_to_that_server(redis_server) -> None:  # type: ignore[no-untyped-def]
+def test_plain_url_connects_to_that_server(redis_server: RedisServer) -> None:
     settings = Settings(redis_url=redis_server.url)
 
     async def main() -> None:
