@@ -23,6 +23,15 @@ if ! command -v promtool >/dev/null 2>&1; then
     echo "promtool missing: install it (apt-get install prometheus)" >&2
   fi
 fi
+# The compose stack test runs compose.yaml's healthchecks as they are: wget (nats, the balancer)
+# and redis-cli (Debian's redis-tools, which redis-server pulls in).
+if ! command -v wget >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wget >/dev/null
+  else
+    echo "wget missing: install it (apt-get install wget)" >&2
+  fi
+fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 .venv/bin/ruff check .
