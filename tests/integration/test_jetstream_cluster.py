@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import nats
 import pytest
-from nats.js.errors import NotFoundError
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from cli.dev import Stack
 from common import subjects
@@ -30,6 +30,8 @@ pytestmark = pytest.mark.slow
 
 SESSIONS = 4
 STREAMS = (subjects.AUDIO_STREAM, subjects.JOBS_FINAL_STREAM, subjects.JOBS_PARTIAL_STREAM, subjects.RESULTS_STREAM)
+# What a JetStream request may answer while a stream elects a new leader.
+TRANSIENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError)
 BUCKETS = ("KV_" + subjects.WORKERS_BUCKET, "KV_vad_shards")
 
 
@@ -147,8 +149,12 @@ async def test_losing_one_of_three_nodes_loses_no_final(cluster: NatsCluster, st
         # First the bus: every final of every session is in RESULTS exactly once...
         async with asyncio.timeout(120):
             while True:
-                kept = {c.messages[0]["session_id"]: await stored_finals(cluster, c.messages[0]["session_id"])
-                        for c in clients}
+                try:
+                    kept = {c.messages[0]["session_id"]: await stored_finals(cluster, c.messages[0]["session_id"])
+                            for c in clients}
+                except TRANSIENT:  # the RESULTS stream may still be electing its leader: ask again
+                    await asyncio.sleep(0.5)
+                    continue
                 if all(sorted(finals) == [1, 2, 3] for finals in kept.values()):
                     break
                 assert all(len(set(finals)) == len(finals) for finals in kept.values()), kept  # no duplicate
@@ -165,7 +171,11 @@ async def test_losing_one_of_three_nodes_loses_no_final(cluster: NatsCluster, st
         cluster.restart(leader, timeout=90)
         async with asyncio.timeout(90):
             while True:
-                infos = {name: await stream_info(cluster, name) for name in (*STREAMS, *BUCKETS)}
+                try:
+                    infos = {name: await stream_info(cluster, name) for name in (*STREAMS, *BUCKETS)}
+                except TRANSIENT:
+                    await asyncio.sleep(0.5)
+                    continue
                 behind = {
                     name: [(r.name, r.current, r.lag) for r in info.cluster.replicas or []]
                     for name, info in infos.items()
@@ -189,3 +199,37 @@ async def test_losing_one_of_three_nodes_loses_no_final(cluster: NatsCluster, st
         finals = await asyncio.wait_for(speak(again, one), 150)
         assert len(finals) == 1 and wer(ONE_SENTENCE, finals[0]["text"]) <= 0.25, again.messages
         await again.ws.close()
+
+
+async def test_the_bus_client_moves_to_another_node_and_keeps_publishing(cluster: NatsCluster) -> None:
+    """common.bus with ASR_NATS_URL listing the 3 nodes: kill -9 the node it is connected to, and
+    it reconnects to another one; JetStream publishes to an R3 stream are acknowledged again once
+    the stream has a leader, and nothing acknowledged before is lost."""
+    from common import bus
+    from common.settings import Settings, replace
+
+    settings = replace(Settings(), nats_url=cluster.urls, stream_replicas=3)
+    nc, js = await asyncio.wait_for(bus.connect_jetstream(settings, "cluster-test"), 60)
+    try:
+        acked = [await js.publish("audio.0.bus-test", str(i).encode()) for i in range(20)]
+        assert nc.connected_url is not None
+        victim = next(n for n in cluster.nodes if n.port == nc.connected_url.port)
+        victim.kill9()
+        killed_at = asyncio.get_running_loop().time()
+        async with asyncio.timeout(60):
+            while True:
+                try:
+                    acked.append(await js.publish("audio.0.bus-test", b"after"))
+                    print(f"first acknowledged publish {asyncio.get_running_loop().time() - killed_at:.1f} s "
+                          f"after kill -9 {victim.name}")
+                    break
+                except TRANSIENT:
+                    await asyncio.sleep(0.2)
+        assert nc.is_connected and nc.connected_url is not None and nc.connected_url.port != victim.port
+        info = await js.stream_info(subjects.AUDIO_STREAM)
+        assert info.cluster is not None and info.cluster.leader != victim.name
+        stored = await js.get_msg(subjects.AUDIO_STREAM, seq=acked[0].seq)
+        assert stored.data == b"0"
+        assert info.state.last_seq >= acked[-1].seq == acked[0].seq + 20
+    finally:
+        await bus.close(nc)
