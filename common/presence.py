@@ -15,6 +15,7 @@ from nats.js.errors import NoKeysError
 from nats.js.kv import KeyValue
 
 from common import subjects
+from common.kv import ensure_bucket
 from common.messages import WorkerHeartbeat, encode
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,9 @@ HEARTBEAT_INTERVAL_S = 2.0
 HEARTBEAT_TTL_S = 6.0
 
 
-async def bucket(js: JetStreamContext) -> KeyValue:
-    return await js.create_key_value(bucket=subjects.WORKERS_BUCKET, ttl=HEARTBEAT_TTL_S, history=1)
+async def bucket(js: JetStreamContext, replicas: int | None = None) -> KeyValue:
+    """``replicas``: settings.stream_replicas; None binds to the bucket ensure_streams made."""
+    return await ensure_bucket(js, subjects.WORKERS_BUCKET, HEARTBEAT_TTL_S, replicas)
 
 
 async def heartbeat(kv: KeyValue, role: str, worker_id: str) -> None:

@@ -46,6 +46,14 @@ class Settings:
     """How long finals stay in the RESULTS stream (resume and replay)."""
     publish_timeout_seconds: float = 5.0
     """Longest wait for a JetStream publish acknowledgement."""
+    stream_replicas: int = 1
+    """Copies JetStream keeps of every stream and KV bucket: 1 on a single nats-server, 3 on a
+    3-node cluster (survives the loss of one node)."""
+    redis_sentinels: str = ""
+    """Comma-separated HOST:PORT of Redis Sentinels; when set, the master named
+    redis_sentinel_master is found through them (redis_url still gives password and database)."""
+    redis_sentinel_master: str = "mymaster"
+    """Name of the Redis master the Sentinels watch (used only with redis_sentinels)."""
 
     # --- edge (ingest) ----------------------------------------------------------------------
     host: str = "0.0.0.0"
@@ -367,6 +375,20 @@ def _validate(s: Settings) -> list[str]:
             f"redis_url={mask_secret('redis_url', s.redis_url)!r} is not a Redis URL; use "
             "redis://[:password@]HOST:6379/0, or leave it empty for a single edge without Redis."
         )
+    if s.stream_replicas not in (1, 3, 5):
+        add(
+            f"stream_replicas={s.stream_replicas} is not a JetStream replica count a cluster can keep a "
+            "quorum with; use 1 for a single nats-server, 3 for a 3-node cluster (5 for a 5-node one)."
+        )
+    for sentinel in (x.strip() for x in s.redis_sentinels.split(",") if x.strip()):
+        host, _, port = sentinel.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            add(f"redis_sentinels entry {sentinel!r} is not HOST:PORT; use e.g. redis-sentinel-0:26379.")
+    if s.redis_sentinels and not s.redis_url:
+        add("redis_sentinels needs redis_url as well: it turns the shared session store on and gives the "
+            "password and database (its host is ignored), e.g. redis_url=redis://redis:6379/0.")
+    if s.redis_sentinels and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", s.redis_sentinel_master):
+        add(f"redis_sentinel_master={s.redis_sentinel_master!r} is not a Sentinel master name; use e.g. mymaster.")
     if s.worker_id and not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", s.worker_id):
         add(f"worker_id={s.worker_id!r} may hold only letters, digits, '-' and '_' (at most 64).")
     return p

@@ -20,7 +20,7 @@ from nats.js.api import (
 )
 from nats.js.errors import BadRequestError
 
-from common import subjects
+from common import presence, subjects
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             discard=DiscardPolicy.OLD,
             max_bytes=settings.audio_max_bytes or -1,  # full: the oldest audio goes, new audio is kept
             duplicate_window=120.0,
+            num_replicas=settings.stream_replicas,
         ),
         StreamConfig(
             name=subjects.JOBS_FINAL_STREAM,
@@ -50,6 +51,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             storage=StorageType.FILE,
             max_age=3600.0,
             duplicate_window=120.0,
+            num_replicas=settings.stream_replicas,
         ),
         StreamConfig(
             # Latest only: a newer partial of a session replaces the one still waiting.
@@ -60,6 +62,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             max_msgs_per_subject=1,
             discard=DiscardPolicy.OLD,
             max_age=60.0,
+            num_replicas=settings.stream_replicas,
         ),
         StreamConfig(
             name=subjects.RESULTS_STREAM,
@@ -71,6 +74,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             discard=DiscardPolicy.OLD,
             allow_direct=True,
             duplicate_window=min(120.0, float(settings.results_retention_seconds)),
+            num_replicas=settings.stream_replicas,
         ),
     ]
     return [_recording_policy(settings, config) for config in configs]
@@ -136,3 +140,6 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
     for stream, consumers in consumer_configs(settings).items():
         for consumer in consumers:
             await js.add_consumer(stream, consumer)
+    # The presence bucket every role reads, with the same replicas as the streams (the edge and
+    # workers then bind to it as it is).
+    await presence.bucket(js, settings.stream_replicas)

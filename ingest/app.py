@@ -17,7 +17,7 @@ from aiohttp import web
 from nats.js.kv import KeyValue
 from redis.exceptions import RedisError
 
-from common import bus, metrics, presence, tasks
+from common import bus, metrics, presence, redis_client, tasks
 from common.health import healthz, metrics_handler
 from common.settings import Settings
 from ingest import captions, deepgram, pages
@@ -182,7 +182,8 @@ async def _open_store(settings: Settings, edge_id: str) -> SessionStore:
                                   retention_s=settings.resume_window_seconds,
                                   max_released=settings.max_released_sessions)
     store = RedisSessionStore(
-        settings.redis_url, edge_id, settings.max_sessions_per_worker, settings.max_global_sessions,
+        redis_client.connect(settings, decode_responses=True), edge_id, settings.max_sessions_per_worker,
+        settings.max_global_sessions,
         retention_s=settings.results_retention_seconds, orphan_timeout_s=settings.orphan_timeout_seconds,
         heartbeat_s=settings.edge_heartbeat_seconds,
     )

@@ -133,7 +133,7 @@ return 0
 class RedisSessionStore:
     def __init__(
         self,
-        url: str,
+        redis: str | aioredis.Redis,
         edge_id: str,
         max_per_edge: int,
         max_global: int,
@@ -148,7 +148,9 @@ class RedisSessionStore:
         self.retention_s = int(retention_s)
         self.orphan_timeout_s = orphan_timeout_s
         self.heartbeat_ttl_ms = int(heartbeat_s * 3 * 1000)
-        self.redis = aioredis.Redis.from_url(url, decode_responses=True)
+        # A URL, or a client made by common.redis_client.connect (which follows Sentinel failovers);
+        # either way responses are decoded to str.
+        self.redis = aioredis.Redis.from_url(redis, decode_responses=True) if isinstance(redis, str) else redis
         self._admit = self.redis.register_script(_ADMIT)
         self._release = self.redis.register_script(_RELEASE)
         self._resume = self.redis.register_script(_RESUME)

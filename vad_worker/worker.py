@@ -61,7 +61,8 @@ class VadWorker:
         s = self.settings
         self.nc, self.js = await bus.connect_jetstream(s, f"vad-{self.worker_id}")
         workers_kv = await presence.bucket(self.js)
-        leases = shard_leases.ShardLeases(await shard_leases.bucket(self.js), self.worker_id, s.audio_shards)
+        shards_kv = await shard_leases.bucket(self.js, s.stream_replicas)
+        leases = shard_leases.ShardLeases(shards_kv, self.worker_id, s.audio_shards)
         beat = asyncio.create_task(presence.heartbeat(workers_kv, ROLE, self.worker_id), name="heartbeat")
         manager = asyncio.create_task(self._manage_shards(leases, workers_kv), name="shards")
         try:

