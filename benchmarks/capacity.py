@@ -503,7 +503,8 @@ def truncate(conv: Conversation, seconds: float) -> Conversation:
     if seconds <= 0 or conv.duration_s <= seconds:
         return conv
     turns = tuple(t for t in conv.turns if t.end_s <= seconds - 0.5)
-    return Conversation(conv.name + f"-{seconds:g}s", conv.pcm[: int(seconds * BYTES_PER_S) // 2 * 2], turns)
+    cut = min([seconds, *(t.start_s - 0.05 for t in conv.turns if turns[-1].end_s < t.start_s < seconds)])
+    return Conversation(conv.name + f"-{seconds:g}s", conv.pcm[: int(cut * BYTES_PER_S) // 2 * 2], turns)
 
 
 def cuda_devices() -> int:
