@@ -1,6 +1,6 @@
 """Capacity: how many real-time two-voice conversations a stack serves live, side by side with a peer.
 
-    .venv/bin/python -m benchmarks.capacity [--streams 1,2,4,6,8,10,12,14,16] [--pools default,1x2,2x1]
+    .venv/bin/python -m benchmarks.capacity [--streams 1,4,8,12,16] [--pools default,1x2,2x1]
         [--peer] [--overhead-streams 4] [--conversations 8] [--device cpu] [--json PATH]
 
 1. Audio: ``--conversations`` deterministic espeak-ng conversations (benchmarks/conversations.py:
@@ -20,11 +20,13 @@
    reference, next to the direct WER of the same streams. CPU: /proc of every role process and
    nats-server before and after the level. A level passes when every session ended, final p95 <
    ``--p95`` s and WER <= direct + ``--wer-margin``; the run stops at the first level that fails
-   (``--keep-going`` runs them all). Capacity = the largest passing N.
+   (``--keep-going`` runs them all), then bisects towards the boundary ``--refine`` times.
+   Capacity = the largest N that passes with every lower level run passing too.
 4. ``--peer``: WhisperLive (benchmarks/.peer-venv, see peer_setup.sh) with its faster_whisper
    backend, the same model folder, OMP_NUM_THREADS 1, its VAD on; the same levels and audio
    through its WebSocket protocol (int16 PCM at 16 kHz, END_OF_AUDIO after ``--peer-tail-s`` of
-   silence, as a microphone left open would send). Its finals are its ``completed`` segments.
+   silence, as a microphone left open would send). Its finals are its ``completed`` segments. It
+   runs every level any pool of ours ran (not stopping at a failure), so the ratios compare equal loads.
 5. Overhead (``--overhead-streams`` > 0): the default stack twice more with that many streams, once
    with partials off (``ASR_PARTIAL_INTERVAL_MS=0``), once with them on: pipeline CPU per audio
    second (all processes) against direct per-utterance CPU of the same conversations; the
@@ -65,7 +67,7 @@ from benchmarks import procstat
 from benchmarks.conversations import Conversation, Turn, conversations
 from benchmarks.pipeline_latency import cut_like_the_pipeline, machine, run_session, warm_up
 from cli.dev import Stack, free_port
-from common.settings import Settings
+from common.settings import Settings, load
 from tests.helpers import normalise
 from vad_worker.session import segmenter_options
 
@@ -460,7 +462,7 @@ def capacity(levels: list[LevelResult]) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.capacity", description=__doc__.split("\n")[0])
-    p.add_argument("--streams", default="1,2,4,6,8,10,12,14,16", help="ascending concurrency levels")
+    p.add_argument("--streams", default="1,4,8,12,16", help="concurrency levels, run in ascending order")
     p.add_argument("--pools", default="default",
                    help="comma-separated ASR pools: default (as asr dev starts it) or PxC (P processes with "
                         "asr_concurrency C, cpu_threads 1), e.g. default,1x2,2x1; 'none' runs no stack of ours")
@@ -478,6 +480,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--p95", type=float, default=1.5, help="final latency p95 bound, seconds (default 1.5)")
     p.add_argument("--wer-margin", type=float, default=0.01, help="WER may exceed direct by this (default 0.01)")
     p.add_argument("--keep-going", action="store_true", help="run every level even after one fails")
+    p.add_argument("--refine", type=int, default=2,
+                   help="after the first failing level, bisect towards the capacity this many times (default 2)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="ASR device (stack and direct)")
     p.add_argument("--compute-type", default="",
                    help="CTranslate2 compute type (default: int8 on cpu, int8_float16 on cuda)")
@@ -526,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and gpus == 0:
         raise SystemExit("--device cuda: CTranslate2 sees no CUDA device here; run on a machine with a GPU")
     os.environ.update(ASR_DEVICE=args.device, ASR_COMPUTE_TYPE=args.compute_type)
-    settings = Settings()
+    settings = load()  # settings.toml + ASR_* environment, as the stack's processes read them
     endpointing_s = settings.endpointing_ms / 1000
     print(f"{when} {args.label}\n{command}\n" + "\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
 
@@ -562,14 +566,16 @@ def main(argv: list[str] | None = None) -> int:
                         asyncio.run(warm_up(url))
                         print(f"pool {pool}: {real}", flush=True)
                         results[f"ours {pool}"] = levels_of(f"ours {pool}", args, convs, url, None, pids, direct,
-                                                            endpointing_s, stack)
+                                                            endpointing_s, stack, args.levels, args.keep_going)
                 if args.peer:
                     max_clients = max(args.levels) + 1
                     with peer_server(model_path, max_clients, log, args.peer_single_model) as (port, pid):
                         print(f"whisper-live on {port}", flush=True)
+                        # Every level ours ran, so latency and CPU compare at equal load.
+                        ran = sorted({lv.n for levels in results.values() for lv in levels}) or args.levels
                         results["whisper-live"] = levels_of("whisper-live", args, convs, f"ws://127.0.0.1:{port}",
                                                             model_path, {"whisper-live": pid}, direct,
-                                                            endpointing_s, None)
+                                                            endpointing_s, None, ran, True)
                 if args.overhead_streams > 0:
                     overhead = run_overhead(args, convs, direct, extra_env, log, tmp, endpointing_s)
             except BaseException:
@@ -594,10 +600,28 @@ def main(argv: list[str] | None = None) -> int:
     for system, cap in caps.items():
         print(f"- capacity of {system}: {cap} streams (p95 < {args.p95} s, WER <= direct + {args.wer_margin}, "
               "every session ended)")
+    peer_levels = results.get("whisper-live", [])
     peer_cap = caps.get("whisper-live")
     for system, cap in caps.items():
-        if peer_cap and system != "whisper-live":
-            print(f"- {system} / whisper-live: {cap / peer_cap:.1f}x the streams")
+        if system == "whisper-live":
+            continue
+        if peer_levels:
+            print(f"- {system} vs whisper-live: " + (f"{cap / peer_cap:.1f}x the streams" if peer_cap else
+                  f"{cap} streams against none: whisper-live is within the bounds at no level it ran"))
+        one = next((lv for lv in results[system] if lv.n == 1), None)
+        if one is not None:
+            bound = settings.endpointing_ms + 300
+            print(f"- {system} at 1 stream: final p50 {_ms(one.p(50))} ms (goal <= endpointing_ms + 300 = {bound} ms: "
+                  f"{'met' if one.p(50) * 1000 <= bound else 'missed'}), first partial p50 {_ms(one.fp(50))} ms")
+        near = [lv for lv in results[system] if lv.passed and lv.n <= 0.8 * cap]
+        if cap and near:
+            lv = max(near, key=lambda x: x.n)
+            print(f"- {system} at {lv.n} streams (<= 80 % of capacity {cap}): final p50 {_ms(lv.p(50))} / p95 "
+                  f"{_ms(lv.p(95))} ms, first partial p50 {_ms(lv.fp(50))} ms")
+    for system, levels in results.items():
+        if system != "whisper-live" and peer_levels:
+            print(f"\nRatios, whisper-live against {system} at the same streams:\n")
+            print("\n".join(ratios(levels, peer_levels)))
     if overhead:
         print(f"- overhead at {args.overhead_streams} streams: pipeline {overhead['finals_only_cpu_per_audio_s']:.3f} "
               f"CPU-s per audio-s with partials off = {overhead['ratio_vs_direct_cut']:.2f}x direct per-utterance "
@@ -620,9 +644,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def levels_of(system: str, args: argparse.Namespace, convs: list[Conversation], url: str, peer_model: str | None,
-              pids: dict[str, int], direct: Direct, endpointing_s: float, stack: Stack | None) -> list[LevelResult]:
-    out = []
-    for n in args.levels:
+              pids: dict[str, int], direct: Direct, endpointing_s: float, stack: Stack | None,
+              levels: list[int], keep_going: bool) -> list[LevelResult]:
+    """Runs ``levels`` in order until one fails (unless ``keep_going``); with ``args.refine``, then
+    bisects between the last passing and the first failing level (at most ``args.refine`` more)."""
+    out: list[LevelResult] = []
+
+    def run(n: int) -> LevelResult:
         if stack is not None:
             stack.check_children()
         streams, wall, cpu = asyncio.run(run_level(n, convs, url, peer_model, args.peer_tail_s,
@@ -632,9 +660,34 @@ def levels_of(system: str, args: argparse.Namespace, convs: list[Conversation], 
         print(level_row(lv), flush=True)
         for err in sorted(set(lv.errors)):
             print(f"    {lv.errors.count(err)} x {err}", flush=True)
-        if not lv.passed and not args.keep_going:
+        return lv
+
+    for n in levels:
+        if not run(n).passed and not keep_going:
             break
+    for _ in range(args.refine):
+        good = capacity(out)
+        bad = min((lv.n for lv in out if not lv.passed and lv.n > good), default=0)
+        if not bad or bad - good < 2:
+            break
+        run((good + bad) // 2)
+    out.sort(key=lambda lv: lv.n)
     return out
+
+
+def ratios(ours: list[LevelResult], peer: list[LevelResult]) -> list[str]:
+    """Per level both ran: the peer's latency and CPU as multiples of ours, and the WER of each."""
+    rows = ["| streams | final p50: peer / ours | final p95: peer / ours | first partial p50: peer / ours "
+            "| CPU-s per audio-s: peer / ours | WER ours / peer |", "| --- | --- | --- | --- | --- | --- |"]
+    by_n = {lv.n: lv for lv in peer}
+    for lv in ours:
+        pv = by_n.get(lv.n)
+        if pv is None:
+            continue
+        rows.append(f"| {lv.n} | {pv.p(50) / lv.p(50):.1f}x | {pv.p(95) / lv.p(95):.1f}x "
+                    f"| {pv.fp(50) / lv.fp(50):.1f}x | {pv.cpu_per_audio_s / lv.cpu_per_audio_s:.2f}x "
+                    f"| {lv.wer:.3f} / {pv.wer:.3f} |")
+    return rows
 
 
 def run_overhead(args: argparse.Namespace, convs: list[Conversation], direct: Direct, env: dict[str, str], log: Any,
