@@ -2,10 +2,11 @@
 
 Usage: .venv/bin/python -m benchmarks.resampler [--old PATH] [--seconds 60]
 
-Streams a 440 Hz + 3.1 kHz tone mix plus noise at 8, 22.05, 44.1 and 48 kHz to 16 kHz in 100 ms
-chunks (as the edge receives them) and prints CPU microseconds per chunk, and the error against the
-exact 16 kHz signal on the pass band. ``--old`` points to a copy of the earlier common/audio.py
-(``git show ad25e96:common/audio.py > /tmp/old_audio.py``) to compare with it in the same run.
+Streams a 440 Hz + 3.1 kHz tone mix at 8, 22.05, 44.1 and 48 kHz to 16 kHz in 100 ms chunks (as
+the edge receives them) and prints CPU microseconds per chunk, the error against the exact 16 kHz
+signal, and how much audio the resampler holds back between chunks (the latency it adds).
+``--old`` points to a copy of the earlier common/audio.py, to compare with it in the same run:
+``git show ad25e96:common/audio.py > /tmp/old_audio.py``.
 """
 
 from __future__ import annotations
@@ -45,9 +46,14 @@ def measure(module: ModuleType, rate: int, seconds: float) -> dict[str, float]:
     chunk = rate // 10 * 2
     resampler = module.StreamResampler(rate, audio.TARGET_RATE)
     pieces = []
+    held = []  # ms of input not yet turned into output after each chunk (the resampler's added latency)
+    n_in = n_out = 0
     cpu0 = time.process_time()
     for off in range(0, len(pcm), chunk):
         pieces.append(resampler.process(pcm[off : off + chunk]))
+        n_in += len(pcm[off : off + chunk]) // 2
+        n_out += len(pieces[-1]) // 2
+        held.append(n_in / rate * 1000 - n_out / audio.TARGET_RATE * 1000)
     pieces.append(resampler.flush())
     cpu = time.process_time() - cpu0
     out = np.frombuffer(b"".join(pieces), dtype="<i2").astype(np.float64)
@@ -56,7 +62,8 @@ def measure(module: ModuleType, rate: int, seconds: float) -> dict[str, float]:
     err = out[inner] - want[inner]
     snr = 10 * np.log10(np.mean(want[inner] ** 2) / max(np.mean(err**2), 1e-12))
     n_chunks = -(-len(pcm) // chunk)
-    return {"rate": rate, "us_per_chunk": cpu / n_chunks * 1e6, "snr_db": float(snr)}
+    return {"rate": rate, "us_per_chunk": cpu / n_chunks * 1e6, "snr_db": float(snr),
+            "held_mean_ms": float(np.mean(held)), "held_max_ms": float(np.max(held))}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,10 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.old is not None:
         impls["numpy (old)"] = _load(args.old)
     rows = [{"impl": name, **measure(mod, r, args.seconds)} for name, mod in impls.items() for r in RATES]
-    print("| implementation | input rate | CPU µs per 100 ms chunk | SNR vs exact 16 kHz (dB) |")
-    print("| --- | --- | --- | --- |")
+    print("| implementation | input rate | CPU µs per 100 ms chunk | SNR vs exact 16 kHz (dB) "
+          "| audio held back, mean / max (ms) |")
+    print("| --- | --- | --- | --- | --- |")
     for row in rows:
-        print(f"| {row['impl']} | {row['rate']} | {row['us_per_chunk']:.0f} | {row['snr_db']:.1f} |")
+        print(f"| {row['impl']} | {row['rate']} | {row['us_per_chunk']:.0f} | {row['snr_db']:.1f} "
+              f"| {row['held_mean_ms']:.1f} / {row['held_max_ms']:.1f} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0
