@@ -44,6 +44,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import shlex
 import socket
 import statistics
@@ -77,6 +78,7 @@ MATCH_S = 1.5  # a final's end_s within this of a reference turn end closes that
 STREAM_SLACK_S = 120.0
 PEER_VENV = Path(__file__).resolve().parent / ".peer-venv"
 PEER_SERVER = Path(__file__).resolve().parent / "peer_server.py"
+_WORKER_READY = re.compile(r"asr worker \S+ ready \(model (.+?) on (\w+), (\d+) slot")
 
 
 # --- what a client saw ----------------------------------------------------------------------------
@@ -178,6 +180,8 @@ def our_stack(pool: str, env: dict[str, str], log: Any, tmp: Path) -> Iterator[t
         procs, conc = (int(x) for x in pool.split("x"))
         stack_env.update(ASR_ASR_CONCURRENCY=str(conc), ASR_CPU_THREADS="1")
     stack = Stack("127.0.0.1", free_port(), tmp / f"stack-{pool}-{uuid.uuid4().hex[:6]}", out=log, env=stack_env)
+    log.flush()
+    offset = Path(log.name).stat().st_size
     try:
         stack.start()
         stack.wait_ready(timeout=240)
@@ -186,8 +190,18 @@ def our_stack(pool: str, env: dict[str, str], log: Any, tmp: Path) -> Iterator[t
             e = extra_asr_env(stack, {"ASR_ASR_CONCURRENCY": str(conc), "ASR_CPU_THREADS": "1"})
             stack.spawn(f"asr_worker-extra{i + 1}", "asr_worker", e)
             wait_http_ready(int(e["ASR_ASR_HTTP_PORT"]))
-        asr = [n for n in stack.procs if n.startswith("asr_worker")]
-        real = f"{len(asr)} ASR process(es)" + (f" x asr_concurrency {conc}" if conc else " (asr dev's own settings)")
+        want = sum(1 for n in stack.procs if n.startswith("asr"))
+        deadline = time.monotonic() + 30
+        while True:  # the log line may trail the readiness the edge saw by a moment
+            log.flush()
+            with open(log.name, "rb") as f:
+                f.seek(offset)
+                ready = _WORKER_READY.findall(f.read().decode(errors="replace"))
+            if len(ready) >= want or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        # What each ASR worker says it runs: "model M on DEVICE, N slot(s)".
+        real = f"{len(ready)} ASR process(es): " + ", ".join(f"{d} x {n} slot(s)" for _, d, n in ready)
         pids = {name: p.pid for name, p in stack.procs.items()}
         assert stack.nats.proc is not None
         pids["nats-server"] = stack.nats.proc.pid
