@@ -10,7 +10,8 @@ work is done. A load generator in another process opens N WebSocket sessions (ra
 each a 100 ms chunk of PCM every 100 ms, phases spread evenly; the first 8 bytes of every chunk
 carry the generator's wall clock at the moment it was sent.
 
-For each level, over a steady window of ``--seconds`` after every session is connected:
+For each level, over a steady window of ``--seconds`` that starts ``--warmup`` seconds after every
+session is connected and streaming:
 
 - chunk -> JetStream ack: for a sample of the messages stored in the window (evenly spaced stream
   sequences, read back afterwards with STREAM.MSG.GET), the stream's own stored timestamp minus
@@ -63,7 +64,7 @@ SAMPLES = 20000  # stored messages read back per level for the latency percentil
 
 # --- load generator (its own process) -------------------------------------------------------------
 
-async def loadgen(url: str, n: int, seconds: float, ramp_per_s: float) -> dict[str, Any]:
+async def loadgen(url: str, n: int, seconds: float, ramp_per_s: float, warmup: float) -> dict[str, Any]:
     noise = (np.random.default_rng(0).normal(0, 30, CHUNK_BYTES // 2)).astype("<i2").tobytes()
     body = noise[8:]
     closed: list[str] = []
@@ -101,14 +102,16 @@ async def loadgen(url: str, n: int, seconds: float, ramp_per_s: float) -> dict[s
         start = time.monotonic() + 0.2
         buckets = [sockets[b::TICKS] for b in range(TICKS)]
         tick = 0
-        stop_at = start + seconds
-        print(json.dumps({"event": "steady", "at": time.time() + 0.2}), flush=True)
+        steady_at = start + warmup  # every session's first chunks (setup work in the edge) come before
+        stop_at = steady_at + seconds
+        print(json.dumps({"event": "steady", "at": time.time() + 0.2 + warmup}), flush=True)
         while True:
             due = start + tick * CHUNK_MS / 1000 / TICKS
             if due >= stop_at:
                 break
             await asyncio.sleep(max(0.0, due - time.monotonic()))
-            lateness.append(time.monotonic() - due)
+            if due >= steady_at:
+                lateness.append(time.monotonic() - due)
             for ws in buckets[tick % TICKS]:
                 if ws.closed:
                     continue
@@ -214,7 +217,7 @@ async def level(n: int, args: argparse.Namespace, stack: Stack, nats_url: str, o
     consumer = asyncio.create_task(ack_consumer(nc, stop_consumer))
     rss_before = procstat.rss_bytes(edge)
     cmd = [sys.executable, "-m", "benchmarks.edge_load", "--loadgen", f"ws://127.0.0.1:{stack.port}/v1/stream",
-           "--sessions", str(n), "--seconds", str(args.seconds), "--ramp", str(args.ramp)]
+           "--sessions", str(n), "--seconds", str(args.seconds), "--ramp", str(args.ramp), "--warmup", str(args.warmup)]
     gen = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
     if others:
         pin(gen.pid, others)
@@ -228,7 +231,7 @@ async def level(n: int, args: argparse.Namespace, stack: Stack, nats_url: str, o
     cpu0 = cpu1 = nats0 = nats1 = 0.0
     seq0 = seq1 = 0
     nats_pid = stack.nats.proc.pid if stack.nats.proc else 0
-    async with asyncio.timeout(args.seconds + n / args.ramp + 180):
+    async with asyncio.timeout(args.warmup + args.seconds + n / args.ramp + 180):
         while line := await gen.stdout.readline():
             ev = json.loads(line)
             events[ev["event"]] = ev
@@ -304,6 +307,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.edge_load", description=__doc__.split("\n")[0])
     p.add_argument("--sessions", default="250,500,1000,1500,2000", help="ascending levels")
     p.add_argument("--seconds", type=float, default=20.0, help="steady window per level (default 20)")
+    p.add_argument("--warmup", type=float, default=3.0,
+                   help="seconds of streaming before the measured window (default 3)")
     p.add_argument("--ramp", type=float, default=200.0, help="new sessions per second while connecting")
     p.add_argument("--p99-ms", type=float, default=50.0, help="chunk->ack p99 bound (default 50)")
     p.add_argument("--keep-going", action="store_true", help="run every level even after one fails")
@@ -320,7 +325,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.loadgen:
-        result = asyncio.run(loadgen(args.loadgen, args.levels[0], args.seconds, args.ramp))
+        result = asyncio.run(loadgen(args.loadgen, args.levels[0], args.seconds, args.ramp, args.warmup))
         print(json.dumps(result), flush=True)
         return 0
     command = ".venv/bin/python -m benchmarks.edge_load " + shlex.join(sys.argv[1:] if argv is None else argv)
