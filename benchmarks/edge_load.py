@@ -72,11 +72,14 @@ async def loadgen(url: str, n: int, seconds: float, ramp_per_s: float, warmup: f
     sockets: list[aiohttp.ClientWebSocketResponse] = []
     readers: list[asyncio.Task[None]] = []
 
+    finishing = False
+
     async def read(ws: aiohttp.ClientWebSocketResponse) -> None:
         async for msg in ws:
             if msg.type == aiohttp.WSMsgType.TEXT and '"error"' in msg.data:
                 closed.append(msg.data[:120])
-        closed.append(f"closed {ws.close_code}")
+        if not finishing:  # the edge closed it during the run
+            closed.append(f"closed by the edge: {ws.close_code}")
 
     conn = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=conn) as http:
@@ -121,6 +124,7 @@ async def loadgen(url: str, n: int, seconds: float, ramp_per_s: float, warmup: f
             tick += 1
         end_wall = time.time()
         print(json.dumps({"event": "done", "at": end_wall}), flush=True)
+        finishing = True
         await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
         for r in readers:
             r.cancel()
@@ -128,7 +132,7 @@ async def loadgen(url: str, n: int, seconds: float, ramp_per_s: float, warmup: f
     lat = np.array(lateness) if lateness else np.zeros(1)
     return {"event": "result", "connected": len(sockets), "connect_errors": connect_errors[:20],
             "connect_error_count": len(connect_errors), "sent": sent, "closed_early": closed[:20],
-            "closed_early_count": sum(1 for c in closed if not c.startswith("closed")),
+            "closed_early_count": len(closed),
             "tick_late_p99_ms": float(np.percentile(lat, 99) * 1000), "tick_late_max_ms": float(lat.max() * 1000)}
 
 
