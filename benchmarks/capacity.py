@@ -376,14 +376,26 @@ def summarise(system: str, streams: list[Stream], wall_s: float, cpu: dict[str, 
     return lv
 
 
+async def quiesce(pids: dict[str, int], idle_cores: float = 0.15, timeout: float = 90.0) -> None:
+    """Waits until the processes together use less than ``idle_cores`` over a second (the previous
+    level's backlog is done), at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = procstat.snapshot(pids)
+        await asyncio.sleep(1.0)
+        if sum(procstat.delta(before, procstat.snapshot(pids)).values()) < idle_cores:
+            return
+    print(f"    (still busy after {timeout:.0f} s: the level starts anyway)", flush=True)
+
+
 async def run_level(
     n: int, convs: list[Conversation], url: str, peer_model: str | None, peer_tail_s: float, peer_vad: bool,
     pids: dict[str, int],
 ) -> tuple[list[Stream], float, dict[str, float]]:
     picked = [convs[i % len(convs)] for i in range(n)]
+    await quiesce(pids)
     async with aiohttp.ClientSession() as http:
         if peer_model is None:
-            await asyncio.sleep(2.0)  # let the previous level's tail settle
             before = procstat.snapshot(pids)
             t0 = time.monotonic() + 0.5 + 0.02 * n  # room for N connects
             streams = await asyncio.gather(*(ours(http, url, c, t0) for c in picked))
