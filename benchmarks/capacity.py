@@ -20,7 +20,8 @@
    reference, next to the direct WER of the same streams. CPU: /proc of every role process and
    nats-server before and after the level. A level passes when every session ended, final p95 <
    ``--p95`` s and WER <= direct + ``--wer-margin``; the run stops at the first level that fails
-   (``--keep-going`` runs them all), then bisects towards the boundary ``--refine`` times.
+   (``--keep-going`` runs them all), then bisects towards the boundary ``--refine`` times, then
+   runs round(0.8 x capacity) streams if no level had exactly that many (``--no-at-80`` skips it).
    Capacity = the largest N that passes with every lower level run passing too.
 4. ``--peer``: WhisperLive (benchmarks/.peer-venv, see peer_setup.sh) with its faster_whisper
    backend, the same model folder, OMP_NUM_THREADS 1, its VAD on; the same levels and audio
@@ -506,6 +507,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--p95", type=float, default=1.5, help="final latency p95 bound, seconds (default 1.5)")
     p.add_argument("--wer-margin", type=float, default=0.01, help="WER may exceed direct by this (default 0.01)")
     p.add_argument("--keep-going", action="store_true", help="run every level even after one fails")
+    p.add_argument("--at-80", action=argparse.BooleanOptionalAction, default=True,
+                   help="run round(0.8 x capacity) streams too when no level was exactly that (default on)")
     p.add_argument("--refine", type=int, default=2,
                    help="after the first failing level, bisect towards the capacity this many times (default 2)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="ASR device (stack and direct)")
@@ -639,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
             bound = settings.endpointing_ms + 300
             print(f"- {system} at 1 stream: final p50 {_ms(one.p(50))} ms (goal <= endpointing_ms + 300 = {bound} ms: "
                   f"{'met' if one.p(50) * 1000 <= bound else 'missed'}), first partial p50 {_ms(one.fp(50))} ms")
-        near = [lv for lv in results[system] if lv.passed and lv.n <= 0.8 * cap]
+        near = [lv for lv in results[system] if lv.n <= round(0.8 * cap)]
         if cap and near:
             lv = max(near, key=lambda x: x.n)
             print(f"- {system} at {lv.n} streams (<= 80 % of capacity {cap}): final p50 {_ms(lv.p(50))} / p95 "
@@ -697,6 +700,9 @@ def levels_of(system: str, args: argparse.Namespace, convs: list[Conversation], 
         if not bad or bad - good < 2:
             break
         run((good + bad) // 2)
+    at80 = round(0.8 * capacity(out))
+    if args.at_80 and peer_model is None and at80 >= 1 and at80 not in {lv.n for lv in out}:
+        run(at80)  # the latency figure at 80 % of capacity
     out.sort(key=lambda lv: lv.n)
     return out
 
