@@ -55,7 +55,7 @@ CHUNK_MS = 100
 BYTES_PER_S = 32000  # PCM s16le 16 kHz mono
 SESSION_SLACK_S = 60.0  # a session may take this much longer than its audio before it is abandoned
 PAUSE_BETWEEN_ROUNDS_S = 2.0
-_WORKER_FINAL = re.compile(r"final \d+ +([\d.]+)s →")
+_WORKER_FINAL = re.compile(r"final \d+ +([\d.]+)s(?: →|,)")  # "final 3   0.41s, 40 chars"
 
 
 # --- baseline ---------------------------------------------------------------------------------

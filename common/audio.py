@@ -3,16 +3,13 @@
 Pure numpy, no I/O except :func:`read_wav`. Used by the CLI client (file -> wire format) and by
 the edge when a client streams at another ``?sample_rate=`` (:class:`StreamResampler`).
 
-Resampling is linear interpolation; when downsampling by more than 1.5x the input is first
-low-passed with a windowed-sinc FIR (zero phase: its group delay is compensated) so that content
-above the new Nyquist frequency does not fold back into the speech band. The one-shot
-:func:`resample_s16` is the streaming resampler fed in one piece, so chunked and one-shot
+Resampling is libsoxr (python-soxr) in streaming mode, which band-limits as it converts. The
+one-shot :func:`resample_s16` is the streaming resampler fed in one piece, so chunked and one-shot
 outputs agree up to the last bit of rounding.
 """
 
 from __future__ import annotations
 
-import math
 import struct
 import wave
 from os import PathLike
@@ -20,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import soxr
 
 TARGET_RATE = 16000
 """The rate of everything behind the edge: PCM s16le mono at 16 kHz."""
@@ -27,9 +25,7 @@ TARGET_RATE = 16000
 _CONVERT_HINT = "sox {path} -r 16000 -c 1 -b 16 out.wav"
 _WAVE_FORMAT_PCM = 0x0001
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
-_MIN_FILTER_RATIO = 1.5  # lowpass before interpolating when from_rate / to_rate exceeds this
-_TAPS_PER_RATIO = 16  # FIR length per unit of decimation ratio (about 8 zero crossings each side)
-_CUTOFF = 0.9  # FIR cutoff as a fraction of the output Nyquist frequency
+_QUALITY = "HQ"  # libsoxr "high quality": 20-bit precision, linear phase
 
 Floats = npt.NDArray[np.float64]
 
@@ -55,17 +51,6 @@ def pcm_duration_s(nbytes: int, rate: int = TARGET_RATE) -> float:
 # --- resampling --------------------------------------------------------------------------------
 
 
-def _lowpass_taps(from_rate: int, to_rate: int) -> Floats:
-    """Hann-windowed sinc lowpass at ``_CUTOFF`` of the output Nyquist, unity DC gain, odd length."""
-    ratio = from_rate / to_rate
-    ntaps = math.ceil(ratio * _TAPS_PER_RATIO) | 1
-    cutoff = 0.5 * _CUTOFF / ratio  # cycles per input sample
-    n = np.arange(ntaps, dtype=np.float64) - (ntaps - 1) / 2
-    taps = 2 * cutoff * np.sinc(2 * cutoff * n) * np.hanning(ntaps + 2)[1:-1]
-    result: Floats = taps / taps.sum()
-    return result
-
-
 def _to_s16(samples: Floats) -> bytes:
     return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
 
@@ -73,10 +58,11 @@ def _to_s16(samples: Floats) -> bytes:
 class StreamResampler:
     """Chunk-by-chunk resampler of PCM s16le mono, continuous across chunk boundaries.
 
-    Output sample ``k`` sits at input position ``k * from_rate / to_rate`` (exact integer
-    arithmetic, no drift). Between chunks it keeps the input samples still needed for
-    interpolation, the lowpass history and an odd trailing byte. Call :meth:`flush` once at the
-    end of the stream for the remaining tail; the total output is then
+    libsoxr (python-soxr) in streaming mode, "HQ" quality: a linear-phase polyphase filter with
+    its anti-alias lowpass built in, so downsampling does not fold content above the new Nyquist
+    frequency back into the speech band. The filter holds back a few milliseconds of output until
+    later input arrives; between chunks it also keeps an odd trailing byte. Call :meth:`flush` once
+    at the end of the stream for the remaining tail; the total output is then
     ``ceil(n_in * to_rate / from_rate)`` samples. ``from_rate == to_rate`` passes bytes through.
     """
 
@@ -85,31 +71,16 @@ class StreamResampler:
             raise ValueError(f"sample rates must be positive, got {from_rate} -> {to_rate}")
         self.from_rate = from_rate
         self.to_rate = to_rate
-        g = math.gcd(from_rate, to_rate)
-        self._up = to_rate // g  # output samples per ...
-        self._down = from_rate // g  # ... this many input samples
         self._passthrough = from_rate == to_rate
         self._odd_byte = b""
-        # lowpass state (only when downsampling by more than _MIN_FILTER_RATIO)
-        self._taps: Floats | None = None
-        self._history: Floats = np.zeros(0)
-        self._delay_left = 0  # leading filter outputs that precede input sample 0
-        if from_rate > _MIN_FILTER_RATIO * to_rate:
-            self._taps = _lowpass_taps(from_rate, to_rate)
-            self._history = np.zeros(len(self._taps) - 1)
-            self._delay_left = (len(self._taps) - 1) // 2
-        # interpolation state
-        self._buf: Floats = np.zeros(0)  # input samples from absolute index _buf_start on
-        self._buf_start = 0
-        self._n_in = 0  # input samples that reached the interpolator
+        self._stream = None if self._passthrough else soxr.ResampleStream(
+            from_rate, to_rate, 1, dtype="float32", quality=_QUALITY)
+        self._n_in = 0  # input samples received
         self._n_out = 0  # output samples emitted
         self._flushed = False
 
     def __repr__(self) -> str:
-        return (
-            f"StreamResampler({self.from_rate} -> {self.to_rate}, in={self._n_in}, out={self._n_out}, "
-            f"filter={0 if self._taps is None else len(self._taps)} taps)"
-        )
+        return f"StreamResampler({self.from_rate} -> {self.to_rate}, in={self._n_in}, out={self._n_out})"
 
     def process(self, pcm: bytes) -> bytes:
         """Resample the next chunk; returns the output samples that are complete so far."""
@@ -120,8 +91,8 @@ class StreamResampler:
         data = self._odd_byte + pcm
         usable = len(data) - len(data) % 2
         self._odd_byte = data[usable:]
-        samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float64)
-        return _to_s16(self.process_float(samples))
+        samples = np.frombuffer(data[:usable], dtype="<i2").astype(np.float32)
+        return _to_s16(self._resample(samples, last=False))
 
     def flush(self) -> bytes:
         """Emit the tail of the stream; the resampler accepts no more input afterwards."""
@@ -132,54 +103,32 @@ class StreamResampler:
 
     def process_float(self, samples: Floats) -> Floats:
         """:meth:`process` on samples already decoded to float (int16 scale)."""
-        return self._interpolate(self._filter(samples), final=False)
+        if self._flushed:
+            raise RuntimeError("StreamResampler.process_float() after flush()")
+        if self._passthrough:
+            return samples
+        return self._resample(samples.astype(np.float32), last=False)
 
     def flush_float(self) -> Floats:
         """:meth:`flush` returning float samples (int16 scale)."""
         if self._flushed:
             return np.zeros(0)
         self._flushed = True
-        tail = np.zeros(0)
-        if self._taps is not None:
-            # Push the centred filter's look-ahead through with zeros (silence after the end).
-            tail = self._filter(np.zeros((len(self._taps) - 1) // 2))
-        return self._interpolate(tail, final=True)
+        if self._passthrough:
+            return np.zeros(0)
+        return self._resample(np.zeros(0, dtype=np.float32), last=True)
 
-    def _filter(self, samples: Floats) -> Floats:
-        if self._taps is None or len(samples) == 0:
-            return samples
-        padded = np.concatenate([self._history, samples])
-        self._history = padded[len(padded) - (len(self._taps) - 1) :]
-        out: Floats = np.convolve(padded, self._taps, mode="valid")
-        if self._delay_left:
-            skip = min(self._delay_left, len(out))
-            self._delay_left -= skip
-            out = out[skip:]
-        return out
-
-    def _interpolate(self, samples: Floats, *, final: bool) -> Floats:
-        self._buf = np.concatenate([self._buf, samples])
+    def _resample(self, samples: npt.NDArray[np.float32], *, last: bool) -> Floats:
+        assert self._stream is not None
         self._n_in += len(samples)
-        end = self._n_in  # one past the last input sample available
-        if final:
-            # Every output position before the last input sample; the right neighbour is clamped.
-            k_end = -(-end * self._up // self._down)
-        else:
-            # Positions whose right neighbour (idx + 1) has arrived: k * down < (end - 1) * up.
-            k_end = max(self._n_out, -(-(end - 1) * self._up // self._down))
-        k = np.arange(self._n_out, k_end, dtype=np.int64)
-        pos = k * self._down
-        idx = pos // self._up
-        frac = (pos - idx * self._up) / self._up
-        local = idx - self._buf_start
-        right = np.minimum(local + 1, len(self._buf) - 1)
-        out: Floats = self._buf[local] * (1 - frac) + self._buf[right] * frac if len(k) else np.zeros(0)
-        self._n_out = k_end
-        keep_from = self._n_out * self._down // self._up  # first input sample still needed
-        drop = min(max(keep_from - self._buf_start, 0), len(self._buf))
-        self._buf = self._buf[drop:]
-        self._buf_start += drop
-        return out
+        out = self._stream.resample_chunk(samples, last=last)
+        if last:
+            # libsoxr rounds the total length to nearest; the contract is ceil(n_in * to / from).
+            want = -(-self._n_in * self.to_rate // self.from_rate) - self._n_out
+            out = np.concatenate([out, np.zeros(max(0, want - len(out)), dtype=out.dtype)])[:max(0, want)]
+        self._n_out += len(out)
+        result: Floats = out.astype(np.float64)
+        return result
 
 
 def _resample_float(samples: Floats, from_rate: int, to_rate: int) -> Floats:

@@ -1,0 +1,754 @@
+"""Capacity: how many real-time two-voice conversations a stack serves live, side by side with a peer.
+
+    .venv/bin/python -m benchmarks.capacity [--streams 1,4,8,12,16] [--pools default,1x2,2x1]
+        [--peer] [--overhead-streams 4] [--conversations 8] [--device cpu] [--json PATH]
+
+1. Audio: ``--conversations`` deterministic espeak-ng conversations (benchmarks/conversations.py:
+   two voices, 0.3-3 s pauses, 60-90 s each, cached). Stream i plays conversation i mod K.
+2. Direct faster-whisper, in this process before anything else runs: the ASR worker's own
+   ``Transcriber`` and options (same model folder, device, compute type, cpu_threads) on (a) each
+   whole conversation, the WER bound's reference, and (b) each utterance cut where the pipeline's
+   Segmenter cuts it, with the prompt the worker would give it: the CPU reference of "Overhead".
+3. For each ASR pool (``default`` = the stack exactly as ``asr dev`` starts it; ``PxC`` = P ASR
+   processes with asr_concurrency C each, cpu_threads 1): a private cli.dev.Stack (own
+   nats-server, free port, logs to a file), then each level N in ascending order: N WebSocket
+   sessions stream their conversations at real time in 100 ms chunks, then ``end``. Per final:
+   latency = arrival - (t0 + end of the speech it closes), where that end is the reference turn
+   end nearest the final's ``end_s`` (within 1.5 s, else ``end_s``). First partial = the first
+   transcript message covering a turn that opens an utterance (after a pause of at least
+   endpointing_ms) - (t0 + the turn's start). WER is corpus WER of the finals against the
+   reference, next to the direct WER of the same streams. CPU: /proc of every role process and
+   nats-server before and after the level. A level passes when every session ended, final p95 <
+   ``--p95`` s and WER <= direct + ``--wer-margin``; the run stops at the first level that fails
+   (``--keep-going`` runs them all), then bisects towards the boundary ``--refine`` times, then
+   runs round(0.8 x capacity) streams if no level had exactly that many (``--no-at-80`` skips it).
+   Capacity = the largest N that passes with every lower level run passing too.
+4. ``--peer``: WhisperLive (benchmarks/.peer-venv, see peer_setup.sh) with its faster_whisper
+   backend, the same model folder, OMP_NUM_THREADS 1, its VAD on; the same levels and audio
+   through its WebSocket protocol (int16 PCM at 16 kHz, END_OF_AUDIO after ``--peer-tail-s`` of
+   silence, as a microphone left open would send). Its finals are its ``completed`` segments. It
+   runs every level any pool of ours ran (not stopping at a failure), so the ratios compare equal loads.
+5. Overhead (``--overhead-streams`` > 0): the default stack twice more with that many streams, once
+   with partials off (``ASR_PARTIAL_INTERVAL_MS=0``), once with them on: pipeline CPU per audio
+   second (all processes) against direct per-utterance CPU of the same conversations; the
+   partials' share is the difference.
+
+Prints markdown tables and writes everything to ``--json``. Nothing here is a test: numbers depend
+on the machine and what else runs on it, which the output records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import shlex
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jiwer
+import numpy as np
+
+from asr_worker.transcriber import Transcriber, resolve_model_path
+from asr_worker.worker import transcriber_options
+from benchmarks import procstat
+from benchmarks.conversations import Conversation, Turn, conversations
+from benchmarks.pipeline_latency import cut_like_the_pipeline, machine, run_session, warm_up
+from cli.dev import Stack, free_port
+from common.settings import Settings, load
+from tests.helpers import normalise
+from vad_worker.session import segmenter_options
+
+BYTES_PER_S = 32000
+CHUNK_MS = 100
+MATCH_S = 1.5  # a final's end_s within this of a reference turn end closes that turn
+STREAM_SLACK_S = 120.0
+PEER_VENV = Path(__file__).resolve().parent / ".peer-venv"
+PEER_SERVER = Path(__file__).resolve().parent / "peer_server.py"
+_WORKER_READY = re.compile(r"asr worker \S+ ready \(model (.+?) on (\w+), (\d+) slot")
+
+
+# --- what a client saw ----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Seg:
+    start_s: float
+    end_s: float
+    text: str
+
+
+@dataclass(slots=True)
+class Stream:
+    conv: Conversation
+    t0: float = 0.0
+    finals: list[tuple[float, Seg]] = field(default_factory=list)
+    """(arrival, segment) of each final, in arrival order."""
+    updates: list[tuple[float, list[Seg]]] = field(default_factory=list)
+    """(arrival, segments) of every transcript message, partial or final."""
+    partials: int = 0
+    tail_text: str = ""
+    """Text the peer showed but never completed (counted in its WER, not in its finals)."""
+    ended: bool = False
+    error: str = ""
+    send_lag_s: float = 0.0
+
+    def hypothesis(self) -> str:
+        return " ".join([*(s.text for _, s in self.finals), self.tail_text]).strip()
+
+
+def speech_end(turns: Sequence[Turn], end_s: float) -> float:
+    """End of the reference speech a final ending at ``end_s`` closes."""
+    best = min(turns, key=lambda t: abs(t.end_s - end_s))
+    return best.end_s if abs(best.end_s - end_s) <= MATCH_S else end_s
+
+
+def utterance_openers(turns: Sequence[Turn], endpointing_s: float) -> list[Turn]:
+    """Turns after a pause the endpointer ends an utterance in: each opens a new utterance."""
+    return [t for i, t in enumerate(turns) if i == 0 or t.start_s - turns[i - 1].end_s >= endpointing_s]
+
+
+def first_partials(stream: Stream, endpointing_s: float) -> list[float]:
+    out = []
+    for turn in utterance_openers(stream.conv.turns, endpointing_s):
+        for arrival, segs in stream.updates:
+            if any(s.text.strip() and s.end_s > turn.start_s + 0.1 and s.start_s < turn.end_s for s in segs):
+                out.append(arrival - (stream.t0 + turn.start_s))
+                break
+    return out
+
+
+# --- our stack ------------------------------------------------------------------------------------
+
+async def ours(http: aiohttp.ClientSession, url: str, conv: Conversation, t0: float) -> Stream:
+    session = await run_session(http, url, conv.pcm, t0, conv.duration_s + STREAM_SLACK_S)
+    stream = Stream(conv, t0=t0, ended=session.ended_at is not None, error=session.error,
+                    send_lag_s=session.max_send_lag_s)
+    for arrival, m in session.received:
+        if m["type"] != "transcript":
+            continue
+        seg = Seg(float(m["start_s"]), float(m["end_s"]), m["text"])
+        stream.updates.append((arrival, [seg]))
+        if m["is_final"]:
+            stream.finals.append((arrival, seg))
+        else:
+            stream.partials += 1
+    return stream
+
+
+def extra_asr_env(stack: Stack, pool_env: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(stack.extra_env)
+    env.update(ASR_NATS_URL=stack.nats.url, ASR_HOST=stack.host, ASR_ASR_HTTP_PORT=str(free_port()),
+               PYTHONUNBUFFERED="1", OMP_WAIT_POLICY="PASSIVE", **pool_env)
+    return env
+
+
+def wait_http_ready(port: int, timeout: float = 180.0) -> None:
+    import urllib.error
+    import urllib.request
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"worker on port {port} not ready within {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def our_stack(pool: str, env: dict[str, str], log: Any, tmp: Path) -> Iterator[tuple[Stack, dict[str, int], str]]:
+    """A running stack for ``pool``; yields it, the pids to measure and what the pool really is."""
+    stack_env = dict(env)
+    procs, conc = 0, 0
+    if pool != "default":
+        procs, conc = (int(x) for x in pool.split("x"))
+        stack_env.update(ASR_ASR_CONCURRENCY=str(conc), ASR_CPU_THREADS="1")
+    stack = Stack("127.0.0.1", free_port(), tmp / f"stack-{pool}-{uuid.uuid4().hex[:6]}", out=log, env=stack_env)
+    log.flush()
+    offset = Path(log.name).stat().st_size
+    try:
+        stack.start()
+        stack.wait_ready(timeout=240)
+        existing = [n for n in stack.procs if n.startswith("asr_worker")]
+        for i in range(len(existing), procs):
+            e = extra_asr_env(stack, {"ASR_ASR_CONCURRENCY": str(conc), "ASR_CPU_THREADS": "1"})
+            stack.spawn(f"asr_worker-extra{i + 1}", "asr_worker", e)
+            wait_http_ready(int(e["ASR_ASR_HTTP_PORT"]))
+        want = sum(1 for n in stack.procs if n.startswith("asr"))
+        deadline = time.monotonic() + 30
+        while True:  # the log line may trail the readiness the edge saw by a moment
+            log.flush()
+            with open(log.name, "rb") as f:
+                f.seek(offset)
+                ready = _WORKER_READY.findall(f.read().decode(errors="replace"))
+            if len(ready) >= want or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        # What each ASR worker says it runs: "model M on DEVICE, N slot(s)".
+        real = f"{len(ready)} ASR process(es): " + ", ".join(f"{d} x {n} slot(s)" for _, d, n in ready)
+        pids = {name: p.pid for name, p in stack.procs.items()}
+        assert stack.nats.proc is not None
+        pids["nats-server"] = stack.nats.proc.pid
+        yield stack, pids, real
+    finally:
+        stack.stop()
+
+
+# --- the peer -------------------------------------------------------------------------------------
+
+async def peer(http: aiohttp.ClientSession, url: str, conv: Conversation, start: asyncio.Future[float],
+               model: str, ready: asyncio.Event, tail_s: float, use_vad: bool) -> Stream:
+    """One WhisperLive client: options, SERVER_READY, then (from ``start``'s time) int16 PCM paced at
+    real time, END_OF_AUDIO."""
+    stream = Stream(conv)
+    seen: set[tuple[str, str]] = set()
+    last_open: list[Seg] = []
+    step = BYTES_PER_S * CHUNK_MS // 1000
+    pcm = conv.pcm + bytes(int(tail_s * BYTES_PER_S) // 2 * 2)
+    try:
+        async with asyncio.timeout(conv.duration_s + tail_s + STREAM_SLACK_S):
+            ws = await http.ws_connect(url, max_msg_size=0)
+            await ws.send_str(json.dumps({
+                "uid": uuid.uuid4().hex, "language": "en", "task": "transcribe", "model": model,
+                "use_vad": use_vad, "audio_format": "int16", "send_last_n_segments": 10,
+            }))
+            while True:
+                msg = await ws.receive()
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    raise RuntimeError(f"closed before SERVER_READY ({msg.type.name})")
+                data = json.loads(msg.data)
+                if data.get("message") == "SERVER_READY":
+                    break
+                if data.get("status") in ("WAIT", "ERROR"):
+                    raise RuntimeError(f"refused: {data}")
+            ready.set()
+            t0 = stream.t0 = await start
+
+            async def read() -> None:
+                nonlocal last_open
+                async for msg in ws:
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        continue
+                    data = json.loads(msg.data)
+                    if "segments" not in data:
+                        continue
+                    now = time.monotonic()
+                    segs, open_segs = [], []
+                    for s in data["segments"]:
+                        seg = Seg(float(s["start"]), float(s["end"]), s["text"].strip())
+                        segs.append(seg)
+                        key = (s["start"], s["text"])
+                        if s.get("completed"):
+                            if key not in seen:
+                                seen.add(key)
+                                stream.finals.append((now, seg))
+                        else:
+                            open_segs.append(seg)
+                    if open_segs:
+                        stream.partials += 1
+                        last_open = open_segs
+                    stream.updates.append((now, segs))
+
+            reader = asyncio.create_task(read())
+            try:
+                for k, i in enumerate(range(0, len(pcm), step)):
+                    due = t0 + (k + 1) * CHUNK_MS / 1000
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                    stream.send_lag_s = max(stream.send_lag_s, time.monotonic() - due)
+                    await ws.send_bytes(pcm[i : i + step])
+                await ws.send_bytes(b"END_OF_AUDIO")
+                await asyncio.wait_for(asyncio.shield(reader), 30)
+                stream.ended = True
+            finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+                await ws.close()
+    except (TimeoutError, aiohttp.ClientError, RuntimeError) as exc:
+        stream.error = f"{type(exc).__name__}: {exc}"[:200]
+    finally:
+        ready.set()  # ready or failed: the level's clock need not wait for this client
+    last_final_end = max((s.end_s for _, s in stream.finals), default=-1.0)
+    stream.tail_text = " ".join(s.text for s in last_open if s.start_s >= last_final_end - 0.01)
+    return stream
+
+
+@contextlib.contextmanager
+def peer_server(model: str, max_clients: int, log: Any, single_model: bool) -> Iterator[tuple[int, int]]:
+    python = PEER_VENV / "bin" / "python"
+    if not python.exists():
+        raise SystemExit(f"no peer venv at {PEER_VENV}: run bash benchmarks/peer_setup.sh first")
+    port = free_port()
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    cmd = [str(python), str(PEER_SERVER), str(port), model, str(max_clients)]
+    proc = subprocess.Popen(cmd + (["--single-model"] if single_model else []), env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"whisper-live exited with {proc.returncode} (see the log)")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("whisper-live did not listen within 120 s")
+            time.sleep(0.25)
+        yield port, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- a level --------------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class LevelResult:
+    system: str
+    n: int
+    ok_sessions: int = 0
+    errors: list[str] = field(default_factory=list)
+    finals: int = 0
+    latency_s: list[float] = field(default_factory=list)
+    first_partial_s: list[float] = field(default_factory=list)
+    partials_per_stream: float = 0.0
+    wer: float = float("nan")
+    direct_wer: float = float("nan")
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    send_lag_s: float = 0.0
+    passed: bool = False
+
+    def p(self, q: float) -> float:
+        return float(np.percentile(self.latency_s, q)) if self.latency_s else float("nan")
+
+    def fp(self, q: float) -> float:
+        return float(np.percentile(self.first_partial_s, q)) if self.first_partial_s else float("nan")
+
+    @property
+    def cpu_per_audio_s(self) -> float:
+        return sum(self.cpu_s.values()) / self.audio_s if self.audio_s else float("nan")
+
+
+def corpus_wer(refs: list[str], hyps: list[str]) -> float:
+    refs_n = [normalise(r) for r in refs]
+    hyps_n = [normalise(h) for h in hyps]
+    return float(jiwer.wer(refs_n, hyps_n)) if any(refs_n) else float("nan")
+
+
+def summarise(system: str, streams: list[Stream], wall_s: float, cpu: dict[str, float],
+              direct: dict[str, str], endpointing_s: float, p95_bound: float, margin: float) -> LevelResult:
+    lv = LevelResult(system, len(streams), wall_s=wall_s, cpu_s=cpu)
+    for s in streams:
+        if s.error or not s.ended:
+            lv.errors.append(s.error or "did not end")
+        else:
+            lv.ok_sessions += 1
+        lv.finals += len(s.finals)
+        lv.latency_s += [arrival - (s.t0 + speech_end(s.conv.turns, seg.end_s)) for arrival, seg in s.finals]
+        lv.first_partial_s += first_partials(s, endpointing_s)
+        lv.audio_s += s.conv.duration_s
+        lv.send_lag_s = max(lv.send_lag_s, s.send_lag_s)
+    lv.partials_per_stream = statistics.mean(s.partials for s in streams) if streams else 0.0
+    lv.wer = corpus_wer([s.conv.text for s in streams], [s.hypothesis() for s in streams])
+    lv.direct_wer = corpus_wer([s.conv.text for s in streams], [direct[s.conv.name] for s in streams])
+    lv.passed = (not lv.errors and lv.p(95) < p95_bound and lv.wer <= lv.direct_wer + margin)
+    return lv
+
+
+async def quiesce(pids: dict[str, int], idle_cores: float = 0.15, timeout: float = 90.0) -> None:
+    """Waits until the processes together use less than ``idle_cores`` over a second (the previous
+    level's backlog is done), at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = procstat.snapshot(pids)
+        await asyncio.sleep(1.0)
+        if sum(procstat.delta(before, procstat.snapshot(pids)).values()) < idle_cores:
+            return
+    print(f"    (still busy after {timeout:.0f} s: the level starts anyway)", flush=True)
+
+
+async def run_level(
+    n: int, convs: list[Conversation], url: str, peer_model: str | None, peer_tail_s: float, peer_vad: bool,
+    pids: dict[str, int],
+) -> tuple[list[Stream], float, dict[str, float]]:
+    picked = [convs[i % len(convs)] for i in range(n)]
+    await quiesce(pids)
+    async with aiohttp.ClientSession() as http:
+        if peer_model is None:
+            before = procstat.snapshot(pids)
+            t0 = time.monotonic() + 0.5 + 0.02 * n  # room for N connects
+            streams = await asyncio.gather(*(ours(http, url, c, t0) for c in picked))
+        else:
+            # The peer loads a model per client before it answers SERVER_READY: the clock starts
+            # once every client is ready (or has failed).
+            readies = [asyncio.Event() for _ in picked]
+            start: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+            tasks = [asyncio.create_task(peer(http, url, c, start, peer_model, readies[i], peer_tail_s, peer_vad))
+                     for i, c in enumerate(picked)]
+            # Each client sets its event when it is ready or has failed; a client still loading after
+            # 300 s starts late and shows up as send lag.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*(e.wait() for e in readies)), 300)
+            before = procstat.snapshot(pids)
+            t0 = time.monotonic() + 0.5
+            start.set_result(t0)
+            streams = await asyncio.gather(*tasks)
+        end = time.monotonic()
+    after = procstat.snapshot(pids)
+    return list(streams), end - t0, procstat.delta(before, after)
+
+
+# --- direct faster-whisper ------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Direct:
+    whole_text: dict[str, str] = field(default_factory=dict)
+    whole_cpu_s: dict[str, float] = field(default_factory=dict)
+    cut_text: dict[str, str] = field(default_factory=dict)
+    cut_cpu_s: dict[str, float] = field(default_factory=dict)
+    cuts: dict[str, int] = field(default_factory=dict)
+    cut_audio_s: dict[str, float] = field(default_factory=dict)
+
+
+def run_direct(convs: list[Conversation], settings: Settings) -> Direct:
+    transcriber = Transcriber(transcriber_options(settings))
+    transcriber.transcribe(convs[0].pcm[: 3 * BYTES_PER_S], is_final=True)  # warm-up, not counted
+    opts = segmenter_options(settings)
+    out = Direct()
+    for conv in convs:
+        c0 = time.process_time()
+        out.whole_text[conv.name] = transcriber.transcribe(conv.pcm, is_final=True).text
+        out.whole_cpu_s[conv.name] = time.process_time() - c0
+        cuts = cut_like_the_pipeline(conv.pcm, opts, settings.vad_aggressiveness)
+        texts, context = [], ""
+        c0 = time.process_time()
+        for cut in cuts:
+            text = transcriber.transcribe(cut.audio, is_final=True, prompt=context).text
+            texts.append(text)
+            context = f"{context} {text}".strip()[-settings.context_chars :]
+        out.cut_cpu_s[conv.name] = time.process_time() - c0
+        out.cut_text[conv.name] = " ".join(texts)
+        out.cuts[conv.name] = len(cuts)
+        out.cut_audio_s[conv.name] = sum(len(c.audio) for c in cuts) / BYTES_PER_S
+        print(f"  direct {conv.name}: whole {out.whole_cpu_s[conv.name]:.1f} CPU-s, {len(cuts)} cuts "
+              f"{out.cut_cpu_s[conv.name]:.1f} CPU-s", flush=True)
+    return out
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+def _ms(x: float) -> str:
+    return "n/a" if x != x else f"{x * 1000:.0f}"
+
+
+def level_row(lv: LevelResult) -> str:
+    roles = ", ".join(f"{k} {v / lv.wall_s * 100:.0f} %" for k, v in sorted(lv.cpu_s.items()) if lv.wall_s)
+    return (f"| {lv.system} | {lv.n} | {lv.ok_sessions}/{lv.n} | {lv.finals} | {lv.wer:.3f} | {lv.direct_wer:.3f} "
+            f"| {_ms(lv.p(50))} | {_ms(lv.p(95))} | {_ms(max(lv.latency_s, default=float('nan')))} "
+            f"| {_ms(lv.fp(50))} / {_ms(lv.fp(95))} | {lv.partials_per_stream:.1f} | {lv.cpu_per_audio_s:.3f} "
+            f"| {roles} | {_ms(lv.send_lag_s)} | {'yes' if lv.passed else 'no'} |")
+
+
+LEVEL_HEADER = ("| system | streams | ended | finals | WER | direct WER | final p50 (ms) | p95 | max "
+                "| first partial p50 / p95 (ms) | partials per stream | CPU-s per audio-s | CPU by process "
+                "(% of one core) | worst send lag (ms) | within bounds |\n" + "| " + " | ".join(["---"] * 15) + " |")
+
+
+def capacity(levels: list[LevelResult]) -> int:
+    best = 0
+    for lv in sorted(levels, key=lambda x: x.n):
+        if not lv.passed:
+            break
+        best = lv.n
+    return best
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.capacity", description=__doc__.split("\n")[0])
+    p.add_argument("--streams", default="1,4,8,12,16", help="concurrency levels, run in ascending order")
+    p.add_argument("--pools", default="default",
+                   help="comma-separated ASR pools: default (as asr dev starts it) or PxC (P processes with "
+                        "asr_concurrency C, cpu_threads 1), e.g. default,1x2,2x1; 'none' runs no stack of ours")
+    p.add_argument("--peer", action="store_true", help="also run WhisperLive at the same levels")
+    p.add_argument("--peer-single-model", action="store_true",
+                   help="WhisperLive shares one model between clients (its default: one model per client)")
+    p.add_argument("--peer-no-vad", action="store_true", help="WhisperLive without its VAD (default: VAD on)")
+    p.add_argument("--peer-tail-s", type=float, default=3.0, help="silence the peer gets before END_OF_AUDIO")
+    p.add_argument("--conversations", type=int, default=8, help="distinct conversations (default 8)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--max-seconds", type=float, default=0.0,
+                   help="cut every conversation after this much audio (smoke runs); 0 keeps them whole")
+    p.add_argument("--overhead-streams", type=int, default=4,
+                   help="streams of the CPU-overhead runs (partials off, then on); 0 skips them")
+    p.add_argument("--p95", type=float, default=1.5, help="final latency p95 bound, seconds (default 1.5)")
+    p.add_argument("--wer-margin", type=float, default=0.01, help="WER may exceed direct by this (default 0.01)")
+    p.add_argument("--keep-going", action="store_true", help="run every level even after one fails")
+    p.add_argument("--at-80", action=argparse.BooleanOptionalAction, default=True,
+                   help="run round(0.8 x capacity) streams too when no level was exactly that (default on)")
+    p.add_argument("--refine", type=int, default=2,
+                   help="after the first failing level, bisect towards the capacity this many times (default 2)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="ASR device (stack and direct)")
+    p.add_argument("--compute-type", default="",
+                   help="CTranslate2 compute type (default: int8 on cpu, int8_float16 on cuda)")
+    p.add_argument("--json", type=Path, default=None, help="write all results here (default: a temp file)")
+    p.add_argument("--label", default="", help="a word on the run printed with it, e.g. 'smoke'")
+    args = p.parse_args(argv)
+    try:
+        args.levels = sorted({int(x) for x in args.streams.split(",") if x.strip()})
+    except ValueError:
+        p.error(f"--streams must be comma-separated integers, not {args.streams!r}")
+    args.pool_list = [x.strip() for x in args.pools.split(",") if x.strip() and x.strip() != "none"]
+    for pool in args.pool_list:
+        if pool != "default" and not (len(pool.split("x")) == 2 and all(x.isdigit() and int(x) > 0
+                                                                            for x in pool.split("x"))):
+            p.error(f"--pools: {pool!r} is neither 'default' nor PxC such as 2x1")
+    if not args.levels or min(args.levels) < 1:
+        p.error("--streams levels must be at least 1")
+    args.compute_type = args.compute_type or ("int8_float16" if args.device == "cuda" else "int8")
+    return args
+
+
+def truncate(conv: Conversation, seconds: float) -> Conversation:
+    if seconds <= 0 or conv.duration_s <= seconds:
+        return conv
+    turns = tuple(t for t in conv.turns if t.end_s <= seconds - 0.5)
+    cut = min([seconds, *(t.start_s - 0.05 for t in conv.turns if turns[-1].end_s < t.start_s < seconds)])
+    return Conversation(conv.name + f"-{seconds:g}s", conv.pcm[: int(cut * BYTES_PER_S) // 2 * 2], turns)
+
+
+def cuda_devices() -> int:
+    import ctranslate2
+    try:
+        return int(ctranslate2.get_cuda_device_count())
+    except RuntimeError:
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    command = ".venv/bin/python -m benchmarks.capacity " + shlex.join(sys.argv[1:] if argv is None else argv)
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    info = machine()
+    gpus = cuda_devices()
+    info["cuda devices"] = str(gpus)
+    info["device"] = f"{args.device} ({args.compute_type})"
+    if args.device == "cuda" and gpus == 0:
+        raise SystemExit("--device cuda: CTranslate2 sees no CUDA device here; run on a machine with a GPU")
+    os.environ.update(ASR_DEVICE=args.device, ASR_COMPUTE_TYPE=args.compute_type)
+    settings = load()  # settings.toml + ASR_* environment, as the stack's processes read them
+    endpointing_s = settings.endpointing_ms / 1000
+    print(f"{when} {args.label}\n{command}\n" + "\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
+
+    convs = [truncate(c, args.max_seconds) for c in conversations(args.conversations, args.seed)]
+    total_words = sum(len(c.text.split()) for c in convs)
+    print(f"{len(convs)} conversations, {sum(c.duration_s for c in convs):.0f} s, {total_words} words", flush=True)
+    print("direct faster-whisper:", flush=True)
+    direct = run_direct(convs, settings)
+    refs = [c.text for c in convs]
+    direct_summary = {
+        "whole_wer": corpus_wer(refs, [direct.whole_text[c.name] for c in convs]),
+        "cut_wer": corpus_wer(refs, [direct.cut_text[c.name] for c in convs]),
+        "whole_cpu_per_audio_s": sum(direct.whole_cpu_s.values()) / sum(c.duration_s for c in convs),
+        "cut_cpu_per_audio_s": sum(direct.cut_cpu_s.values()) / sum(c.duration_s for c in convs),
+        "cuts": sum(direct.cuts.values()),
+    }
+    print(json.dumps(direct_summary), flush=True)
+
+    results: dict[str, list[LevelResult]] = {}
+    pools_real: dict[str, str] = {}
+    overhead: dict[str, Any] = {}
+    model_path = resolve_model_path(settings.model)
+    extra_env = {"ASR_DEVICE": args.device, "ASR_COMPUTE_TYPE": args.compute_type}
+    with tempfile.TemporaryDirectory(prefix="asr-capacity-") as tmp_name:
+        tmp = Path(tmp_name)
+        log_path = tmp / "stacks.log"
+        with log_path.open("w") as log:
+            try:
+                for pool in args.pool_list:
+                    with our_stack(pool, extra_env, log, tmp) as (stack, pids, real):
+                        pools_real[pool] = real
+                        url = f"ws://127.0.0.1:{stack.port}/v1/stream"
+                        asyncio.run(warm_up(url))
+                        print(f"pool {pool}: {real}", flush=True)
+                        results[f"ours {pool}"] = levels_of(f"ours {pool}", args, convs, url, None, pids, direct,
+                                                            endpointing_s, stack, args.levels, args.keep_going)
+                if args.peer:
+                    max_clients = max(args.levels) + 1
+                    with peer_server(model_path, max_clients, log, args.peer_single_model) as (port, pid):
+                        print(f"whisper-live on {port}", flush=True)
+                        # Every level ours ran, so latency and CPU compare at equal load.
+                        ran = sorted({lv.n for levels in results.values() for lv in levels}) or args.levels
+                        results["whisper-live"] = levels_of("whisper-live", args, convs, f"ws://127.0.0.1:{port}",
+                                                            model_path, {"whisper-live": pid}, direct,
+                                                            endpointing_s, None, ran, True)
+                if args.overhead_streams > 0:
+                    overhead = run_overhead(args, convs, direct, extra_env, log, tmp, endpointing_s)
+            except BaseException:
+                log.flush()
+                print(log_path.read_text()[-6000:], file=sys.stderr)
+                raise
+
+    print(f"\n### Capacity run {when} {args.label}\n")
+    print(f"Command: `{command}`\n")
+    print("\n".join(f"- {k}: {v}" for k, v in info.items()))
+    print(f"- pools: {pools_real}")
+    print(f"- direct faster-whisper on the same audio: WER {direct_summary['whole_wer']:.3f} whole conversations, "
+          f"{direct_summary['cut_wer']:.3f} cut like the pipeline ({direct_summary['cuts']} cuts); CPU-s per "
+          f"audio-s {direct_summary['whole_cpu_per_audio_s']:.3f} whole, "
+          f"{direct_summary['cut_cpu_per_audio_s']:.3f} cut\n")
+    print(LEVEL_HEADER)
+    for levels in results.values():
+        for lv in levels:
+            print(level_row(lv))
+    print()
+    caps = {system: capacity(levels) for system, levels in results.items()}
+    for system, cap in caps.items():
+        print(f"- capacity of {system}: {cap} streams (p95 < {args.p95} s, WER <= direct + {args.wer_margin}, "
+              "every session ended)")
+    peer_levels = results.get("whisper-live", [])
+    peer_cap = caps.get("whisper-live")
+    for system, cap in caps.items():
+        if system == "whisper-live":
+            continue
+        if peer_levels:
+            print(f"- {system} vs whisper-live: " + (f"{cap / peer_cap:.1f}x the streams" if peer_cap else
+                  f"{cap} streams against none: whisper-live is within the bounds at no level it ran"))
+        one = next((lv for lv in results[system] if lv.n == 1), None)
+        if one is not None:
+            bound = settings.endpointing_ms + 300
+            print(f"- {system} at 1 stream: final p50 {_ms(one.p(50))} ms (goal <= endpointing_ms + 300 = {bound} ms: "
+                  f"{'met' if one.p(50) * 1000 <= bound else 'missed'}), first partial p50 {_ms(one.fp(50))} ms")
+        near = [lv for lv in results[system] if lv.n <= round(0.8 * cap)]
+        if cap and near:
+            lv = max(near, key=lambda x: x.n)
+            print(f"- {system} at {lv.n} streams (<= 80 % of capacity {cap}): final p50 {_ms(lv.p(50))} / p95 "
+                  f"{_ms(lv.p(95))} ms, first partial p50 {_ms(lv.fp(50))} ms")
+    for system, levels in results.items():
+        if system != "whisper-live" and peer_levels:
+            print(f"\nRatios, whisper-live against {system} at the same streams:\n")
+            print("\n".join(ratios(levels, peer_levels)))
+    if overhead:
+        print(f"- overhead at {args.overhead_streams} streams: pipeline {overhead['finals_only_cpu_per_audio_s']:.3f} "
+              f"CPU-s per audio-s with partials off = {overhead['ratio_vs_direct_cut']:.2f}x direct per-utterance "
+              f"({overhead['direct_cut_cpu_per_audio_s']:.3f}); partials add "
+              f"{overhead['partials_cpu_per_audio_s']:.3f} ({overhead['with_partials_cpu_per_audio_s']:.3f} in all); "
+              f"by process, partials off: {overhead['finals_only_by_process']}")
+    out = args.json or Path(tempfile.mkstemp(prefix="capacity-", suffix=".json")[1])
+    out.write_text(json.dumps({
+        "when": when, "command": command, "label": args.label, "machine": info, "pools": pools_real,
+        "settings": {"endpointing_ms": settings.endpointing_ms, "partial_interval_ms": settings.partial_interval_ms,
+                     "model": model_path, "device": args.device, "compute_type": args.compute_type},
+        "conversations": [{"name": c.name, "seconds": c.duration_s, "turns": len(c.turns)} for c in convs],
+        "direct": direct_summary, "direct_detail": asdict(direct),
+        "levels": {k: [asdict(lv) | {"p50": lv.p(50), "p95": lv.p(95), "cpu_per_audio_s": lv.cpu_per_audio_s}
+                       for lv in v] for k, v in results.items()},
+        "capacity": caps, "overhead": overhead,
+    }, indent=1, default=str))
+    print(f"\nJSON: {out}")
+    return 0
+
+
+def levels_of(system: str, args: argparse.Namespace, convs: list[Conversation], url: str, peer_model: str | None,
+              pids: dict[str, int], direct: Direct, endpointing_s: float, stack: Stack | None,
+              levels: list[int], keep_going: bool) -> list[LevelResult]:
+    """Runs ``levels`` in order until one fails (unless ``keep_going``); with ``args.refine``, then
+    bisects between the last passing and the first failing level (at most ``args.refine`` more)."""
+    out: list[LevelResult] = []
+
+    def run(n: int) -> LevelResult:
+        if stack is not None:
+            stack.check_children()
+        streams, wall, cpu = asyncio.run(run_level(n, convs, url, peer_model, args.peer_tail_s,
+                                                   not args.peer_no_vad, pids))
+        lv = summarise(system, streams, wall, cpu, direct.whole_text, endpointing_s, args.p95, args.wer_margin)
+        out.append(lv)
+        print(level_row(lv), flush=True)
+        for err in sorted(set(lv.errors)):
+            print(f"    {lv.errors.count(err)} x {err}", flush=True)
+        return lv
+
+    for n in levels:
+        if not run(n).passed and not keep_going:
+            break
+    for _ in range(args.refine):
+        good = capacity(out)
+        bad = min((lv.n for lv in out if not lv.passed and lv.n > good), default=0)
+        if not bad or bad - good < 2:
+            break
+        run((good + bad) // 2)
+    at80 = round(0.8 * capacity(out))
+    if args.at_80 and peer_model is None and at80 >= 1 and at80 not in {lv.n for lv in out}:
+        run(at80)  # the latency figure at 80 % of capacity
+    out.sort(key=lambda lv: lv.n)
+    return out
+
+
+def ratios(ours: list[LevelResult], peer: list[LevelResult]) -> list[str]:
+    """Per level both ran: the peer's latency and CPU as multiples of ours, and the WER of each."""
+    rows = ["| streams | final p50: peer / ours | final p95: peer / ours | first partial p50: peer / ours "
+            "| CPU-s per audio-s: peer / ours | WER ours / peer |", "| --- | --- | --- | --- | --- | --- |"]
+    by_n = {lv.n: lv for lv in peer}
+    for lv in ours:
+        pv = by_n.get(lv.n)
+        if pv is None:
+            continue
+        rows.append(f"| {lv.n} | {pv.p(50) / lv.p(50):.1f}x | {pv.p(95) / lv.p(95):.1f}x "
+                    f"| {pv.fp(50) / lv.fp(50):.1f}x | {pv.cpu_per_audio_s / lv.cpu_per_audio_s:.2f}x "
+                    f"| {lv.wer:.3f} / {pv.wer:.3f} |")
+    return rows
+
+
+def run_overhead(args: argparse.Namespace, convs: list[Conversation], direct: Direct, env: dict[str, str], log: Any,
+                 tmp: Path, endpointing_s: float) -> dict[str, Any]:
+    n = args.overhead_streams
+    picked = [convs[i % len(convs)] for i in range(n)]
+    audio_s = sum(c.duration_s for c in picked)
+    res: dict[str, Any] = {"streams": n, "audio_s": audio_s}
+    for label, extra in (("finals_only", {"ASR_PARTIAL_INTERVAL_MS": "0"}), ("with_partials", {})):
+        with our_stack("default", {**env, **extra}, log, tmp) as (stack, pids, _):
+            url = f"ws://127.0.0.1:{stack.port}/v1/stream"
+            asyncio.run(warm_up(url))
+            idle0 = procstat.snapshot(pids)
+            time.sleep(5.0)
+            idle = sum(procstat.delta(idle0, procstat.snapshot(pids)).values()) / 5.0
+            streams, wall, cpu = asyncio.run(run_level(n, convs, url, None, 0.0, True, pids))
+            lv = summarise(label, streams, wall, cpu, direct.whole_text, endpointing_s, args.p95, args.wer_margin)
+        res[f"{label}_cpu_per_audio_s"] = sum(cpu.values()) / audio_s
+        res[f"{label}_by_process"] = {k: round(v / audio_s, 4) for k, v in sorted(cpu.items())}
+        res[f"{label}_idle_cores"] = idle
+        res[f"{label}_wer"] = lv.wer
+        res[f"{label}_finals"] = lv.finals
+        print(f"  overhead {label}: {res[f'{label}_cpu_per_audio_s']:.3f} CPU-s per audio-s "
+              f"(idle stack {idle:.3f} cores)", flush=True)
+    res["direct_cut_cpu_per_audio_s"] = sum(direct.cut_cpu_s[c.name] for c in picked) / audio_s
+    res["ratio_vs_direct_cut"] = res["finals_only_cpu_per_audio_s"] / res["direct_cut_cpu_per_audio_s"]
+    res["partials_cpu_per_audio_s"] = res["with_partials_cpu_per_audio_s"] - res["finals_only_cpu_per_audio_s"]
+    return res
+
+
+if __name__ == "__main__":
+    sys.exit(main())
