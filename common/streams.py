@@ -41,7 +41,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             max_age=float(settings.audio_retention_seconds),
             discard=DiscardPolicy.OLD,
             max_bytes=settings.audio_max_bytes or -1,  # full: the oldest audio goes, new audio is kept
-            duplicate_window=120.0,
+            duplicate_window=min(120.0, float(settings.audio_retention_seconds)),  # JetStream: <= max age
             num_replicas=settings.stream_replicas,
         ),
         StreamConfig(
