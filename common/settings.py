@@ -174,6 +174,11 @@ def _range(name: str, value: float, lo: float, hi: float, why: str) -> str | Non
     return f"{name}={value} is outside {lo}..{hi}: {why}"
 
 
+# Bounds of endpointing_ms, also for the per-session override (header Asr-Options).
+ENDPOINTING_MS_MIN = 100
+ENDPOINTING_MS_MAX = 5000
+
+
 def _validate(s: Settings) -> list[str]:
     p: list[str] = []
 
@@ -181,12 +186,12 @@ def _validate(s: Settings) -> list[str]:
         if msg:
             p.append(msg)
 
-    if s.endpointing_ms < 100:
+    if s.endpointing_ms < ENDPOINTING_MS_MIN:
         add(
             f"endpointing_ms={s.endpointing_ms} is too short: users would see many tiny utterances cut "
             "mid-sentence at every breath; use at least 200 (500 is a good default for captions)."
         )
-    elif s.endpointing_ms > 5000:
+    elif s.endpointing_ms > ENDPOINTING_MS_MAX:
         add(
             f"endpointing_ms={s.endpointing_ms} is too long: each final would wait more than 5 s after "
             "the speaker stops; use at most 5000 (dictation is usually fine with 800-1500)."

@@ -9,6 +9,8 @@
     vad_worker -> results.<session>.event          core NATS only (speech_started, utterance_end)
     ingest     -> sessions.<session>.takeover      core NATS: the session was resumed elsewhere
     workers    -> KV bucket asr_workers            heartbeats (key <role>.<worker_id>, TTL)
+    vad_worker -> KV bucket vad_shards             shard leases (vad_worker.shards)
+    vad_worker -> KV bucket vad_sessions           session checkpoints (common.continuity)
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ H_KIND = "Asr-Kind"  # audio | finalize | drain | end
 H_SEQ = "Asr-Seq"  # per-session message sequence, from 1
 H_SENT_AT = "Asr-Sent-At"  # wall clock (UNIX seconds) when the edge published it
 H_OFFSET = "Asr-Offset"  # bytes of session audio (16 kHz PCM) before this chunk
+H_OPTIONS = "Asr-Options"  # optional JSON object of per-session VAD overrides, e.g. {"endpointing_ms": 800}
 H_MSG_ID = "Nats-Msg-Id"  # JetStream de-duplication id: <session>.<seq>
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{8,64}")
