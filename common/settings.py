@@ -96,8 +96,9 @@ class Settings:
     """/readyz of an edge also needs a live VAD worker and a live ASR worker."""
 
     # --- VAD worker -------------------------------------------------------------------------
-    vad_thread_pool_size: int = 4
-    """Threads running webrtcvad in each VAD worker process (never the event loop)."""
+    vad_thread_pool_size: int = 1
+    """Threads running webrtcvad in each VAD worker process (never the event loop); webrtcvad holds
+    the GIL, so more threads add no throughput: run more VAD worker processes instead."""
     vad_aggressiveness: int = 2
     """webrtcvad mode 0 (least aggressive about filtering out non-speech) to 3 (most)."""
     vad_frame_ms: int = 30
@@ -214,7 +215,7 @@ def _validate(s: Settings) -> list[str]:
             f"partial_interval_ms={s.partial_interval_ms} would ask for a partial every few frames; "
             "use 0 to disable partials or at least 200."
         )
-    add(_range("vad_thread_pool_size", s.vad_thread_pool_size, 1, 256, "about 2 per core is plenty."))
+    add(_range("vad_thread_pool_size", s.vad_thread_pool_size, 1, 256, "webrtcvad holds the GIL: use 1 and more VAD worker processes."))
     add(_range("audio_shards", s.audio_shards, 1, 1024, "use 16-256; more shards spread better."))
     add(_range("max_sessions_per_worker", s.max_sessions_per_worker, 1, 100000, "size it per edge."))
     add(_range("max_global_sessions", s.max_global_sessions, 1, 10_000_000, "size it per cluster."))

@@ -40,7 +40,7 @@ from typing import Protocol
 
 import nats
 from nats.js import JetStreamContext
-from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import BadRequestError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ LEASE_TTL_S = 8.0  # a dead worker's shards are free this long after its last re
 REFRESH_S = 2.0
 MARGIN_S = 2.0  # stop consuming this long before the key can expire (clock drift, a slow loop)
 
+WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream's "wrong last sequence" error codes
 TRANSIENT = (TimeoutError, nats.errors.Error)
 """Errors after which a KV operation's outcome is unknown or the bus is briefly away."""
 
@@ -148,6 +149,10 @@ class ShardLeases:
             await self.kv.delete(_key(shard), last=lease.revision)
         except (KeyWrongLastSequenceError, NotFoundError):
             pass  # no longer ours: nothing to give back
+        except BadRequestError as exc:
+            if exc.err_code not in WRONG_LAST_SEQUENCE:
+                raise
+            # no longer ours (kv.delete reports a failed compare-and-set as a plain 400)
         except TRANSIENT as exc:
             log.warning("could not release shard %d (%s): it frees itself in %.0f s", shard, exc, self.ttl_s)
 

@@ -39,6 +39,10 @@ EVICT_AFTER_S = IDLE_S * 2 + 10
 SPEECH = pcm_of("three_utterances.wav") * 2  # six utterances, 26 s
 REFERENCES = THREE_UTTERANCES * 2
 BYTES_PER_S = 32000
+# A new owner's webrtcvad starts without the old one's adapted noise model, so it may classify the
+# first frames after a takeover a little differently: an utterance can start or end a few frames
+# earlier or later. Anything beyond this is a lost or shifted time base (the bug this guards).
+TIME_TOLERANCE_S = 0.5
 REALTIME = 2.0
 ENV = {
     "ASR_IDLE_TIMEOUT_SECONDS": str(IDLE_S),
@@ -90,8 +94,8 @@ def check_session(client: Client, ended: dict[str, Any], first_seq: int = 1) -> 
         i = final["seq"] - 1
         assert wer(REFERENCES[i], final["text"]) <= 0.25, (i, REFERENCES[i], final["text"])
         start, end = TIMES[i]
-        assert final["start_s"] == pytest.approx(start, abs=0.3), (i, final)
-        assert final["end_s"] == pytest.approx(end, abs=0.3), (i, final)
+        assert final["start_s"] == pytest.approx(start, abs=TIME_TOLERANCE_S), (i, final)
+        assert final["end_s"] == pytest.approx(end, abs=TIME_TOLERANCE_S), (i, final)
     assert ended["metrics"]["transcripts_sent"] == len(REFERENCES)
 
 
@@ -103,6 +107,19 @@ async def speak(http: aiohttp.ClientSession, stack: Stack, delay: float = 0.0) -
     await client.send_json({"type": "end"})
     ended = await client.until("session_ended", timeout=240)
     return client, ended
+
+
+async def finals_with_keepalives(client: Client, count: int, timeout: float = 120.0) -> None:
+    """Reads until ``count`` finals arrived, sending a keepalive every second meanwhile (the idle
+    timeout of this stack is short)."""
+    async with asyncio.timeout(timeout):
+        while len(client.finals()) < count:
+            await client.send_json({"type": "keepalive"})
+            try:
+                msg = await client.recv(timeout=1.0)
+            except TimeoutError:
+                continue
+            assert msg is not None, f"closed ({client.close_code}) before {count} finals: {client.messages}"
 
 
 def kill(stack: Stack, name: str, sig: int) -> int:
@@ -141,13 +158,13 @@ KILL_VAD_AT_S = 5.5 / REALTIME
 
 async def test_vad_killed_mid_utterance_then_an_asr_worker(stack: Stack, http: aiohttp.ClientSession) -> None:
     assert TIMES[1][0] < 5.5 < TIMES[1][1]
-    sessions = [asyncio.create_task(speak(http, stack, delay=0.2 * i)) for i in range(8)]
-    await asyncio.sleep(KILL_VAD_AT_S)
-    vad_pid = kill(stack, "vad_worker-1", signal.SIGKILL)
-    await asyncio.sleep(3.0)
-    asr_pid = kill(stack, "asr_worker-1", signal.SIGKILL)
-    results = await asyncio.wait_for(asyncio.gather(*sessions), 300)
-    for client, ended in results:
+    async with asyncio.timeout(300), asyncio.TaskGroup() as group:
+        sessions = [group.create_task(speak(http, stack, delay=0.2 * i)) for i in range(8)]
+        await asyncio.sleep(KILL_VAD_AT_S)
+        vad_pid = kill(stack, "vad_worker-1", signal.SIGKILL)
+        await asyncio.sleep(3.0)
+        asr_pid = kill(stack, "asr_worker-1", signal.SIGKILL)
+    for client, ended in (t.result() for t in sessions):
         check_session(client, ended)
     await wait_restarted(stack, "vad_worker-1", vad_pid)
     await wait_restarted(stack, "asr_worker-1", asr_pid, timeout=120)
@@ -158,26 +175,27 @@ async def test_vad_killed_mid_utterance_then_an_asr_worker(stack: Stack, http: a
 
 
 async def test_graceful_vad_restart(stack: Stack, http: aiohttp.ClientSession) -> None:
-    sessions = [asyncio.create_task(speak(http, stack, delay=0.3 * i)) for i in range(4)]
-    await asyncio.sleep(KILL_VAD_AT_S)
-    pid = kill(stack, "vad_worker-2", signal.SIGTERM)  # it hands its shards over; dev starts another
-    results = await asyncio.wait_for(asyncio.gather(*sessions), 300)
-    for client, ended in results:
+    async with asyncio.timeout(300), asyncio.TaskGroup() as group:
+        sessions = [group.create_task(speak(http, stack, delay=0.3 * i)) for i in range(4)]
+        await asyncio.sleep(KILL_VAD_AT_S)
+        pid = kill(stack, "vad_worker-2", signal.SIGTERM)  # it hands its shards over; dev starts another
+    for client, ended in (t.result() for t in sessions):
         check_session(client, ended)
     await wait_restarted(stack, "vad_worker-2", pid)
     assert "vad_worker-2 exited with code 0: restarting it" in log_of(stack)
 
 
 async def test_a_vad_worker_joining_mid_stream_takes_its_share(stack: Stack, http: aiohttp.ClientSession) -> None:
-    sessions = [asyncio.create_task(speak(http, stack, delay=0.3 * i)) for i in range(4)]
-    await asyncio.sleep(KILL_VAD_AT_S)
-    name = await asyncio.to_thread(stack.add_worker, "vad_worker")
-    port = stack.http_ports[name]
-    async with asyncio.timeout(120):
+    async with asyncio.timeout(300), asyncio.TaskGroup() as group:
+        sessions = [group.create_task(speak(http, stack, delay=0.3 * i)) for i in range(4)]
+        await asyncio.sleep(KILL_VAD_AT_S)
+        name = await asyncio.to_thread(stack.add_worker, "vad_worker")
+        port = stack.http_ports[name]
         while not await asyncio.to_thread(_ready, port) or await asyncio.to_thread(shards_owned, port) == 0:
-            await asyncio.sleep(0.5)
-    results = await asyncio.wait_for(asyncio.gather(*sessions), 300)
-    for client, ended in results:
+            await asyncio.sleep(0.5)  # it owns shards while the sessions still stream
+        owned_mid_stream = not all(t.done() for t in sessions)
+    assert owned_mid_stream
+    for client, ended in (t.result() for t in sessions):
         check_session(client, ended)
     # Three live workers share 16 shards: none holds more than ceil(16/3) = 6 once balanced.
     async with asyncio.timeout(60):
@@ -199,9 +217,7 @@ async def test_silence_with_keepalives_past_the_vad_idle_eviction_then_speech(
     async def silent_then_speaks() -> tuple[Client, dict[str, Any]]:
         client = await connect(http, url(stack))
         await client.stream(SPEECH[:half], chunk_ms=100, realtime=REALTIME)
-        async with asyncio.timeout(60):  # its three finals are out: the VAD state is in silence
-            while len(client.finals()) < 3:
-                await client.recv(timeout=30)
+        await finals_with_keepalives(client, 3)  # its three finals are out: the VAD state is in silence
         loop = asyncio.get_running_loop()
         quiet_until = loop.time() + EVICT_AFTER_S + 8
         while loop.time() < quiet_until:  # muted: keepalives only, longer than the eviction
@@ -215,9 +231,7 @@ async def test_silence_with_keepalives_past_the_vad_idle_eviction_then_speech(
         first = await connect(http, url(stack))
         started = first.messages[0]
         await first.stream(SPEECH[:half], chunk_ms=100, realtime=REALTIME)
-        async with asyncio.timeout(60):
-            while len(first.finals()) < 3:
-                await first.recv(timeout=30)
+        await finals_with_keepalives(first, 3)
         await first.ws.close()
         await asyncio.sleep(EVICT_AFTER_S + 8)  # the phone is away longer than the VAD keeps state
         again = await connect(http, url(stack))
@@ -233,21 +247,76 @@ async def test_silence_with_keepalives_past_the_vad_idle_eviction_then_speech(
         merged.messages = first.messages + again.messages
         return merged, ended
 
-    (muted, muted_end), (resumed, resumed_end) = await asyncio.wait_for(
-        asyncio.gather(silent_then_speaks(), drops_then_resumes()), 300)
+    async with asyncio.timeout(300), asyncio.TaskGroup() as group:
+        muted_task = group.create_task(silent_then_speaks())
+        resumed_task = group.create_task(drops_then_resumes())
+    (muted, muted_end), (resumed, resumed_end) = muted_task.result(), resumed_task.result()
     check_session(muted, muted_end)
     check_session(resumed, resumed_end)
     assert log_of(stack).count("dropping its VAD state from memory") >= evictions + 2
 
 
 async def test_nats_restart_under_live_sessions(stack: Stack, http: aiohttp.ClientSession) -> None:
-    sessions = [asyncio.create_task(speak(http, stack, delay=0.3 * i)) for i in range(4)]
-    await asyncio.sleep(KILL_VAD_AT_S)
-    port = stack.nats.port
-    await asyncio.to_thread(stack.nats.stop)
-    await asyncio.sleep(3.0)  # a short outage
-    stack.nats.requested_port = port  # the same address and store: clients reconnect by themselves
-    await asyncio.to_thread(stack.nats.start)
-    results = await asyncio.wait_for(asyncio.gather(*sessions), 300)
-    for client, ended in results:
+    async with asyncio.timeout(300), asyncio.TaskGroup() as group:
+        sessions = [group.create_task(speak(http, stack, delay=0.3 * i)) for i in range(4)]
+        await asyncio.sleep(KILL_VAD_AT_S)
+        port = stack.nats.port
+        await asyncio.to_thread(stack.nats.stop)
+        await asyncio.sleep(3.0)  # a short outage
+        stack.nats.requested_port = port  # the same address and store: clients reconnect by themselves
+        await asyncio.to_thread(stack.nats.start)
+    for client, ended in (t.result() for t in sessions):
+        check_session(client, ended)
+
+
+async def speak_resuming(http: aiohttp.ClientSession, stack: Stack, delay: float) -> tuple[Client, dict[str, Any]]:
+    """Like ``speak``, but as the protocol tells a client to behave when the edge closes the
+    connection (1011 on a bus outage, 1012, a drop): reconnect with the resume token and the last
+    final seen, and go on sending from what the service has. Returns every message of all
+    connections, in order."""
+    await asyncio.sleep(delay)
+    client = await connect(http, url(stack))
+    started = client.messages[0]
+    seen: list[dict[str, Any]] = []
+    sent = 0
+    while True:
+        try:
+            while sent < len(SPEECH):
+                await asyncio.wait_for(client.ws.send_bytes(SPEECH[sent : sent + 3200]), 10)
+                sent += 3200
+                await asyncio.sleep(0.1 / REALTIME)
+            await client.send_json({"type": "end"})
+            ended = await client.until("session_ended", timeout=240)
+            merged = Client(client.ws)
+            merged.messages = seen + client.messages
+            return merged, ended
+        except (AssertionError, ConnectionError, aiohttp.ClientError):
+            seen += client.messages
+            last_seq = max((m["seq"] for m in seen if m["type"] == "transcript" and m["is_final"]), default=0)
+            async with asyncio.timeout(90):
+                while True:  # the edge may refuse while the bus is away
+                    try:
+                        client = await connect(http, url(stack))
+                        await client.send_json({"type": "reconnect", "previous_session_id": started["session_id"],
+                                                "resume_token": started["resume_token"], "last_seq": last_seq})
+                        recovered = await client.until("session_recovered", timeout=15)
+                        break
+                    except (AssertionError, ConnectionError, aiohttp.ClientError, TimeoutError):
+                        await asyncio.sleep(1.0)
+            sent = recovered["previous_metrics"]["audio_bytes_received"]
+
+
+async def test_nats_restart_workers_ride_through(stack: Stack, http: aiohttp.ClientSession) -> None:
+    """The worker side of a bus restart: whether or not the edge keeps the WebSocket open, a client
+    that follows the protocol loses no final. (test_nats_restart_under_live_sessions also asks the
+    edge to keep sessions open through a short outage.)"""
+    async with asyncio.timeout(300), asyncio.TaskGroup() as group:
+        sessions = [group.create_task(speak_resuming(http, stack, delay=0.3 * i)) for i in range(4)]
+        await asyncio.sleep(KILL_VAD_AT_S)
+        port = stack.nats.port
+        await asyncio.to_thread(stack.nats.stop)
+        await asyncio.sleep(3.0)
+        stack.nats.requested_port = port
+        await asyncio.to_thread(stack.nats.start)
+    for client, ended in (t.result() for t in sessions):
         check_session(client, ended)
