@@ -215,7 +215,8 @@ def _validate(s: Settings) -> list[str]:
             f"partial_interval_ms={s.partial_interval_ms} would ask for a partial every few frames; "
             "use 0 to disable partials or at least 200."
         )
-    add(_range("vad_thread_pool_size", s.vad_thread_pool_size, 1, 256, "webrtcvad holds the GIL: use 1 and more VAD worker processes."))
+    add(_range("vad_thread_pool_size", s.vad_thread_pool_size, 1, 256,
+               "webrtcvad holds the GIL: use 1 and more VAD worker processes."))
     add(_range("audio_shards", s.audio_shards, 1, 1024, "use 16-256; more shards spread better."))
     add(_range("max_sessions_per_worker", s.max_sessions_per_worker, 1, 100000, "size it per edge."))
     add(_range("max_global_sessions", s.max_global_sessions, 1, 10_000_000, "size it per cluster."))

@@ -113,6 +113,7 @@ class SessionVad:
         self.last_seen = time.monotonic()
         self.ended = cp.ended
         self.drained = False  # a drain request was processed in the last batch
+        self.flush_due = False  # the session was not ended before this batch (the worker's bookkeeping)
         self.overflow_reported = 0  # overflow bytes already counted in metrics
         self.frames = 0
         self.revision = 0  # of this session's checkpoint in the KV bucket; 0: none written yet

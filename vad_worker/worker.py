@@ -87,6 +87,7 @@ class VadWorker:
         self._shard_tasks: dict[int, asyncio.Task[None]] = {}
         self._shard_stop: dict[int, asyncio.Event] = {}
         self._manager: asyncio.Task[None] | None = None
+        self._managing = False  # the shard manager loop runs (readiness)
         self._stopping = False
         # In-memory state of a session silent this long is dropped (its checkpoint stays).
         self.evict_after_s = settings.idle_timeout_seconds * 2 + 10
@@ -96,8 +97,8 @@ class VadWorker:
 
     @property
     def ready(self) -> bool:
-        manager_alive = self._manager is not None and not self._manager.done()
-        return bool(self.nc and self.nc.is_connected and not self._stopping and manager_alive)
+        """Connected, not stopping, and the shard manager runs (not down between restarts)."""
+        return bool(self.nc and self.nc.is_connected and not self._stopping and self._managing)
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -129,11 +130,14 @@ class VadWorker:
         """Runs the shard manager; restarts it (logged, with backoff) if it ever fails."""
         backoff = Backoff(1.0, 30.0)
         while True:
+            self._managing = True
             try:
                 await loop()
             except Exception:
                 log.exception("shard manager failed; restarting it")
-                await backoff.wait()
+            finally:
+                self._managing = False
+            await backoff.wait()
 
     async def _manage_shards(self, workers_kv: KeyValue) -> None:
         assert self.leases is not None
@@ -280,6 +284,7 @@ class VadWorker:
                 self.sessions[session_id] = state
                 mine.add(session_id)
             live = await self._in_order(shard, state, chunks)
+            state.flush_due = not state.ended  # publish SessionFlushed once, when `end` is processed
             state.last_seen = time.monotonic()
             metrics.VAD_AUDIO_SECONDS.inc(sum(len(c.pcm) for c in live) / 32000)
 
@@ -294,7 +299,7 @@ class VadWorker:
             raise ShardLost(shard)
         for (state, _), events in zip(work, results, strict=True):
             await self._publish(state, events)
-            if state.ended:
+            if state.ended and state.flush_due:
                 await self._flushed(state)
             elif state.drained:
                 state.drained = False
