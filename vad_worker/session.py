@@ -36,6 +36,7 @@ from vad_worker.segmenter import (
 log = logging.getLogger(__name__)
 
 _SAMPLE_WIDTH = 2
+MAX_GAP_BYTES = 60 * 32000  # longest hole in a session's audio filled with silence (60 s)
 # Per-session overrides a client may ask for (header Asr-Options), with their accepted bounds.
 OVERRIDE_BOUNDS = {"endpointing_ms": (ENDPOINTING_MS_MIN, ENDPOINTING_MS_MAX)}
 
@@ -113,6 +114,7 @@ class SessionVad:
         self.last_seen = time.monotonic()
         self.ended = cp.ended
         self.drained = False  # a drain request was processed in the last batch
+        self.missing_bytes = 0  # audio missing from the stream, replaced by silence
         self.flush_due = False  # the session was not ended before this batch (the worker's bookkeeping)
         self.overflow_reported = 0  # overflow bytes already counted in metrics
         self.frames = 0
@@ -159,8 +161,11 @@ class SessionVad:
             self.last_seq = chunk.seq
             self.last_stream_seq = max(self.last_stream_seq, chunk.stream_seq)
             if chunk.kind == "audio":
-                self._held.append((chunk.stream_seq, self.segmenter.samples_seen * _SAMPLE_WIDTH, len(chunk.pcm)))
-                events += self.segmenter.push(chunk.pcm)
+                events += self._fill_gap(chunk)
+                at = self.segmenter.samples_seen * _SAMPLE_WIDTH
+                pcm = chunk.pcm[max(0, at - chunk.offset):] if chunk.offset >= 0 else chunk.pcm
+                self._held.append((chunk.stream_seq, at, len(pcm)))
+                events += self.segmenter.push(pcm)
             elif chunk.kind == "finalize":
                 events += self.segmenter.finalize()
             elif chunk.kind == "drain":  # the edge is going away: cut the utterance, keep the session
@@ -170,6 +175,16 @@ class SessionVad:
                 events += self.segmenter.end()
                 self.ended = True
         return events
+
+    def _fill_gap(self, chunk: Chunk) -> list[Event]:
+        """Audio the stream does not hold (lost before it was stored) is replaced by silence of the
+        same length, so the session's time base stays the client's (``Asr-Offset``)."""
+        gap = chunk.offset - self.segmenter.samples_seen * _SAMPLE_WIDTH if chunk.offset >= 0 else 0
+        if gap <= 0:
+            return []
+        gap = min(gap, MAX_GAP_BYTES)
+        self.missing_bytes += gap
+        return self.segmenter.push(bytes(gap))
 
     def checkpoint(self) -> VadCheckpoint:
         """Where this state stands (after the last ``process``), for the next owner."""

@@ -298,6 +298,10 @@ class VadWorker:
         if not self.leases.holds(shard):
             raise ShardLost(shard)
         for (state, _), events in zip(work, results, strict=True):
+            if state.missing_bytes:
+                log.warning("session %s: %.2f s of audio missing from the stream, counted as silence",
+                            state.session_id, state.missing_bytes / 32000, extra={"session_id": state.session_id})
+                state.missing_bytes = 0
             await self._publish(state, events)
             if state.ended and state.flush_due:
                 await self._flushed(state)

@@ -117,3 +117,14 @@ def test_options_header_is_validated(caplog: pytest.LogCaptureFixture) -> None:
     assert state.checkpoint().options == {"endpointing_ms": 1500}
     msgs = messages()
     assert [f[0] for f in finals_of(state.process(msgs))] == [1, 2, 3]  # type: ignore[arg-type]
+
+
+def test_audio_missing_from_the_stream_keeps_the_time_base() -> None:
+    """Messages lost before they were stored (a hole in Asr-Offset) count as silence of their length,
+    so later utterances keep their times."""
+    msgs = messages()
+    holed = msgs[:35] + msgs[40:]  # 3.5-4.0 s lost, in the silence after the first utterance
+    state = SessionVad("s", OPTIONS, 2)
+    finals = finals_of(state.process(holed))  # type: ignore[arg-type]
+    assert state.missing_bytes == 5 * CHUNK
+    assert [f[2:4] for f in finals] == [f[2:4] for f in undisturbed()]
