@@ -103,9 +103,12 @@ async def speak(http: aiohttp.ClientSession, stack: Stack, delay: float = 0.0) -
     """One session: SPEECH at REALTIME, then end; returns the client and its session_ended."""
     await asyncio.sleep(delay)
     client = await connect(http, url(stack))
-    await client.stream(SPEECH, chunk_ms=100, realtime=REALTIME)
-    await client.send_json({"type": "end"})
-    ended = await client.until("session_ended", timeout=240)
+    try:
+        await client.stream(SPEECH, chunk_ms=100, realtime=REALTIME)
+        await client.send_json({"type": "end"})
+        ended = await client.until("session_ended", timeout=240)
+    finally:
+        await client.ws.close()
     return client, ended
 
 
@@ -287,10 +290,12 @@ async def speak_resuming(http: aiohttp.ClientSession, stack: Stack, delay: float
                 await asyncio.sleep(0.1 / REALTIME)
             await client.send_json({"type": "end"})
             ended = await client.until("session_ended", timeout=240)
+            await client.ws.close()
             merged = Client(client.ws)
             merged.messages = seen + client.messages
             return merged, ended
         except (AssertionError, ConnectionError, aiohttp.ClientError):
+            await client.ws.close()
             seen += client.messages
             last_seq = max((m["seq"] for m in seen if m["type"] == "transcript" and m["is_final"]), default=0)
             async with asyncio.timeout(90):
