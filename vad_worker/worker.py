@@ -151,13 +151,11 @@ class VadWorker:
             gained, lost = await leases.refresh(live) if live else (set(), set())
             await self._stop_shards(lost, timeout=1.0)
             for shard, task in list(self._shard_tasks.items()):
-                if task.done():  # a shard loop failed: restart it; its sessions reload from checkpoints
+                if task.done():  # a shard loop ended: it restarts below while the lease is held
                     self._shard_tasks.pop(shard)
                     self._shard_stop.pop(shard, None)
                     if not task.cancelled() and task.exception() is not None:
                         log.error("shard %d loop stopped: %r", shard, task.exception())
-                    if leases.holds(shard):
-                        gained.add(shard)
             if live:
                 give = leases.surplus(live)
                 if give:
@@ -165,9 +163,8 @@ class VadWorker:
                     await self._stop_shards(give, timeout=HANDOVER_TIMEOUT_S)
                     for shard in give:
                         await leases.release(shard)
-                    gained -= give
-            for shard in gained:
-                if shard not in self._shard_tasks:
+            for shard in sorted(leases.owned):  # every held shard has a running loop
+                if leases.holds(shard) and shard not in self._shard_tasks:
                     self._shard_stop[shard] = asyncio.Event()
                     self._shard_tasks[shard] = asyncio.create_task(self._consume(shard), name=f"shard-{shard}")
             if gained or lost:
