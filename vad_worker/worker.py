@@ -308,7 +308,9 @@ class VadWorker:
                 drained = SessionFlushed(session_id=state.session_id, finals_total=state.segmenter.finals_emitted,
                                          audio_s=state.segmenter.samples_seen / state.sample_rate, ended=False)
                 await self.nc.publish(subjects.result_event(state.session_id), encode(drained))
-            await self._save(state)
+        # Each session's results are out: record where each stands (concurrently, one key each).
+        await asyncio.gather(*(self._save(state) for state, _ in work))
+        for state, _ in work:
             if state.ended:
                 self.sessions.pop(state.session_id, None)
                 mine.discard(state.session_id)
