@@ -32,7 +32,9 @@ from tests.helpers import Client, connect, running_stack, wer
 from vad_worker.segmenter import FinalReady
 from vad_worker.session import Chunk, SessionVad, segmenter_options
 
-pytestmark = pytest.mark.slow
+# Each scenario streams several sessions of 26 s of speech and waits for a takeover; the first also
+# starts the stack (two model loads): more than the suite's default 120 s per test on a busy box.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
 IDLE_S = 3.0  # the edge's idle timeout; the VAD evicts a silent session's state after 2*3+10 s
 EVICT_AFTER_S = IDLE_S * 2 + 10
