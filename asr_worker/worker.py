@@ -24,6 +24,7 @@ from nats.js.errors import NotFoundError
 from asr_worker.transcriber import Recognition, Transcriber, TranscriberOptions
 from common import bus, health, metrics, presence, stream_usage, subjects, tasks
 from common.messages import AsrJob, Transcript, TranscriptionFailed, encode, job_decoder, result_decoder
+from common.retry import TRANSIENT, Backoff
 from common.settings import Settings
 from common.streams import FINAL_MAX_DELIVER
 
@@ -57,6 +58,7 @@ class AsrWorker:
         self.js: JetStreamContext | None = None
         self._jobs: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._pulling = False  # the fetch loop runs (readiness)
         self.counts = {"final": 0, "partial": 0, "stale": 0, "failed": 0}
 
     def __repr__(self) -> str:
@@ -64,14 +66,14 @@ class AsrWorker:
 
     @property
     def ready(self) -> bool:
-        return bool(self.nc and self.nc.is_connected and not self._stopping)
+        return bool(self.nc and self.nc.is_connected and not self._stopping and self._pulling)
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         self.nc, self.js = await bus.connect_jetstream(s, f"asr-{self.worker_id}")
         kv = await presence.bucket(self.js)
         beat = asyncio.create_task(presence.heartbeat(kv, ROLE, self.worker_id), name="heartbeat")
-        puller = asyncio.create_task(self._pull(), name="pull")
+        puller = asyncio.create_task(self._supervised_pull(), name="pull")
         gauges = asyncio.create_task(self._measure_pending(), name="pending")
         try:
             async with health.serve(health.worker_app(lambda: self.ready), s.host, s.asr_http_port):
@@ -91,16 +93,32 @@ class AsrWorker:
             self.executor.shutdown(wait=True, cancel_futures=True)
 
     async def _pull(self) -> None:
+        """Fetches jobs (finals first) into free slots. Transient bus errors (a reconnect, a 503
+        while JetStream recovers) are retried with bounded backoff; the loop never ends on them."""
         assert self.js is not None
-        finals = await self.js.pull_subscribe_bind(durable=subjects.FINAL_CONSUMER,
-                                                   stream=subjects.JOBS_FINAL_STREAM)
-        partials = await self.js.pull_subscribe_bind(durable=subjects.PARTIAL_CONSUMER,
-                                                     stream=subjects.JOBS_PARTIAL_STREAM)
         slots = asyncio.Semaphore(self.settings.asr_concurrency)
+        subs: tuple[JetStreamContext.PullSubscription, JetStreamContext.PullSubscription] | None = None
+        backoff = Backoff()
         try:
             while True:
                 await slots.acquire()
-                msg = await _fetch_one(finals, FINAL_POLL_S) or await _fetch_one(partials, PARTIAL_POLL_S)
+                try:
+                    if subs is None:
+                        subs = (
+                            await self.js.pull_subscribe_bind(durable=subjects.FINAL_CONSUMER,
+                                                              stream=subjects.JOBS_FINAL_STREAM),
+                            await self.js.pull_subscribe_bind(durable=subjects.PARTIAL_CONSUMER,
+                                                              stream=subjects.JOBS_PARTIAL_STREAM),
+                        )
+                    finals, partials = subs
+                    msg = await _fetch_one(finals, FINAL_POLL_S) or await _fetch_one(partials, PARTIAL_POLL_S)
+                    backoff.reset()
+                except TRANSIENT as exc:
+                    slots.release()
+                    delay = backoff.next_delay()
+                    log.warning("fetching jobs failed (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
                 if msg is None:
                     slots.release()
                     continue
@@ -114,9 +132,23 @@ class AsrWorker:
                 task.add_done_callback(done)
         finally:
             # Unsubscribe so that draining the connection does not wait on fetch inboxes.
-            for sub in (finals, partials):
+            for sub in subs or ():
                 with contextlib.suppress(nats.errors.Error):
                     await sub.unsubscribe()
+
+    async def _supervised_pull(self) -> None:
+        """Runs the fetch loop; a failure other than a transient one is logged and the loop restarted
+        (while it is down, /readyz says not ready)."""
+        backoff = Backoff(1.0, 30.0)
+        while True:
+            self._pulling = True
+            try:
+                await self._pull()
+            except Exception:
+                log.exception("job fetch loop failed; restarting it")
+            finally:
+                self._pulling = False
+            await backoff.wait()
 
     async def _measure_pending(self) -> None:
         assert self.js is not None
@@ -243,7 +275,7 @@ class AsrWorker:
 async def _fetch_one(sub: JetStreamContext.PullSubscription, timeout: float) -> Msg | None:
     try:
         msgs = await sub.fetch(1, timeout=timeout)
-    except (TimeoutError, nats.errors.TimeoutError):
+    except TimeoutError:  # nothing waiting (nats.errors.TimeoutError is one too)
         return None
     return msgs[0] if msgs else None
 

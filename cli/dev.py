@@ -1,9 +1,14 @@
 """`asr dev`: the whole stack on one machine, no Docker, no Redis.
 
 Starts a private nats-server (JetStream, loopback, a port the OS picks, so a server already on
-4222 is neither used nor disturbed) with its data in --data-dir, then the edge, one VAD worker and
-one ASR worker as separate processes. Their logs are prefixed by role. Prints the stream URL
-once the edge's /readyz says every role is ready; Ctrl-C stops every child cleanly.
+4222 is neither used nor disturbed) with its data in --data-dir, then the edge, --vad-workers VAD
+workers and --asr-workers ASR workers as separate processes. Their logs are prefixed by role.
+Prints the stream URL once the edge's /readyz says every role is ready; Ctrl-C stops every child
+cleanly.
+
+It supervises its children: one that exits (crash, kill, OOM) is logged and started again while
+the rest keeps serving (sessions carry on: see docs/architecture.md); a child that dies
+``CRASH_LOOP_RESTARTS`` times within ``CRASH_LOOP_WINDOW_S`` is reported and the stack stops.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ from common.nats_server import NatsServer, NatsServerError
 ROLES = ("ingest", "vad_worker", "asr_worker")
 READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 40.0  # above the edge's default drain_timeout_seconds (20)
+CRASH_LOOP_RESTARTS = 5  # restarts of one child within CRASH_LOOP_WINDOW_S that stop the stack
+CRASH_LOOP_WINDOW_S = 60.0
+SUPERVISE_EVERY_S = 0.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="share sessions and caps between edges through this Redis (default: none)")
     parser.add_argument("--edges", type=int, default=1,
                         help="edge processes on PORT, PORT+1, ... (more than 1 needs --redis-url)")
+    parser.add_argument("--vad-workers", type=int, default=1,
+                        help="VAD worker processes (default 1; they share the audio shards evenly)")
+    parser.add_argument("--asr-workers", type=int, default=1,
+                        help="ASR worker processes (default 1; each loads the model)")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -72,17 +84,33 @@ def _ready(url: str) -> bool:
         return False
 
 
+class CrashLoop(RuntimeError):
+    """A child kept dying: the stack stops rather than restart it forever."""
+
+
 class Stack:
     def __init__(
         self, host: str, port: int, data_dir: Path, out: IO[str] = sys.stdout, *, edges: int = 1,
         redis_url: str = "", env: dict[str, str] | None = None, workers: bool = True,
+        vad_workers: int = 1, asr_workers: int = 1, supervise: bool = False,
     ) -> None:
+        """``supervise``: restart children that exit (what `asr dev` does); without it a dead child
+        is an error for ``check_children`` (what most tests want)."""
         self.host, self.port, self.data_dir, self.out = host, port, data_dir, out
         self.edges, self.redis_url, self.extra_env, self.workers = edges, redis_url, env or {}, workers
+        self.vad_workers, self.asr_workers, self.supervise = vad_workers, asr_workers, supervise
         self.nats = NatsServer(data_dir / "nats")
         self.procs: dict[str, subprocess.Popen[str]] = {}
+        self.http_ports: dict[str, int] = {}  # worker name -> its /metrics, /readyz port
+        self.restarts: dict[str, list[float]] = {}  # child name -> when it was restarted
+        self.failure: str | None = None  # set when a child crash-loops
+        self._specs: dict[str, tuple[str, dict[str, str]]] = {}
         self._lock = threading.Lock()
+        self._procs_lock = threading.RLock()
         self._pumps: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self._env: dict[str, str] = {}
 
     def say(self, text: str) -> None:
         with self._lock:
@@ -93,31 +121,84 @@ class Stack:
         self.nats.start()
         self.say(f"nats-server with JetStream at {self.nats.url} (data in {self.data_dir})")
         env = dict(os.environ)
-        self.vad_http_port, self.asr_http_port = free_port(), free_port()
         env.update(
             ASR_NATS_URL=self.nats.url, ASR_HOST=self.host, ASR_REDIS_URL=self.redis_url,
-            ASR_VAD_HTTP_PORT=str(self.vad_http_port), ASR_ASR_HTTP_PORT=str(self.asr_http_port),
             PYTHONUNBUFFERED="1", OMP_WAIT_POLICY="PASSIVE",
         )
         env.update(self.extra_env)
-        roles = [(f"ingest-{i + 1}" if self.edges > 1 else "ingest", "ingest", {"ASR_PORT": str(self.port + i)})
-                 for i in range(self.edges)]
+        self._env = env
+        for i in range(self.edges):
+            name = f"ingest-{i + 1}" if self.edges > 1 else "ingest"
+            self.spawn(name, "ingest", {**env, "ASR_PORT": str(self.port + i)})
         if self.workers:
-            roles += [("vad_worker", "vad_worker", {}), ("asr_worker", "asr_worker", {})]
-        for name, module, own_env in roles:
-            self.spawn(name, module, {**env, **own_env})
+            for _ in range(self.vad_workers):
+                self.add_worker("vad_worker")
+            for _ in range(self.asr_workers):
+                self.add_worker("asr_worker")
+        self.vad_http_port = self.http_ports.get(self._name("vad_worker", 1, self.vad_workers), 0)
+        self.asr_http_port = self.http_ports.get(self._name("asr_worker", 1, self.asr_workers), 0)
+        if self.supervise:
+            self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
+            self._supervisor.start()
+
+    @staticmethod
+    def _name(module: str, index: int, count: int) -> str:
+        return module if count == 1 and index == 1 else f"{module}-{index}"
+
+    def add_worker(self, module: str) -> str:
+        """Starts one more worker of ``module`` (vad_worker or asr_worker); returns its name."""
+        with self._procs_lock:
+            existing = sum(1 for name in self._specs if name.startswith(module))
+            count = self.vad_workers if module == "vad_worker" else self.asr_workers
+            name = self._name(module, existing + 1, max(count, existing + 1))
+            port = free_port()
+            self.http_ports[name] = port
+            variable = "ASR_VAD_HTTP_PORT" if module == "vad_worker" else "ASR_ASR_HTTP_PORT"
+            # A stable worker id: a restarted worker takes its predecessor's place in the live set.
+            self.spawn(name, module, {**self._env, variable: str(port), "ASR_WORKER_ID": name})
+            return name
 
     def spawn(self, name: str, module: str, env: dict[str, str]) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
             [sys.executable, "-m", module], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, bufsize=1, start_new_session=True,
         )
-        self.procs[name] = proc
+        with self._procs_lock:
+            self.procs[name] = proc
+            self._specs[name] = (module, env)
         assert proc.stdout is not None
         pump = threading.Thread(target=_pump, args=(proc.stdout, f"[{name}]", self.out, self._lock), daemon=True)
         pump.start()
         self._pumps.append(pump)
         return proc
+
+    def _supervise(self) -> None:
+        while not self._stopping.wait(SUPERVISE_EVERY_S):
+            try:
+                self.restart_dead()
+            except CrashLoop as exc:
+                self.failure = str(exc)
+                self.say(f"{exc}: stopping the stack")
+                return
+
+    def restart_dead(self) -> None:
+        """Starts again every child that exited; CrashLoop if one keeps dying."""
+        with self._procs_lock:
+            for name, proc in list(self.procs.items()):
+                code = proc.poll()
+                if code is None or self._stopping.is_set():
+                    continue
+                now = time.monotonic()
+                recent = [t for t in self.restarts.get(name, []) if now - t < CRASH_LOOP_WINDOW_S]
+                if len(recent) >= CRASH_LOOP_RESTARTS:
+                    raise CrashLoop(f"{name} exited {len(recent) + 1} times within {CRASH_LOOP_WINDOW_S:.0f} s "
+                                    f"(last exit code {code})")
+                self.restarts[name] = [*recent, now]
+                self.say(f"{name} exited with code {code}: restarting it")
+                if proc.stdout is not None:
+                    proc.stdout.close()
+                module, env = self._specs[name]
+                self.spawn(name, module, env)
 
     def edge_port(self, index: int) -> int:
         return self.port + index
@@ -132,17 +213,27 @@ class Stack:
         raise RuntimeError(f"the stack was not ready within {timeout:.0f} s (see the logs above)")
 
     def check_children(self) -> None:
-        for role, proc in self.procs.items():
-            code = proc.poll()
-            if code is not None:
-                raise RuntimeError(f"{role} exited with code {code} (see its log above)")
+        if self.supervise:
+            if self.failure:
+                raise CrashLoop(self.failure)
+            return
+        with self._procs_lock:
+            for role, proc in self.procs.items():
+                code = proc.poll()
+                if code is not None:
+                    raise RuntimeError(f"{role} exited with code {code} (see its log above)")
 
     def stop(self) -> None:
-        for proc in self.procs.values():
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join(5.0)
+        with self._procs_lock:
+            procs = dict(self.procs)
+        for proc in procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT_S
-        for role, proc in self.procs.items():
+        for role, proc in procs.items():
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
@@ -151,13 +242,16 @@ class Stack:
                 proc.wait()
         for pump in self._pumps:
             pump.join(2.0)
-        for proc in self.procs.values():
+        for proc in procs.values():
             if proc.stdout is not None:
                 proc.stdout.close()
         self.nats.stop()
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.vad_workers < 1 or args.asr_workers < 1:
+        print("asr dev: --vad-workers and --asr-workers need at least 1 each", file=sys.stderr)
+        return 2
     if args.edges < 1 or (args.edges > 1 and not args.redis_url):
         print("asr dev: --edges N needs N >= 1, and --redis-url when N > 1 (edges share sessions there)",
               file=sys.stderr)
@@ -173,7 +267,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         data_dir = args.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
-    stack = Stack(args.host, args.port, data_dir, edges=args.edges, redis_url=args.redis_url)
+    stack = Stack(args.host, args.port, data_dir, edges=args.edges, redis_url=args.redis_url,
+                  vad_workers=args.vad_workers, asr_workers=args.asr_workers, supervise=True)
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -140,8 +140,9 @@ class Settings:
     that started the session and only until it restarts."""
 
     # --- VAD worker -------------------------------------------------------------------------
-    vad_thread_pool_size: int = 4
-    """Threads running webrtcvad in each VAD worker process (never the event loop)."""
+    vad_thread_pool_size: int = 1
+    """Threads running webrtcvad in each VAD worker process (never the event loop); webrtcvad holds
+    the GIL, so more threads add no throughput: run more VAD worker processes instead."""
     vad_aggressiveness: int = 2
     """webrtcvad mode 0 (least aggressive about filtering out non-speech) to 3 (most)."""
     vad_frame_ms: int = 30
@@ -236,6 +237,11 @@ def _range(name: str, value: float, lo: float, hi: float, why: str) -> str | Non
     return f"{name}={value} is outside {lo}..{hi}: {why}"
 
 
+# Bounds of endpointing_ms, also for the per-session override (header Asr-Options).
+ENDPOINTING_MS_MIN = 100
+ENDPOINTING_MS_MAX = 5000
+
+
 def _validate(s: Settings) -> list[str]:
     p: list[str] = []
 
@@ -243,12 +249,12 @@ def _validate(s: Settings) -> list[str]:
         if msg:
             p.append(msg)
 
-    if s.endpointing_ms < 100:
+    if s.endpointing_ms < ENDPOINTING_MS_MIN:
         add(
             f"endpointing_ms={s.endpointing_ms} is too short: users would see many tiny utterances cut "
             "mid-sentence at every breath; use at least 200 (500 is a good default for captions)."
         )
-    elif s.endpointing_ms > 5000:
+    elif s.endpointing_ms > ENDPOINTING_MS_MAX:
         add(
             f"endpointing_ms={s.endpointing_ms} is too long: each final would wait more than 5 s after "
             "the speaker stops; use at most 5000 (dictation is usually fine with 800-1500)."
@@ -286,7 +292,8 @@ def _validate(s: Settings) -> list[str]:
     add(_range("max_released_sessions", s.max_released_sessions, 1, 10_000_000, "10000 is a good default."))
     add(_range("max_connects_per_ip_per_minute", s.max_connects_per_ip_per_minute, 0, 1_000_000,
                "use 0 (unlimited) or 60-600."))
-    add(_range("vad_thread_pool_size", s.vad_thread_pool_size, 1, 256, "about 2 per core is plenty."))
+    add(_range("vad_thread_pool_size", s.vad_thread_pool_size, 1, 256,
+               "webrtcvad holds the GIL: use 1 and more VAD worker processes."))
     add(_range("audio_shards", s.audio_shards, 1, 1024, "use 16-256; more shards spread better."))
     add(_range("max_sessions_per_worker", s.max_sessions_per_worker, 1, 100000, "size it per edge."))
     add(_range("max_global_sessions", s.max_global_sessions, 1, 10_000_000, "size it per cluster."))

@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 
 FINAL_ACK_WAIT_S = 10.0  # a dead ASR worker's final goes to another this soon; live ones send in-progress
 PARTIAL_ACK_WAIT_S = 10.0
-VAD_ACK_WAIT_S = 30.0
+# A batch takes milliseconds; after a VAD worker dies, the audio it had fetched is redelivered this
+# soon (its successor does not even wait: it reads what it misses from the stream).
+VAD_ACK_WAIT_S = 5.0
 FINAL_MAX_DELIVER = 5  # tries of one final job; the last failing one stores a TranscriptionFailed
 
 

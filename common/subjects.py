@@ -9,6 +9,8 @@
     vad_worker -> results.<session>.event          core NATS only (speech_started, utterance_end)
     ingest     -> sessions.<session>.takeover      core NATS: "<epoch> <connection>" resumed it
     workers    -> KV bucket asr_workers            heartbeats (key <role>.<worker_id>, TTL)
+    vad_worker -> KV bucket vad_shards             shard leases (vad_worker.shards)
+    vad_worker -> KV bucket vad_sessions           session checkpoints (common.continuity)
 """
 
 from __future__ import annotations

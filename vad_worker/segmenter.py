@@ -43,6 +43,12 @@ Semantics:
   reason ``"finalize"`` / ``"end"``. `end` first zero-pads a buffered partial frame to classify
   it, but only the real bytes become audio (a dangling odd byte is dropped).
 * ``utterance_index`` counts utterances from 0; ``final_index`` counts `FinalReady` from 1.
+* Resuming (another VAD owner carries on a session): ``Segmenter(options, is_speech,
+  SegmenterStart(position, utterances, finals))`` starts the counters at those values and counts
+  time from sample ``position`` (a frame boundary of the original stream), so the first byte pushed
+  is that sample. ``resume_position`` is the sample from which a new segmenter must be fed to
+  rebuild this one's state: the first kept byte of the open utterance, or in silence the oldest
+  pre-roll candidate frame.
   Memory is bounded: the open utterance (at most ``max_utterance_ms``, and at most
   ``max_buffer_bytes`` when set) or, in silence, the pre-roll and ``min_speech_ms`` of candidate
   frames; plus less than one frame of input.
@@ -150,10 +156,25 @@ class UtteranceEnded:
 Event: TypeAlias = SpeechStarted | PartialReady | FinalReady | UtteranceEnded
 
 
+@dataclass(frozen=True, slots=True)
+class SegmenterStart:
+    """Where a resumed segmenter starts (see "Resuming" in the module docstring)."""
+
+    position: int = 0
+    """Samples of the stream before the first byte pushed (a frame boundary)."""
+    utterances: int = 0
+    """utterance_index of the next utterance (an open one being re-fed keeps its index)."""
+    finals: int = 0
+    """Finals already emitted: the next FinalReady has final_index finals + 1."""
+
+
 class Segmenter:
     """Turns pushed PCM into utterance events; see the module docstring for the semantics."""
 
-    def __init__(self, options: SegmenterOptions, is_speech: Callable[[bytes], bool]) -> None:
+    def __init__(
+        self, options: SegmenterOptions, is_speech: Callable[[bytes], bool], start: SegmenterStart | None = None
+    ) -> None:
+        start = start or SegmenterStart()
         self._opts = options
         self._is_speech = is_speech
         fb = options.frame_bytes
@@ -166,11 +187,11 @@ class Segmenter:
         self._cap_bytes = options.max_buffer_bytes // fb * fb  # 0: no cap
 
         self._pending = bytearray()  # less than one frame of input
-        self._pushed_bytes = 0
-        self._pos = 0  # samples classified so far
+        self._pushed_bytes = start.position * _SAMPLE_WIDTH
+        self._pos = start.position  # samples classified so far
         self._ended = False
-        self._utterances = 0
-        self._finals = 0
+        self._utterances = start.utterances
+        self._finals = start.finals
         self._overflow = 0  # bytes dropped by max_buffer_bytes, all utterances
         # Silence state: the pre-roll plus the current run of voiced frames.
         self._history: deque[bytes] = deque(maxlen=self._pre_roll_frames + self._min_speech_frames)
@@ -202,6 +223,18 @@ class Segmenter:
     def in_speech(self) -> bool:
         """True while an utterance is open."""
         return self._utt is not None
+
+    @property
+    def utterances(self) -> int:
+        """utterance_index of the open utterance, or of the next one in silence."""
+        return self._utterances
+
+    @property
+    def resume_position(self) -> int:
+        """Sample from which a new segmenter must be fed to rebuild this state (a frame boundary)."""
+        if self._utt is not None:
+            return self._utt_start
+        return self._pos - sum(map(len, self._history)) // _SAMPLE_WIDTH
 
     @property
     def overflow_bytes(self) -> int:

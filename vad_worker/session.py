@@ -1,21 +1,44 @@
-"""One session's VAD state: a webrtcvad instance and a Segmenter. Runs inside the thread pool.
+"""One session's VAD state: a webrtcvad instance and a Segmenter. Runs inside the executor.
 
 ``SessionVad.process`` takes the session's messages of one batch, in order, and returns the
 segmenter events; it is the only code that touches webrtcvad, and it never runs on the event
 loop (the worker calls it through its bounded executor). One session is processed by at most one
 thread at a time, so its webrtcvad instance is never shared.
+
+A session's state can be rebuilt anywhere from its ``VadCheckpoint`` (common.continuity): the new
+state starts at the checkpoint's resume position, ``replay`` re-feeds the audio from there up to
+the checkpoint's last message (read back from the AUDIO stream by the worker), and ``process``
+carries on with live messages. ``checkpoint()`` says where the state stands now.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, replace
 
 import webrtcvad
 
-from common.settings import Settings
-from vad_worker.segmenter import Event, Segmenter, SegmenterOptions
+from common.continuity import VadCheckpoint
+from common.settings import ENDPOINTING_MS_MAX, ENDPOINTING_MS_MIN, Settings
+from vad_worker.segmenter import (
+    Event,
+    FinalReady,
+    Segmenter,
+    SegmenterOptions,
+    SegmenterStart,
+    UtteranceEnded,
+)
+
+log = logging.getLogger(__name__)
+
+_SAMPLE_WIDTH = 2
+MAX_GAP_BYTES = 60 * 32000  # longest hole in a session's audio filled with silence (60 s)
+# Per-session overrides a client may ask for (header Asr-Options), with their accepted bounds.
+OVERRIDE_BOUNDS = {"endpointing_ms": (ENDPOINTING_MS_MIN, ENDPOINTING_MS_MAX)}
 
 
 def segmenter_options(settings: Settings) -> SegmenterOptions:
@@ -33,30 +56,100 @@ def segmenter_options(settings: Settings) -> SegmenterOptions:
     )
 
 
+def parse_overrides(header: str | None, session_id: str = "") -> dict[str, int]:
+    """The valid entries of an ``Asr-Options`` header (a JSON object); the rest is ignored with a
+    warning, so a bad option never stops a session's audio."""
+    if not header:
+        return {}
+    try:
+        raw = json.loads(header)
+    except ValueError:
+        log.warning("session %s: Asr-Options is not JSON, ignored: %.100r", session_id, header)
+        return {}
+    if not isinstance(raw, dict):
+        log.warning("session %s: Asr-Options is not a JSON object, ignored", session_id)
+        return {}
+    out: dict[str, int] = {}
+    for name, value in raw.items():
+        bounds = OVERRIDE_BOUNDS.get(name)
+        if bounds is None:
+            log.warning("session %s: Asr-Options %r is not a per-session option, ignored", session_id, name)
+        elif not isinstance(value, int) or isinstance(value, bool) or not bounds[0] <= value <= bounds[1]:
+            log.warning("session %s: Asr-Options %s=%r is outside %d-%d, ignored", session_id, name, value,
+                        *bounds)
+        else:
+            out[name] = value
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class Chunk:
     seq: int
     kind: str  # audio | finalize | drain | end
     pcm: bytes
+    stream_seq: int = 0  # sequence in the AUDIO stream
+    offset: int = -1  # Asr-Offset: bytes of session audio before this chunk; -1: not given
 
 
 class SessionVad:
-    def __init__(self, session_id: str, options: SegmenterOptions, aggressiveness: int) -> None:
+    def __init__(self, session_id: str, options: SegmenterOptions, aggressiveness: int,
+                 checkpoint: VadCheckpoint | None = None, *, replayable: bool = True) -> None:
+        """From ``checkpoint`` (None: a new session). ``replayable``: the caller will ``replay``
+        the audio from the checkpoint's resume position; if not, the state starts after the last
+        processed sample (an open utterance's audio is then lost, the numbering still continues)."""
+        cp = checkpoint or VadCheckpoint()
         self.session_id = session_id
+        self.overrides = dict(cp.options)
         self._vad = webrtcvad.Vad(aggressiveness)
-        self.segmenter = Segmenter(options, self._is_speech)
+        opts = replace(options, **self.overrides) if self.overrides else options
+        if replayable:
+            start = SegmenterStart(cp.resume_position, cp.utterances, cp.finals)
+        else:
+            start = SegmenterStart(cp.samples, cp.utterances + int(cp.in_speech), cp.finals)
+        self.segmenter = Segmenter(opts, self._is_speech, start)
         self.sample_rate = options.sample_rate
-        self.last_seq = 0
+        self.resumed_from = checkpoint if replayable else None
+        self.last_seq = cp.last_seq
+        self.last_stream_seq = cp.last_stream_seq
         self.last_seen = time.monotonic()
-        self.ended = False
+        self.ended = cp.ended
         self.drained = False  # a drain request was processed in the last batch
+        self.missing_bytes = 0  # audio missing from the stream, replaced by silence
+        self.flush_due = False  # the session was not ended before this batch (the worker's bookkeeping)
         self.overflow_reported = 0  # overflow bytes already counted in metrics
         self.frames = 0
+        self.revision = 0  # of this session's checkpoint in the KV bucket; 0: none written yet
         self.threads_seen: set[int] = set()  # thread idents that ran VAD (checked by tests)
+        # Audio messages since the resume position: (stream seq, offset bytes, length bytes).
+        self._held: deque[tuple[int, int, int]] = deque()
 
     def _is_speech(self, frame: bytes) -> bool:
         self.frames += 1
         return bool(self._vad.is_speech(frame, self.sample_rate))
+
+    def replay(self, chunks: list[Chunk]) -> list[Event]:
+        """Re-feeds the checkpoint's audio from its resume position (``chunks``: the session's
+        messages from the one holding that position up to the checkpoint's last one). Returns only
+        the finals and utterance ends that come out (the client already saw the rest)."""
+        self.threads_seen.add(threading.get_ident())
+        cp = self.resumed_from
+        assert cp is not None, "replay() needs a checkpoint"
+        self.resumed_from = None
+        events: list[Event] = []
+        start = cp.resume_position * _SAMPLE_WIDTH
+        for chunk in chunks:
+            if chunk.kind != "audio" or chunk.seq > cp.last_seq:
+                continue  # control messages were applied before the resume position
+            offset = chunk.offset if chunk.offset >= 0 else self.segmenter.samples_seen * _SAMPLE_WIDTH
+            skip = max(0, start - offset)
+            if skip >= len(chunk.pcm):
+                continue
+            self._held.append((chunk.stream_seq, offset, len(chunk.pcm)))
+            events += [e for e in self.segmenter.push(chunk.pcm[skip:]) if isinstance(e, FinalReady | UtteranceEnded)]
+        if self.segmenter.samples_seen != cp.samples:
+            log.warning("session %s: replay reached sample %d, the checkpoint said %d", self.session_id,
+                        self.segmenter.samples_seen, cp.samples, extra={"session_id": self.session_id})
+        return events
 
     def process(self, chunks: list[Chunk]) -> list[Event]:
         """Feeds the chunks in order; duplicates (seq already seen) are skipped."""
@@ -66,8 +159,13 @@ class SessionVad:
             if chunk.seq <= self.last_seq or self.ended:
                 continue
             self.last_seq = chunk.seq
+            self.last_stream_seq = max(self.last_stream_seq, chunk.stream_seq)
             if chunk.kind == "audio":
-                events += self.segmenter.push(chunk.pcm)
+                events += self._fill_gap(chunk)
+                at = self.segmenter.samples_seen * _SAMPLE_WIDTH
+                pcm = chunk.pcm[max(0, at - chunk.offset):] if chunk.offset >= 0 else chunk.pcm
+                self._held.append((chunk.stream_seq, at, len(pcm)))
+                events += self.segmenter.push(pcm)
             elif chunk.kind == "finalize":
                 events += self.segmenter.finalize()
             elif chunk.kind == "drain":  # the edge is going away: cut the utterance, keep the session
@@ -78,10 +176,26 @@ class SessionVad:
                 self.ended = True
         return events
 
-    def expire(self) -> list[Event]:
-        """The session went quiet without `end` (its edge died): close what is open."""
-        self.threads_seen.add(threading.get_ident())
-        if self.ended:
+    def _fill_gap(self, chunk: Chunk) -> list[Event]:
+        """Audio the stream does not hold (lost before it was stored) is replaced by silence of the
+        same length, so the session's time base stays the client's (``Asr-Offset``)."""
+        gap = chunk.offset - self.segmenter.samples_seen * _SAMPLE_WIDTH if chunk.offset >= 0 else 0
+        if gap <= 0:
             return []
-        self.ended = True
-        return self.segmenter.end()
+        gap = min(gap, MAX_GAP_BYTES)
+        self.missing_bytes += gap
+        return self.segmenter.push(bytes(gap))
+
+    def checkpoint(self) -> VadCheckpoint:
+        """Where this state stands (after the last ``process``), for the next owner."""
+        seg = self.segmenter
+        position = seg.resume_position * _SAMPLE_WIDTH
+        while self._held and self._held[0][1] + self._held[0][2] <= position:
+            self._held.popleft()  # entirely before the resume position: never re-read
+        resume_stream_seq = self._held[0][0] if self._held and not self.ended else 0
+        return VadCheckpoint(
+            finals=seg.finals_emitted, utterances=seg.utterances, last_seq=self.last_seq,
+            last_stream_seq=self.last_stream_seq, samples=seg.samples_seen,
+            resume_position=seg.resume_position, resume_stream_seq=resume_stream_seq,
+            in_speech=seg.in_speech, ended=self.ended, options=self.overrides,
+        )

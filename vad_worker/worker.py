@@ -1,9 +1,20 @@
 """The VAD worker: owns audio shards, runs each session's audio through its Segmenter in a
-bounded thread pool, and publishes ASR jobs and VAD events.
+bounded executor, and publishes ASR jobs and VAD events.
 
 Per shard, one task fetches batches from the shard's durable consumer (in order), groups them by
 session, runs the sessions of a batch concurrently in the executor (each session sequentially),
-publishes what came out, and only then acknowledges the audio.
+publishes what came out, writes each session's checkpoint (common.continuity), and only then
+acknowledges the audio. Before it publishes and before it acknowledges it checks that it still
+holds the shard's lease (vad_worker.shards).
+
+A session this worker has no state for (new, or carried on after another owner, a restart, a
+failed batch or an idle eviction) is loaded from its checkpoint: the open utterance's audio is
+re-read from the AUDIO stream and re-segmented (only finals come out of that), and audio the
+consumer has not delivered in order (a crashed owner's batch still waiting for its ack wait) is
+read from the stream too, so the session goes on at once with the same numbering and time base.
+
+A batch that meets a transient bus error is dropped from memory (not acknowledged): its sessions
+are rebuilt from their checkpoints on the next message, after a bounded backoff.
 """
 
 from __future__ import annotations
@@ -12,29 +23,52 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
-from common import bus, health, metrics, presence, subjects, tasks
+from common import bus, continuity, health, metrics, presence, subjects, tasks
 from common.messages import AsrJob, SessionFlushed, SpeechStarted, UtteranceEnd, encode
+from common.retry import TRANSIENT, Backoff
 from common.settings import Settings
 from vad_worker import shards as shard_leases
 from vad_worker.segmenter import Event, FinalReady, PartialReady, SegmenterOptions
 from vad_worker.segmenter import SpeechStarted as VadSpeechStarted
 from vad_worker.segmenter import UtteranceEnded as VadUtteranceEnded
-from vad_worker.session import Chunk, SessionVad, segmenter_options
+from vad_worker.session import Chunk, SessionVad, parse_overrides, segmenter_options
 
 log = logging.getLogger(__name__)
 
 BATCH = 512
 FETCH_TIMEOUT_S = 1.0
+SWEEP_EVERY_S = 5.0
+HANDOVER_TIMEOUT_S = 5.0  # a shard loop stopping (hand-over, lost lease) finishes its batch within this
 ROLE = "vad"
+
+
+class ShardLost(Exception):
+    """This worker may no longer process the shard (its lease deadline passed)."""
+
+    def __init__(self, shard: int) -> None:
+        super().__init__(f"shard {shard}: lease no longer held")
+        self.shard = shard
+
+
+class Fenced(Exception):
+    """Someone else wrote the session's checkpoint: this worker's state of it is stale."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"session {session_id}: checkpoint written by another owner")
+        self.session_id = session_id
+
+
+RETRYABLE: tuple[type[BaseException], ...] = (*TRANSIENT, Fenced)
 
 
 class VadWorker:
@@ -42,61 +76,97 @@ class VadWorker:
         self.settings = settings
         self.worker_id = settings.effective_worker_id
         self.options: SegmenterOptions = segmenter_options(settings)
+        # webrtcvad holds the GIL: more threads do not add throughput (benchmarks/RESULTS.md); scale
+        # with processes (asr dev --vad-workers N). The pool keeps the CPU work off the event loop.
         self.executor = ThreadPoolExecutor(settings.vad_thread_pool_size, thread_name_prefix="vad")
         self.sessions: dict[str, SessionVad] = {}
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
+        self.checkpoints: KeyValue | None = None
+        self.leases: shard_leases.ShardLeases | None = None
         self._shard_tasks: dict[int, asyncio.Task[None]] = {}
+        self._shard_stop: dict[int, asyncio.Event] = {}
+        self._manager: asyncio.Task[None] | None = None
+        self._managing = False  # the shard manager loop runs (readiness)
         self._stopping = False
-        self.session_ttl_s = settings.idle_timeout_seconds * 2 + 10
+        # In-memory state of a session silent this long is dropped (its checkpoint stays).
+        self.evict_after_s = settings.idle_timeout_seconds * 2 + 10
 
     def __repr__(self) -> str:
         return f"<VadWorker {self.worker_id} shards={sorted(self._shard_tasks)} sessions={len(self.sessions)}>"
 
     @property
     def ready(self) -> bool:
-        return bool(self.nc and self.nc.is_connected and not self._stopping)
+        """Connected, not stopping, and the shard manager runs (not down between restarts)."""
+        return bool(self.nc and self.nc.is_connected and not self._stopping and self._managing)
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         self.nc, self.js = await bus.connect_jetstream(s, f"vad-{self.worker_id}")
         workers_kv = await presence.bucket(self.js)
-        shards_kv = await shard_leases.bucket(self.js, s.stream_replicas)
-        leases = shard_leases.ShardLeases(shards_kv, self.worker_id, s.audio_shards)
+        self.checkpoints = await continuity.bucket(self.js, float(s.audio_retention_seconds), s.stream_replicas)
+        self.leases = shard_leases.ShardLeases(await shard_leases.bucket(self.js, s.stream_replicas),
+                                               shard_leases.token_for(self.worker_id), s.audio_shards)
         beat = asyncio.create_task(presence.heartbeat(workers_kv, ROLE, self.worker_id), name="heartbeat")
-        manager = asyncio.create_task(self._manage_shards(leases, workers_kv), name="shards")
+        self._manager = asyncio.create_task(self._supervise(lambda: self._manage_shards(workers_kv)),
+                                            name="shards")
         try:
             async with health.serve(health.worker_app(lambda: self.ready), s.host, s.vad_http_port):
                 log.info("vad worker %s ready (%d shards, %d VAD threads)", self.worker_id,
                          s.audio_shards, s.vad_thread_pool_size)
                 await stop.wait()
         finally:
-            # Stop taking work, let each shard finish its batch (bounded), then hand shards back.
+            # Stop taking work, let each shard finish its batch (checkpointed), then hand shards back.
             self._stopping = True
-            await tasks.stop(manager)
-            await self._stop_shards(set(self._shard_tasks), timeout=5.0)
-            await leases.release_all()
+            await tasks.stop(self._manager)
+            await self._stop_shards(set(self._shard_tasks), timeout=HANDOVER_TIMEOUT_S)
+            with contextlib.suppress(*TRANSIENT):
+                await asyncio.wait_for(self.leases.release_all(), 5.0)
             await tasks.stop(beat)
             await bus.close(self.nc)
             self.executor.shutdown(wait=True, cancel_futures=True)
 
-    async def _manage_shards(self, leases: shard_leases.ShardLeases, workers_kv: KeyValue) -> None:
+    async def _supervise(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Runs the shard manager; restarts it (logged, with backoff) if it ever fails."""
+        backoff = Backoff(1.0, 30.0)
+        while True:
+            self._managing = True
+            try:
+                await loop()
+            except Exception:
+                log.exception("shard manager failed; restarting it")
+            finally:
+                self._managing = False
+            await backoff.wait()
+
+    async def _manage_shards(self, workers_kv: KeyValue) -> None:
+        assert self.leases is not None
+        leases = self.leases
         while True:
             try:
-                live = len((await presence.live_workers(workers_kv)).get(ROLE, []))
-                gained, lost = await leases.refresh(live)
-            except (TimeoutError, nats.errors.Error) as exc:
-                log.warning("shard lease refresh failed: %s", exc)
-                gained, lost = set(), set()
+                live = max(1, len((await presence.live_workers(workers_kv)).get(ROLE, [])))
+            except TRANSIENT as exc:
+                log.warning("reading live VAD workers failed: %s", exc)
+                live = 0
+            gained, lost = await leases.refresh(live) if live else (set(), set())
             await self._stop_shards(lost, timeout=1.0)
-            for shard in gained:
-                self._shard_tasks[shard] = asyncio.create_task(self._consume(shard), name=f"shard-{shard}")
             for shard, task in list(self._shard_tasks.items()):
-                if task.done():  # a shard loop failed: give it back so it restarts with fresh state
-                    del self._shard_tasks[shard]
-                    if not task.cancelled() and task.exception():
-                        log.error("shard %d stopped: %r", shard, task.exception())
-                    leases.owned.pop(shard, None)
+                if task.done():  # a shard loop ended: it restarts below while the lease is held
+                    self._shard_tasks.pop(shard)
+                    self._shard_stop.pop(shard, None)
+                    if not task.cancelled() and task.exception() is not None:
+                        log.error("shard %d loop stopped: %r", shard, task.exception())
+            if live:
+                give = leases.surplus(live)
+                if give:
+                    log.info("handing over shards %s (%d live VAD workers)", sorted(give), live)
+                    await self._stop_shards(give, timeout=HANDOVER_TIMEOUT_S)
+                    for shard in give:
+                        await leases.release(shard)
+            for shard in sorted(leases.owned):  # every held shard has a running loop
+                if leases.holds(shard) and shard not in self._shard_tasks:
+                    self._shard_stop[shard] = asyncio.Event()
+                    self._shard_tasks[shard] = asyncio.create_task(self._consume(shard), name=f"shard-{shard}")
             if gained or lost:
                 log.info("shards owned: %s", sorted(self._shard_tasks))
             metrics.VAD_SHARDS.set(len(self._shard_tasks))
@@ -109,13 +179,16 @@ class VadWorker:
         for shard in list(self._shard_tasks):
             try:
                 info = await self.js.consumer_info(subjects.AUDIO_STREAM, subjects.vad_consumer(shard))
-            except (TimeoutError, nats.errors.Error):
+            except TRANSIENT:
                 return
             pending += (info.num_pending or 0) + (info.num_ack_pending or 0)
         metrics.VAD_PENDING.set(pending)
 
     async def _stop_shards(self, shards: set[int], timeout: float) -> None:
-        """Lets the shards' loops finish their batch (they check ``_stopping``), then cancels."""
+        """Lets the shards' loops finish their batch (they check their stop event), then cancels."""
+        for shard in shards:
+            if shard in self._shard_stop:
+                self._shard_stop.pop(shard).set()
         stopping = [self._shard_tasks.pop(s) for s in shards if s in self._shard_tasks]
         if stopping:
             await asyncio.wait(stopping, timeout=timeout)
@@ -124,90 +197,222 @@ class VadWorker:
     # --- one shard ----------------------------------------------------------------------------
 
     async def _consume(self, shard: int) -> None:
-        assert self.js is not None
-        sub = await self.js.pull_subscribe_bind(durable=subjects.vad_consumer(shard),
-                                                stream=subjects.AUDIO_STREAM)
+        assert self.js is not None and self.leases is not None
+        stop = self._shard_stop[shard]
         mine: set[str] = set()
+        backoff = Backoff()
         last_sweep = time.monotonic()
+        sub: JetStreamContext.PullSubscription | None = None
         try:
-            while not self._stopping:
+            while not stop.is_set() and not self._stopping:
+                if not self.leases.holds(shard):
+                    log.warning("shard %d: lease not renewed in time; stopping it", shard)
+                    return
                 try:
-                    msgs = await sub.fetch(BATCH, timeout=FETCH_TIMEOUT_S)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    msgs = []
-                if msgs:
-                    await self._process_batch(msgs, mine)
-                if time.monotonic() - last_sweep > 5.0:
+                    if sub is None:
+                        sub = await self.js.pull_subscribe_bind(durable=subjects.vad_consumer(shard),
+                                                                stream=subjects.AUDIO_STREAM)
+                    try:
+                        msgs = await sub.fetch(BATCH, timeout=FETCH_TIMEOUT_S)
+                    except TimeoutError:
+                        msgs = []
+                    if msgs:
+                        await self._process_batch(shard, msgs, mine)
+                    backoff.reset()
+                except ShardLost:
+                    log.warning("shard %d: lease not renewed in time; its batch is left unacknowledged", shard)
+                    return
+                except RETRYABLE as exc:
+                    # Nothing of this batch is acknowledged: forget its sessions' state, they are
+                    # rebuilt from their checkpoints and the stream.
+                    delay = backoff.next_delay()
+                    log.warning("shard %d: %s (%s); retrying in %.1f s", shard, type(exc).__name__, exc, delay)
+                    self._evict(mine)
+                    await asyncio.sleep(delay)
+                if time.monotonic() - last_sweep > SWEEP_EVERY_S:
                     last_sweep = time.monotonic()
-                    await self._expire_idle(mine)
+                    self._evict_idle(mine)
         finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
-            for session_id in mine:
-                self.sessions.pop(session_id, None)
-            metrics.VAD_SESSIONS.set(len(self.sessions))
+            if sub is not None:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            self._evict(mine)
 
-    async def _process_batch(self, msgs: list[Msg], mine: set[str]) -> None:
-        assert self.nc is not None
+    def _evict(self, mine: set[str]) -> None:
+        for session_id in mine:
+            self.sessions.pop(session_id, None)
+        mine.clear()
+        metrics.VAD_SESSIONS.set(len(self.sessions))
+
+    def _evict_idle(self, mine: set[str]) -> None:
+        """Drops the memory of sessions silent for ``evict_after_s``; they are NOT ended: their
+        checkpoint stays, and their next audio carries on numbering and time."""
+        cutoff = time.monotonic() - self.evict_after_s
+        for session_id in [s for s in mine if self.sessions[s].last_seen < cutoff]:
+            log.info("session %s silent for %.0f s: dropping its VAD state from memory (checkpoint kept)",
+                     session_id, self.evict_after_s, extra={"session_id": session_id})
+            self.sessions.pop(session_id)
+            mine.discard(session_id)
+        metrics.VAD_SESSIONS.set(len(self.sessions))
+
+    async def _process_batch(self, shard: int, msgs: list[Msg], mine: set[str]) -> None:
+        assert self.leases is not None
         now = time.time()
         groups: dict[str, list[Chunk]] = {}
+        options: dict[str, str] = {}
         metrics.VAD_BATCH_SIZE.observe(len(msgs))
         for msg in msgs:
-            headers = msg.headers or {}
             session_id = msg.subject.rsplit(".", 1)[-1]
-            try:
-                chunk = Chunk(int(headers[subjects.H_SEQ]), headers[subjects.H_KIND], msg.data)
-                metrics.VAD_STAGE_LATENCY.observe(max(0.0, now - float(headers[subjects.H_SENT_AT])))
-            except (KeyError, ValueError):
-                log.error("dropping malformed audio message on %s", msg.subject)
+            chunk = _chunk(msg.headers, msg.data, msg.metadata.sequence.stream, msg.subject)
+            if chunk is None:
                 continue
+            with contextlib.suppress(KeyError, ValueError):
+                metrics.VAD_STAGE_LATENCY.observe(max(0.0, now - float((msg.headers or {})[subjects.H_SENT_AT])))
             groups.setdefault(session_id, []).append(chunk)
-            metrics.VAD_AUDIO_SECONDS.inc(len(msg.data) / 32000)
+            if msg.headers and subjects.H_OPTIONS in msg.headers:
+                options.setdefault(session_id, msg.headers[subjects.H_OPTIONS])
         loop = asyncio.get_running_loop()
-        work: list[tuple[SessionVad, Awaitable[list[Event]]]] = []
+        work: list[tuple[SessionVad, asyncio.Future[list[Event]]]] = []
         for session_id, chunks in groups.items():
             state = self.sessions.get(session_id)
+            replay: list[Chunk] = []
             if state is None:
-                state = SessionVad(session_id, self.options, self.settings.vad_aggressiveness)
+                state, replay = await self._load(shard, session_id, options.get(session_id))
                 self.sessions[session_id] = state
                 mine.add(session_id)
+            live = await self._in_order(shard, state, chunks)
+            state.flush_due = not state.ended  # publish SessionFlushed once, when `end` is processed
             state.last_seen = time.monotonic()
-            work.append((state, loop.run_in_executor(self.executor, state.process, chunks)))
+            metrics.VAD_AUDIO_SECONDS.inc(sum(len(c.pcm) for c in live) / 32000)
+
+            def feed(state: SessionVad = state, replay: list[Chunk] = replay, live: list[Chunk] = live) -> list[Event]:
+                return (state.replay(replay) if state.resumed_from else []) + state.process(live)
+
+            work.append((state, loop.run_in_executor(self.executor, feed)))
         t0 = time.perf_counter()
         results = await asyncio.gather(*(fut for _, fut in work))
         metrics.VAD_SECONDS.observe(time.perf_counter() - t0)
+        if not self.leases.holds(shard):
+            raise ShardLost(shard)
         for (state, _), events in zip(work, results, strict=True):
+            if state.missing_bytes:
+                log.warning("session %s: %.2f s of audio missing from the stream, counted as silence",
+                            state.session_id, state.missing_bytes / 32000, extra={"session_id": state.session_id})
+                state.missing_bytes = 0
             await self._publish(state, events)
-            if state.ended:
-                await self._flushed(state, mine)
+            if state.ended and state.flush_due:
+                await self._flushed(state)
             elif state.drained:
                 state.drained = False
+                assert self.nc is not None
                 drained = SessionFlushed(session_id=state.session_id, finals_total=state.segmenter.finals_emitted,
                                          audio_s=state.segmenter.samples_seen / state.sample_rate, ended=False)
                 await self.nc.publish(subjects.result_event(state.session_id), encode(drained))
+        # Each session's results are out: record where each stands (concurrently, one key each).
+        await asyncio.gather(*(self._save(state) for state, _ in work))
+        for state, _ in work:
+            if state.ended:
+                self.sessions.pop(state.session_id, None)
+                mine.discard(state.session_id)
         metrics.VAD_SESSIONS.set(len(self.sessions))
-        # Only now is the audio safe to forget: its jobs are stored in JetStream.
+        if not self.leases.holds(shard):
+            raise ShardLost(shard)
+        # Only now is the audio safe to forget: its jobs are stored and its checkpoint written.
         await asyncio.gather(*(msg.ack() for msg in msgs))
 
-    async def _expire_idle(self, mine: set[str]) -> None:
-        cutoff = time.monotonic() - self.session_ttl_s
-        loop = asyncio.get_running_loop()
-        for session_id in [s for s in mine if self.sessions[s].last_seen < cutoff]:
-            state = self.sessions[session_id]
-            log.info("session %s idle for %.0fs without end: closing its VAD state", session_id,
-                     self.session_ttl_s, extra={"session_id": session_id})
-            events = await loop.run_in_executor(self.executor, state.expire)
-            await self._publish(state, events)
-            await self._flushed(state, mine)
+    # --- continuity ---------------------------------------------------------------------------
 
-    async def _flushed(self, state: SessionVad, mine: set[str]) -> None:
+    async def _load(self, shard: int, session_id: str, options: str | None) -> tuple[SessionVad, list[Chunk]]:
+        """The session's state from its checkpoint (a fresh one for a new session), and the audio
+        to re-feed: from the checkpoint's resume position up to its last processed message."""
+        assert self.checkpoints is not None
+        try:
+            entry = await self.checkpoints.get(session_id)
+        except NotFoundError:
+            overrides = parse_overrides(options, session_id)
+            return SessionVad(session_id, self.options, self.settings.vad_aggressiveness,
+                              continuity.VadCheckpoint(options=overrides), replayable=False), []
+        assert entry.value is not None and entry.revision is not None
+        cp = continuity.decode(entry.value)
+        replay: list[Chunk] = []
+        if cp.resume_stream_seq and not cp.ended:
+            replay = await self._read(shard, session_id, cp.resume_stream_seq, lambda c: c.seq > cp.last_seq)
+        replayable = bool(replay) and replay[0].stream_seq == cp.resume_stream_seq
+        if cp.resume_stream_seq and not cp.ended and not replayable:
+            log.warning("session %s: the open utterance's audio is no longer in the stream; carrying on "
+                        "after it", session_id, extra={"session_id": session_id})
+        state = SessionVad(session_id, self.options, self.settings.vad_aggressiveness, cp, replayable=replayable)
+        state.revision = entry.revision
+        log.info("session %s carried on from its checkpoint: final %d, utterance %d, seq %d, %.2f s%s",
+                 session_id, cp.finals, cp.utterances, cp.last_seq, cp.samples / 16000,
+                 f", re-reading {len(replay)} messages" if replayable else "", extra={"session_id": session_id})
+        return state, replay if replayable else []
+
+    async def _in_order(self, shard: int, state: SessionVad, chunks: list[Chunk]) -> list[Chunk]:
+        """The batch's new messages of the session, without gaps: when the consumer skipped some
+        (a crashed owner's batch is redelivered only after the ack wait), they are read from the
+        stream, which is the record of what the edge sent."""
+        new = sorted((c for c in chunks if c.seq > state.last_seq), key=lambda c: c.seq)
+        if not new or state.ended:
+            return new
+        expected = list(range(state.last_seq + 1, state.last_seq + 1 + len(new)))
+        if [c.seq for c in new] == expected:
+            return new
+        last = new[-1].seq
+        read = await self._read(shard, state.session_id, state.last_stream_seq + 1, lambda c: c.seq > last)
+        log.info("session %s: messages %d-%d read from the stream (delivered out of order)",
+                 state.session_id, state.last_seq + 1, last, extra={"session_id": state.session_id})
+        return read
+
+    async def _read(self, shard: int, session_id: str, from_stream_seq: int,
+                    past: Callable[[Chunk], bool]) -> list[Chunk]:
+        """The session's messages in the AUDIO stream from ``from_stream_seq`` on, until one is ``past``."""
+        assert self.js is not None
+        subject = f"audio.{shard}.{session_id}"
+        out: list[Chunk] = []
+        seq = max(1, from_stream_seq)
+        while True:
+            try:
+                raw: RawStreamMsg = await self.js.get_msg(subjects.AUDIO_STREAM, seq=seq, next=True, subject=subject)
+            except NotFoundError:
+                return out
+            assert raw.seq is not None
+            seq = raw.seq + 1
+            chunk = _chunk(raw.headers, raw.data or b"", raw.seq, subject)
+            if chunk is None:
+                continue
+            if past(chunk):
+                return out
+            out.append(chunk)
+
+    async def _save(self, state: SessionVad) -> None:
+        """Writes the session's checkpoint with compare-and-set (see common.continuity)."""
+        assert self.checkpoints is not None
+        data = continuity.encode(state.checkpoint())
+        sid = state.session_id
+        try:
+            if state.revision:
+                state.revision = await self.checkpoints.update(sid, data, last=state.revision)
+            else:
+                state.revision = await self.checkpoints.create(sid, data)
+        except KeyWrongLastSequenceError:
+            # Ours if a previous write timed out after succeeding; else someone else owns it now.
+            try:
+                entry = await self.checkpoints.get(sid)
+            except NotFoundError:
+                raise Fenced(sid) from None
+            if entry.revision is None or continuity.decode(entry.value or b"") != continuity.decode(data):
+                raise Fenced(sid) from None
+            state.revision = entry.revision
+
+    # --- results ------------------------------------------------------------------------------
+
+    async def _flushed(self, state: SessionVad) -> None:
         assert self.js is not None
         flushed = SessionFlushed(session_id=state.session_id, finals_total=state.segmenter.finals_emitted,
                                  audio_s=state.segmenter.samples_seen / state.sample_rate)
         await self.js.publish(subjects.result_flushed(state.session_id), encode(flushed),
                               headers={subjects.H_MSG_ID: f"{state.session_id}.flushed"})
-        self.sessions.pop(state.session_id, None)
-        mine.discard(state.session_id)
 
     async def _publish(self, state: SessionVad, events: list[Event]) -> None:
         assert self.nc is not None and self.js is not None
@@ -243,11 +448,22 @@ class VadWorker:
                                  audio=event.audio, start_s=event.start_s, end_s=event.end_s,
                                  final_index=event.final_index, reason=event.reason, created_at=now,
                                  speech_end_at=now)
+                    # The id makes a final re-emitted by a new owner (after a crash) harmless.
                     await self.js.publish(subjects.FINAL_JOBS, encode(job),
                                           headers={subjects.H_MSG_ID: f"{sid}.f{event.final_index}"})
                     metrics.VAD_JOBS.labels("final").inc()
                     log.info("session %s final %d (%s) %.2f-%.2fs", sid, event.final_index, event.reason,
                              event.start_s, event.end_s, extra={"session_id": sid})
+
+
+def _chunk(headers: dict[str, str] | None, data: bytes, stream_seq: int, subject: str) -> Chunk | None:
+    headers = headers or {}
+    try:
+        return Chunk(int(headers[subjects.H_SEQ]), headers[subjects.H_KIND], data, stream_seq,
+                     int(headers.get(subjects.H_OFFSET, -1)))
+    except (KeyError, ValueError):
+        log.error("dropping malformed audio message on %s", subject)
+        return None
 
 
 def _utt(index: int) -> str:

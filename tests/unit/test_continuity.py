@@ -1,0 +1,132 @@
+"""A session's VAD state rebuilt from its checkpoint continues exactly: same finals (index, times,
+audio) as an undisturbed run, whatever message it was cut after. Real webrtcvad, the committed
+espeak-ng speech, the worker's own SessionVad; the "stream" is the list of messages."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from common import continuity
+from common.settings import Settings
+from tests.conftest import pcm_of
+from vad_worker.segmenter import FinalReady, Segmenter, SegmenterStart
+from vad_worker.session import Chunk, SessionVad, parse_overrides, segmenter_options
+
+OPTIONS = segmenter_options(Settings())
+CHUNK = 3200  # 100 ms, what clients send
+
+
+def messages() -> list[Chunk]:
+    pcm = pcm_of("three_utterances.wav")
+    out = [Chunk(i + 1, "audio", pcm[o : o + CHUNK], stream_seq=10 * (i + 1), offset=o)
+           for i, o in enumerate(range(0, len(pcm), CHUNK))]
+    return [*out, Chunk(len(out) + 1, "end", b"", stream_seq=10 * (len(out) + 1), offset=len(pcm))]
+
+
+def finals_of(events: list[object]) -> list[tuple[int, int, float, float, int]]:
+    return [(e.final_index, e.utterance_index, round(e.start_s, 3), round(e.end_s, 3), len(e.audio))
+            for e in events if isinstance(e, FinalReady)]
+
+
+def undisturbed() -> list[tuple[int, int, float, float, int]]:
+    return finals_of(SessionVad("s", OPTIONS, 2).process(messages()))  # type: ignore[arg-type]
+
+
+def carried_on(cut: int) -> list[tuple[int, int, float, float, int]]:
+    """Processes messages up to ``cut``, checkpoints (through its wire encoding), then a new state
+    re-reads what the checkpoint asks for and carries on with the rest."""
+    msgs = messages()
+    first = SessionVad("s", OPTIONS, 2)
+    events: list[object] = []
+    for chunk in msgs[:cut]:  # one message per batch, a checkpoint after each
+        events += first.process([chunk])
+        cp = continuity.decode(continuity.encode(first.checkpoint()))
+    replay = [c for c in msgs if cp.resume_stream_seq and cp.resume_stream_seq <= c.stream_seq]
+    second = SessionVad("s", OPTIONS, 2, cp, replayable=bool(cp.resume_stream_seq))
+    if second.resumed_from:
+        events += second.replay(replay)
+    events += second.process(msgs)  # the consumer redelivers everything: seen ones are skipped
+    return finals_of(events)
+
+
+def test_the_undisturbed_run_has_three_finals() -> None:
+    assert [f[0] for f in undisturbed()] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("cut", [1, 5, 12, 20, 27, 33, 40, 47, 55, 62, 70, 80])
+def test_a_new_owner_gives_the_same_finals(cut: int) -> None:
+    """Cut points fall in silence, mid-utterance and right after endpoints."""
+    assert carried_on(cut) == undisturbed()
+
+
+def test_a_checkpoint_in_speech_points_at_the_utterance_start() -> None:
+    msgs = messages()
+    state = SessionVad("s", OPTIONS, 2)
+    in_speech = None
+    for chunk in msgs:
+        state.process([chunk])
+        if state.segmenter.in_speech:
+            in_speech = state.checkpoint()
+            break
+    assert in_speech is not None and in_speech.in_speech
+    held = next(c for c in msgs if c.stream_seq == in_speech.resume_stream_seq)
+    assert held.offset <= in_speech.resume_position * 2 < held.offset + len(held.pcm)
+    assert in_speech.resume_position % (OPTIONS.frame_bytes // 2) == 0
+
+
+def test_after_end_the_checkpoint_says_ended_and_nothing_is_reread() -> None:
+    state = SessionVad("s", OPTIONS, 2)
+    state.process(messages())
+    cp = state.checkpoint()
+    assert cp.ended and cp.resume_stream_seq == 0 and cp.finals == 3
+    again = SessionVad("s", OPTIONS, 2, cp, replayable=False)
+    assert again.process(messages()) == []
+
+
+def test_a_segmenter_started_at_a_position_continues_time_and_counters() -> None:
+    import webrtcvad
+
+    pcm = pcm_of("three_utterances.wav")
+
+    def run(start: SegmenterStart | None) -> tuple[Segmenter, list[tuple[int, int, float, float, int]]]:
+        vad = webrtcvad.Vad(2)
+        seg = Segmenter(OPTIONS, lambda f: bool(vad.is_speech(f, 16000)), start)
+        return seg, finals_of([*seg.push(pcm), *seg.end()])
+
+    _, base = run(None)
+    position = 1000 * OPTIONS.frame_bytes // 2  # 30 s in, in samples
+    later, shifted = run(SegmenterStart(position=position, utterances=4, finals=7))
+    assert len(base) == 3
+    assert shifted == [(i + 7, u + 4, round(s0 + position / 16000, 3), round(s1 + position / 16000, 3), n)
+                       for i, u, s0, s1, n in base]
+    assert later.samples_seen == position + len(pcm) // 2
+
+
+def test_options_header_is_validated(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    assert parse_overrides('{"endpointing_ms": 800}') == {"endpointing_ms": 800}
+    assert parse_overrides(None) == {}
+    for bad in ('{"endpointing_ms": 50}', '{"endpointing_ms": 9000}', '{"endpointing_ms": "800"}',
+                '{"endpointing_ms": true}', '{"pre_roll_ms": 100}', "[1]", "not json"):
+        assert parse_overrides(bad, "sess") == {}, bad
+    assert len(caplog.records) == 7
+    # Applied to the session and kept in its checkpoint.
+    state = SessionVad("s", OPTIONS, 2, continuity.VadCheckpoint(options={"endpointing_ms": 1500}))
+    assert state.checkpoint().options == {"endpointing_ms": 1500}
+    msgs = messages()
+    assert [f[0] for f in finals_of(state.process(msgs))] == [1, 2, 3]  # type: ignore[arg-type]
+
+
+def test_audio_missing_from_the_stream_keeps_the_time_base() -> None:
+    """Messages lost before they were stored (a hole in Asr-Offset) count as silence of their length,
+    so later utterances keep their times."""
+    msgs = messages()
+    holed = msgs[:35] + msgs[40:]  # 3.5-4.0 s lost, in the silence after the first utterance
+    state = SessionVad("s", OPTIONS, 2)
+    finals = finals_of(state.process(holed))  # type: ignore[arg-type]
+    assert state.missing_bytes == 5 * CHUNK
+    # Digital silence in place of the lost noise floor may move a cut by a frame or two.
+    got, want = [f[2:4] for f in finals], [f[2:4] for f in undisturbed()]
+    assert len(got) == len(want) and all(g == pytest.approx(w, abs=0.1) for g, w in zip(got, want, strict=True))
