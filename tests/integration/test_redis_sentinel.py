@@ -122,7 +122,10 @@ def test_sentinel_settings_are_validated() -> None:
         replace(Settings(), redis_sentinels="sentinel-0")
     with pytest.raises(SettingsError, match=r"stream_replicas=2 .* use 1 for a single nats-server, 3"):
         replace(Settings(), stream_replicas=2)
-    assert replace(Settings(), redis_sentinels="a:26379,b:26379", stream_replicas=3).stream_replicas == 3
+    with pytest.raises(SettingsError, match="redis_sentinels needs redis_url as well"):
+        replace(Settings(), redis_sentinels="a:26379,b:26379")
+    ok = replace(Settings(), redis_url="redis://redis:6379/0", redis_sentinels="a:26379,b:26379", stream_replicas=3)
+    assert ok.stream_replicas == 3
 
 
 def test_sentinel_client_follows_the_master_through_a_failover(sentinel_group: tuple[Proc, Proc, Proc]) -> None:
