@@ -115,6 +115,7 @@ class SessionVad:
         self.ended = cp.ended
         self.drained = False  # a drain request was processed in the last batch
         self.missing_bytes = 0  # audio missing from the stream, replaced by silence
+        self.gap_since: float | None = None  # monotonic time a hole in the seqs was first seen
         self.flush_due = False  # the session was not ended before this batch (the worker's bookkeeping)
         self.overflow_reported = 0  # overflow bytes already counted in metrics
         self.frames = 0

@@ -218,6 +218,7 @@ class VadWorker:
                         msgs = []
                     if msgs:
                         await self._process_batch(shard, msgs, mine)
+                    await self._catch_up(shard, mine)
                     backoff.reset()
                 except ShardLost:
                     log.warning("shard %d: lease not renewed in time; its batch is left unacknowledged", shard)
@@ -271,6 +272,20 @@ class VadWorker:
             groups.setdefault(session_id, []).append(chunk)
             if msg.headers and subjects.H_OPTIONS in msg.headers:
                 options.setdefault(session_id, msg.headers[subjects.H_OPTIONS])
+        await self._process_groups(shard, groups, options, mine)
+        # Only now is the audio safe to forget: its jobs are stored and its checkpoint written.
+        await asyncio.gather(*(msg.ack() for msg in msgs))
+
+    async def _catch_up(self, shard: int, mine: set[str]) -> None:
+        """Sessions waiting for a missing message (a hole in their seqs) look at the stream again."""
+        waiting: dict[str, list[Chunk]] = {sid: [] for sid in mine if self.sessions[sid].gap_since is not None}
+        if waiting:
+            await self._process_groups(shard, waiting, {}, mine)
+
+    async def _process_groups(self, shard: int, groups: dict[str, list[Chunk]], options: dict[str, str],
+                              mine: set[str]) -> None:
+        """Runs each session's new chunks through its state, publishes, and checkpoints."""
+        assert self.leases is not None
         loop = asyncio.get_running_loop()
         work: list[tuple[SessionVad, asyncio.Future[list[Event]]]] = []
         for session_id, chunks in groups.items():
@@ -317,8 +332,6 @@ class VadWorker:
         metrics.VAD_SESSIONS.set(len(self.sessions))
         if not self.leases.holds(shard):
             raise ShardLost(shard)
-        # Only now is the audio safe to forget: its jobs are stored and its checkpoint written.
-        await asyncio.gather(*(msg.ack() for msg in msgs))
 
     # --- continuity ---------------------------------------------------------------------------
 
@@ -349,19 +362,38 @@ class VadWorker:
         return state, replay if replayable else []
 
     async def _in_order(self, shard: int, state: SessionVad, chunks: list[Chunk]) -> list[Chunk]:
-        """The batch's new messages of the session, without gaps: when the consumer skipped some
-        (a crashed owner's batch is redelivered only after the ack wait), they are read from the
-        stream, which is the record of what the edge sent."""
+        """The batch's new messages of the session, in seq order and without gaps: when the consumer
+        skipped some (a crashed owner's batch is redelivered only after the ack wait), they are read
+        from the stream, which is the record of what the edge sent. A message still missing from the
+        stream (after a bus outage the edge publishes it again, so it can be stored after newer
+        ones) is waited for up to ``vad_reorder_wait_seconds``: what follows it waits too; after
+        that the hole counts as silence."""
         new = sorted((c for c in chunks if c.seq > state.last_seq), key=lambda c: c.seq)
-        if not new or state.ended:
+        if state.ended or (not new and state.gap_since is None):
             return new
         expected = list(range(state.last_seq + 1, state.last_seq + 1 + len(new)))
-        if [c.seq for c in new] == expected:
+        if new and [c.seq for c in new] == expected and state.gap_since is None:
             return new
-        last = new[-1].seq
-        read = await self._read(shard, state.session_id, state.last_stream_seq + 1, lambda c: c.seq > last)
-        log.info("session %s: messages %d-%d read from the stream (delivered out of order)",
-                 state.session_id, state.last_seq + 1, last, extra={"session_id": state.session_id})
+        last = max([c.seq for c in new], default=0)
+        read = await self._read(shard, state.session_id, state.last_stream_seq + 1,
+                                lambda c: last > 0 and c.seq > last)
+        read = sorted({c.seq: c for c in read if c.seq > state.last_seq}.values(), key=lambda c: c.seq)
+        contiguous = 0
+        while contiguous < len(read) and read[contiguous].seq == state.last_seq + 1 + contiguous:
+            contiguous += 1
+        if contiguous == len(read):
+            state.gap_since = None
+            return read
+        now = time.monotonic()
+        if state.gap_since is None:
+            state.gap_since = now
+            log.info("session %s: message %d not in the stream yet; waiting for it", state.session_id,
+                     state.last_seq + 1 + contiguous, extra={"session_id": state.session_id})
+        if now - state.gap_since < self.settings.vad_reorder_wait_seconds:
+            return read[:contiguous]
+        state.gap_since = None
+        log.warning("session %s: message %d never reached the stream; going on without it", state.session_id,
+                    state.last_seq + 1 + contiguous, extra={"session_id": state.session_id})
         return read
 
     async def _read(self, shard: int, session_id: str, from_stream_seq: int,
