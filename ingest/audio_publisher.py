@@ -68,6 +68,7 @@ class AudioPublisher:
         self.outages = 0
         self._pending: deque[_Pending] = deque()
         self._lock = asyncio.Lock()  # seq order on the bus = order of publish calls
+        self._abandoned = False
 
     def __repr__(self) -> str:
         return f"<AudioPublisher {self.session_id} seq={self.seq} pending={len(self._pending)}>"
@@ -117,6 +118,8 @@ class AudioPublisher:
                 await self._settle_oldest()
 
     def abandon(self) -> None:
+        """The session's connection is closing: stop waiting for acknowledgements."""
+        self._abandoned = True
         for pending in self._pending:
             pending.future.cancel()
         self._pending.clear()
@@ -125,6 +128,8 @@ class AudioPublisher:
         return await self.js.publish_async(subject, payload, headers=headers)
 
     async def _settle_oldest(self) -> None:
+        if self._abandoned:
+            raise ConnectionError("the session's connection closed while its audio was being stored")
         head = self._pending[0]
         try:
             await asyncio.wait_for(asyncio.shield(head.future), self.ack_timeout_s)
