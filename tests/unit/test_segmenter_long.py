@@ -107,7 +107,9 @@ def test_a_pause_still_running_is_left_to_the_endpoint() -> None:
 def test_partials_of_the_new_utterance_follow_its_own_cadence() -> None:
     seg = segmenter(**SOFT, partial_interval_ms=200)
     events = seg.push(pcm("1" * 60 + "0" * 6 + "1" * 80))
-    parts = [(e.utterance_index, e.start_s, e.end_s) for e in events if isinstance(e, PartialReady)]
+    parts: list[tuple[object, ...]] = [
+        (e.utterance_index, e.start_s, e.end_s) for e in events if isinstance(e, PartialReady)
+    ]
     # Utterance 0: partials at 20..80 frames; soft cut at frame 99 (pause middle 63). Utterance 1
     # opens holding 63..99 (37 frames, past one interval): a partial at once, then at 40, 60, 80.
     assert parts == [
