@@ -23,7 +23,7 @@ from nats.js.errors import NotFoundError
 
 from asr_worker.transcriber import Recognition, Transcriber, TranscriberOptions
 from common import bus, health, metrics, presence, subjects, tasks
-from common.messages import AsrJob, Transcript, encode, job_decoder, result_decoder
+from common.messages import AsrJob, Transcript, Word, encode, job_decoder, result_decoder
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,7 @@ def transcriber_options(settings: Settings) -> TranscriberOptions:
         cpu_threads=settings.cpu_threads,
         num_workers=settings.asr_concurrency,
         language=settings.language or None,
+        word_timestamps=settings.word_timestamps,
     )
 
 
@@ -191,6 +192,8 @@ class AsrWorker:
             text=rec.text, start_s=job.start_s, end_s=job.end_s, final_index=job.final_index,
             context=context, worker_id=self.worker_id, inference_s=rec.inference_s,
             speech_end_at=job.speech_end_at, published_at=time.time(),
+            words=tuple(Word(w.word, job.start_s + w.start_s, job.start_s + w.end_s, w.probability)
+                        for w in rec.words),
         )
         if job.is_final:
             await self.js.publish(subjects.result_final(job.session_id), encode(result),

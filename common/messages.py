@@ -41,6 +41,15 @@ class AsrJob(_Msg, frozen=True, tag="asr_job"):
 # --- results: asr_worker / vad_worker -> ingest ---------------------------------------------
 
 
+class Word(msgspec.Struct, frozen=True):
+    """One recognised word of a final (only when the `word_timestamps` setting is on)."""
+
+    word: str
+    start_s: float  # seconds of session audio
+    end_s: float  # seconds of session audio
+    probability: float  # the decoder's confidence in the word, 0..1
+
+
 class Transcript(_Msg, frozen=True, tag="transcript"):
     """A partial or final transcript of one utterance.
 
@@ -60,6 +69,7 @@ class Transcript(_Msg, frozen=True, tag="transcript"):
     inference_s: float = 0.0
     speech_end_at: float = 0.0
     published_at: float = 0.0  # wall clock when the ASR worker published it (stage latency)
+    words: tuple[Word, ...] = ()  # finals with word_timestamps on: each word's times and confidence
 
 
 class SpeechStarted(_Msg, frozen=True, tag="speech_started"):
