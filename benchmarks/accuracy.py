@@ -139,6 +139,7 @@ async def stream_clip(http: aiohttp.ClientSession, port: int, clip: Clip) -> Str
                     if data["type"] == "transcript" and data["is_final"]:
                         result.finals.append(data)
                         result.final_arrival_s.append(time.monotonic() - t0)
+                        data["arrival_s"] = result.final_arrival_s[-1]
                     elif data["type"] == "transcript":
                         result.partials.append({**data, "arrival_s": time.monotonic() - t0})
                     elif data["type"] == "session_ended":
@@ -291,7 +292,8 @@ def main() -> None:
     direct = run_direct(clips, settings)
     direct_wall = time.perf_counter() - t
 
-    with tempfile.TemporaryDirectory() as tmp, Path(tmp, "stack.log").open("w") as log:
+    stack_log = args.json.with_suffix(".stack.log")
+    with tempfile.TemporaryDirectory() as tmp, stack_log.open("w") as log:
         stack = Stack("127.0.0.1", free_port(), Path(tmp), out=log)
         try:
             stack.start()
@@ -308,7 +310,7 @@ def main() -> None:
                 latency_wall = time.perf_counter() - t
         except BaseException:
             log.flush()
-            print(Path(tmp, "stack.log").read_text()[-5000:], file=sys.stderr)
+            print(stack_log.read_text()[-5000:], file=sys.stderr)
             raise
         finally:
             stack.stop()
@@ -322,7 +324,8 @@ def main() -> None:
                 "latency_pass": round(latency_wall)},
         failed_sessions=failed,
         clips=[{**asdict(c), "direct": direct[c.name][0], "pipeline": piped[c.name].text,
-                "finals": [{k: f[k] for k in ("seq", "start_s", "end_s", "text")} for f in piped[c.name].finals],
+                "finals": [{k: f[k] for k in ("seq", "start_s", "end_s", "text", "arrival_s")}
+                           for f in piped[c.name].finals],
                 "latencies_s": [round(x, 3) for x in latencies(c, timed[c.name])] if c.name in timed else [],
                 "max_send_lag_s": round(max(piped[c.name].send_lag_s, timed[c.name].send_lag_s if c.name in timed
                                             else 0.0), 3)}
@@ -334,7 +337,7 @@ def main() -> None:
           f"load {os.getloadavg()[0]:.1f}, "
           f"{args.streams} streams (latency pass: {args.latency_streams}); wall: direct {direct_wall:.0f}s, "
           f"accuracy {accuracy_wall:.0f}s, latency {latency_wall:.0f}s; worst client send lag {lag:.2f}s; "
-          f"failed sessions: {len(failed)}; JSON in {args.json}")
+          f"failed sessions: {len(failed)}; JSON in {args.json}, stack log in {stack_log}")
     if failed:
         print(f"failed: {failed}")
 

@@ -10,7 +10,7 @@ from vad_worker.session import segmenter_options
 
 def test_defaults_reach_the_segmenter() -> None:
     opts = segmenter_options(from_mapping({}))
-    assert (opts.soft_utterance_ms, opts.long_utterance_ms, opts.long_endpointing_ms) == (10000, 3000, 300)
+    assert (opts.soft_utterance_ms, opts.long_utterance_ms, opts.long_endpointing_ms) == (10000, 2000, 240)
     assert opts.endpointing_ms == 500 and opts.max_utterance_ms == 30000
 
 
