@@ -362,7 +362,7 @@ def test_clips(folder: Path, cache: Path = DEFAULT_CACHE) -> None:
     en_us = VOICES[0]
     long = _continuous(900, 22, tail, folder / "tmp", cache, voice=en_us, name="continuous_22s")
     talk = _conversation(901, 7, tail, folder / "tmp", cache, pauses=(0.4, 0.4),
-                         voices=(en_us, VOICES[1]), name="conversation_0.4s", two_sentence_turns=0.0)
+                         voices=(VOICES[6], VOICES[8]), name="conversation_0.4s", two_sentence_turns=0.0)
     refs = {}
     for clip in (long, talk):
         target = folder / f"{clip.name}.wav"
