@@ -33,7 +33,7 @@ class AsrJob(_Msg, frozen=True, tag="asr_job"):
     start_s: float  # utterance start, seconds of session audio
     end_s: float  # utterance end (or audio so far, for partials)
     final_index: int = 0  # 1-based index of this final among the session's finals; 0 for partials
-    reason: str = ""  # why a final was cut: endpoint | max_length | finalize | end
+    reason: str = ""  # why a final was cut: endpoint | soft_length | max_length | finalize | end
     created_at: float = 0.0  # wall clock when the VAD worker emitted the job
     speech_end_at: float = 0.0  # wall clock when the VAD worker saw the end of speech (finals)
 
