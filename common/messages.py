@@ -33,12 +33,21 @@ class AsrJob(_Msg, frozen=True, tag="asr_job"):
     start_s: float  # utterance start, seconds of session audio
     end_s: float  # utterance end (or audio so far, for partials)
     final_index: int = 0  # 1-based index of this final among the session's finals; 0 for partials
-    reason: str = ""  # why a final was cut: endpoint | max_length | finalize | end
+    reason: str = ""  # why a final was cut: endpoint | soft_length | max_length | finalize | end
     created_at: float = 0.0  # wall clock when the VAD worker emitted the job
     speech_end_at: float = 0.0  # wall clock when the VAD worker saw the end of speech (finals)
 
 
 # --- results: asr_worker / vad_worker -> ingest ---------------------------------------------
+
+
+class Word(msgspec.Struct, frozen=True):
+    """One recognised word of a final (only when the `word_timestamps` setting is on)."""
+
+    word: str
+    start_s: float  # seconds of session audio
+    end_s: float  # seconds of session audio
+    probability: float  # the decoder's confidence in the word, 0..1
 
 
 class Transcript(_Msg, frozen=True, tag="transcript"):
@@ -60,6 +69,7 @@ class Transcript(_Msg, frozen=True, tag="transcript"):
     inference_s: float = 0.0
     speech_end_at: float = 0.0
     published_at: float = 0.0  # wall clock when the ASR worker published it (stage latency)
+    words: tuple[Word, ...] = ()  # finals with word_timestamps on: each word's times and confidence
 
 
 class SpeechStarted(_Msg, frozen=True, tag="speech_started"):

@@ -159,6 +159,12 @@ class Settings:
     """Consecutive speech that starts an utterance (shorter blips and VAD warm-up are ignored)."""
     max_utterance_seconds: float = 30.0
     """Utterances are cut into a final at this length (Whisper's window is 30 s)."""
+    soft_utterance_seconds: float = 10.0
+    """An utterance this long is cut at its best recent pause (0 = off; max_utterance_seconds still cuts)."""
+    long_utterance_seconds: float = 2.0
+    """Once an utterance holds this much speech, long_endpointing_ms ends it (0 = never)."""
+    long_endpointing_ms: int = 240
+    """Non-speech that ends an utterance of long_utterance_seconds or more (capped at endpointing_ms)."""
     partial_interval_ms: int = 1000
     """A partial transcript every this much speech; 0 disables partials."""
     vad_max_buffer_bytes: int = 960000
@@ -173,14 +179,16 @@ class Settings:
     """cpu, cuda or auto."""
     compute_type: str = "int8"
     """CTranslate2 compute type: int8, int8_float16, int8_float32, float16, float32, default."""
-    beam_size: int = 1
-    """Beam size for finals (partials are always greedy)."""
+    beam_size: int = 5
+    """Beam size for finals (partials are always greedy); 5, Whisper's default, costs little more on tiny.en."""
     cpu_threads: int = 1
     """CTranslate2 threads per model instance; on shared cores more than 1 slows down."""
     asr_concurrency: int = 1
     """Jobs one ASR worker process runs at once (model instances' workers)."""
     language: str = "en"
     """Spoken language code; empty lets the model detect it (multilingual models only)."""
+    word_timestamps: bool = False
+    """Finals carry per-word start/end times and confidence (`words`); costs some decoding time."""
     context_chars: int = 200
     """Characters of the session's recent finals given to the next final as prompt."""
     partial_max_age_ms: int = 2000
@@ -275,6 +283,15 @@ def _validate(s: Settings) -> list[str]:
             "Whisper sees at most 30 s at once; use 10-30.",
         )
     )
+    if s.soft_utterance_seconds and not 2 <= s.soft_utterance_seconds < s.max_utterance_seconds:
+        add(
+            f"soft_utterance_seconds={s.soft_utterance_seconds} must be 0 (off) or from 2 up to below "
+            f"max_utterance_seconds={s.max_utterance_seconds}; use 8-15 (10 is a good default)."
+        )
+    add(_range("long_utterance_seconds", s.long_utterance_seconds, 0, 30,
+               "use 0 (no second endpoint) or 2-6 s of speech."))
+    add(_range("long_endpointing_ms", s.long_endpointing_ms, 100, 5000,
+               "use 200-400: shorter than endpointing_ms so long turns end sooner."))
     add(_range("partial_interval_ms", s.partial_interval_ms, 0, 10000, "use 0 (off) or 300-2000."))
     if 0 < s.partial_interval_ms < 200:
         add(

@@ -39,6 +39,16 @@ Semantics:
   cut at ``max_utterance_ms``. If the cap is shorter than the silence before an endpoint, the
   last voiced frame may already be dropped; the final is then empty (``start_s == end_s``).
   ``overflow_bytes`` counts every byte dropped.
+* Long utterances (both off by default). Once the utterance's audio up to its last voiced frame
+  is at least ``long_utterance_ms`` long, ``long_endpointing_ms`` of non-speech ends it instead of
+  ``endpointing_ms``: a speaker who has talked for a while is finalised after a shorter pause.
+  Once the utterance's total duration reaches ``soft_utterance_ms``, it is cut at its best pause
+  (reason ``"soft_length"``): among the complete non-speech runs (followed by speech) of at least
+  ``min_cut_pause_ms`` whose middle lies in the second half of ``soft_utterance_ms`` (measured from
+  the utterance start) and inside the kept audio, the longest; ties go to the lower RMS energy,
+  then the latest. The final ends at the middle frame boundary of that run and a new utterance
+  (`SpeechStarted`) begins there, holding the rest of the audio, with its own partial cadence.
+  If no run qualifies, every following frame tries again until ``max_utterance_ms`` cuts.
 * `finalize` and `end` close an open utterance like an endpoint (same trailing-pad rule) with
   reason ``"finalize"`` / ``"end"``. `end` first zero-pads a buffered partial frame to classify
   it, but only the real bytes become audio (a dangling odd byte is dropped).
@@ -63,7 +73,7 @@ from typing import Literal, TypeAlias
 
 _SAMPLE_WIDTH = 2  # bytes per sample, s16le
 
-Reason: TypeAlias = Literal["endpoint", "max_length", "finalize", "end"]
+Reason: TypeAlias = Literal["endpoint", "soft_length", "max_length", "finalize", "end"]
 """Why an utterance was closed."""
 
 
@@ -92,6 +102,16 @@ class SegmenterOptions:
     When an utterance grows past it (possible only when it is set below max_utterance_ms), its
     OLDEST audio is dropped so the most recent is kept; the final then starts later (start_s moves
     forward). max_utterance_ms normally cuts first, and still counts the total duration."""
+    soft_utterance_ms: int = 0
+    """0 = off. From this total duration on, the utterance is cut at its best recent pause (reason
+    "soft_length"; see the module docstring); max_utterance_ms stays the hard cut."""
+    long_endpointing_ms: int = 0
+    """0 = endpointing_ms. The endpoint of an utterance whose speech is already long_utterance_ms
+    long; set it shorter than endpointing_ms to finalise long turns after a shorter pause."""
+    long_utterance_ms: int = 0
+    """From this much audio up to the last voiced frame on, long_endpointing_ms applies; 0 = never."""
+    min_cut_pause_ms: int = 60
+    """Shortest complete non-speech run a soft cut may split (shorter gaps are inside words)."""
 
     def __post_init__(self) -> None:
         if self.sample_rate not in (8000, 16000, 32000, 48000):
@@ -101,7 +121,8 @@ class SegmenterOptions:
         for name in ("endpointing_ms", "min_speech_ms", "max_utterance_ms", "partial_interval_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, not {getattr(self, name)}")
-        for name in ("pre_roll_ms", "trailing_pad_ms"):
+        for name in ("pre_roll_ms", "trailing_pad_ms", "soft_utterance_ms", "long_endpointing_ms",
+                     "long_utterance_ms", "min_cut_pause_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be zero or positive, not {getattr(self, name)}")
         if self.max_buffer_bytes != 0 and self.max_buffer_bytes < self.frame_bytes:
@@ -109,6 +130,10 @@ class SegmenterOptions:
                 f"max_buffer_bytes must be 0 (off) or at least one frame ({self.frame_bytes} bytes), "
                 f"not {self.max_buffer_bytes}"
             )
+        if self.long_endpointing_ms > self.endpointing_ms:
+            raise ValueError("long_endpointing_ms must be 0 (same as endpointing_ms) or at most endpointing_ms")
+        if self.soft_utterance_ms and self.frames(self.soft_utterance_ms) >= self.frames(self.max_utterance_ms):
+            raise ValueError("soft_utterance_ms must be 0 (off) or shorter than max_utterance_ms")
         opening = self.frames(self.pre_roll_ms) + self.frames(self.min_speech_ms)
         if self.frames(self.max_utterance_ms) <= opening:
             raise ValueError("max_utterance_ms must be longer than pre_roll_ms + min_speech_ms")
@@ -181,6 +206,10 @@ class Segmenter:
         self._pre_roll_frames = options.frames(options.pre_roll_ms)
         self._min_speech_frames = options.frames(options.min_speech_ms)
         self._endpoint_frames = options.frames(options.endpointing_ms)
+        self._long_endpoint_frames = options.frames(options.long_endpointing_ms or options.endpointing_ms)
+        self._long_bytes = options.frames(options.long_utterance_ms) * fb if options.long_utterance_ms else 0
+        self._soft_bytes = options.frames(options.soft_utterance_ms) * fb
+        self._min_cut_frames = max(1, options.frames(options.min_cut_pause_ms))
         self._pad_bytes = options.frames(options.trailing_pad_ms) * fb
         self._max_bytes = options.frames(options.max_utterance_ms) * fb
         self._partial_bytes = options.frames(options.partial_interval_ms) * fb
@@ -203,6 +232,7 @@ class Segmenter:
         self._voiced_end = 0  # bytes into self._utt where the last voiced frame ends (< 0: dropped)
         self._silence_run = 0  # frames
         self._partials = 0
+        self._pauses: list[tuple[int, int]] = []  # complete non-speech runs: (first sample, frames)
 
     def __repr__(self) -> str:
         return (
@@ -295,17 +325,55 @@ class Segmenter:
             return
         self._utt += frame
         if voiced:
+            if self._silence_run >= self._min_cut_frames:
+                run_start = self._pos - (self._silence_run + 1) * len(frame) // _SAMPLE_WIDTH
+                self._pauses.append((run_start, self._silence_run))
             self._voiced_end = len(self._utt)
             self._silence_run = 0
         else:
             self._silence_run += 1
         self._trim()
-        if self._silence_run >= self._endpoint_frames:
+        if self._silence_run >= self._endpoint():
             self._close("endpoint", events)
         elif self._utt_dropped + len(self._utt) >= self._max_bytes:
             self._cut_at_max(voiced, events)
-        else:
+        elif not (self._soft_bytes and self._utt_dropped + len(self._utt) >= self._soft_bytes
+                  and self._cut_at_pause(events)):
             self._maybe_partial(events)
+
+    def _endpoint(self) -> int:
+        """Frames of non-speech that end the open utterance now (shorter once it is long)."""
+        long = self._long_bytes and self._utt_dropped + self._voiced_end >= self._long_bytes
+        return self._long_endpoint_frames if long else self._endpoint_frames
+
+    def _cut_at_pause(self, events: list[Event]) -> bool:
+        """Soft cut at the best complete pause of the recent part; False if there is none yet."""
+        assert self._utt is not None
+        fb = self._opts.frame_bytes
+        frame_samples = fb // _SAMPLE_WIDTH
+        origin = self._utt_start - self._utt_dropped // _SAMPLE_WIDTH  # where the utterance began
+        earliest = origin + self._soft_bytes // 2 // _SAMPLE_WIDTH
+        best: tuple[int, float, int] | None = None  # (frames, -energy, cut sample)
+        for run_start, frames in self._pauses:
+            cut = run_start + frames // 2 * frame_samples
+            if cut < earliest or run_start < self._utt_start or cut <= self._utt_start:
+                continue
+            offset = (run_start - self._utt_start) * _SAMPLE_WIDTH
+            score = (frames, -_energy(self._utt[offset : offset + frames * fb]), cut)
+            if best is None or score > best:
+                best = score
+        if best is None:
+            return False
+        cut = best[2]
+        cut_bytes = (cut - self._utt_start) * _SAMPLE_WIDTH
+        rest = bytes(self._utt[cut_bytes:])
+        voiced_end = self._voiced_end - cut_bytes
+        silence_run = self._silence_run
+        pauses = [p for p in self._pauses if p[0] >= cut]
+        self._emit_final(bytes(self._utt[:cut_bytes]), "soft_length", events)
+        self._open(cut, rest, events)
+        self._voiced_end, self._silence_run, self._pauses = voiced_end, silence_run, pauses
+        return True
 
     def _open(self, start: int, audio: bytes, events: list[Event]) -> None:
         self._history.clear()
@@ -316,6 +384,7 @@ class Segmenter:
         self._voiced_end = len(audio)
         self._silence_run = 0
         self._partials = 0
+        self._pauses = []
         events.append(SpeechStarted(self._utterances, self._seconds(start)))
         self._trim()
         self._maybe_partial(events)
@@ -370,3 +439,9 @@ class Segmenter:
 
     def _seconds(self, samples: int) -> float:
         return samples / self._opts.sample_rate
+
+
+def _energy(pcm: bytes | bytearray) -> float:
+    """Mean square of PCM s16le samples (0.0 for no audio)."""
+    samples = memoryview(bytes(pcm[: len(pcm) // _SAMPLE_WIDTH * _SAMPLE_WIDTH])).cast("h")
+    return sum(x * x for x in samples) / len(samples) if len(samples) else 0.0

@@ -53,6 +53,9 @@ def segmenter_options(settings: Settings) -> SegmenterOptions:
         # 0 disables partials: an interval longer than any utterance never fires.
         partial_interval_ms=settings.partial_interval_ms or 2 * max_ms,
         max_buffer_bytes=settings.vad_max_buffer_bytes,
+        soft_utterance_ms=int(settings.soft_utterance_seconds * 1000),
+        long_utterance_ms=int(settings.long_utterance_seconds * 1000),
+        long_endpointing_ms=min(settings.long_endpointing_ms, settings.endpointing_ms),
     )
 
 

@@ -137,7 +137,7 @@ def test_unknown_fields_are_tolerated() -> None:
     """A newer worker may add fields; an older edge still decodes what it knows."""
     job = _as_map(JOB) | {"priority": 7, "trace": {"id": "x"}}
     assert job_decoder.decode(msgspec.msgpack.encode(job)) == JOB
-    result = _as_map(RESULTS[0]) | {"words": [{"w": "hello", "p": 0.9}]}
+    result = _as_map(RESULTS[0]) | {"speakers": [{"id": "s1", "p": 0.9}]}
     assert result_decoder.decode(msgspec.msgpack.encode(result)) == RESULTS[0]
     heartbeat = _as_map(HEARTBEAT) | {"gpu": "H100"}
     assert heartbeat_decoder.decode(msgspec.msgpack.encode(heartbeat)) == HEARTBEAT

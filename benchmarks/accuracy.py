@@ -1,0 +1,346 @@
+"""Word error rate of the streaming pipeline beside faster-whisper on the whole files, by kind of clip.
+
+    .venv/bin/python -m benchmarks.accuracy [--streams 3] [--latency-streams 1] [--kinds sentence,...]
+        [--limit N] [--json FILE] [--cache DIR]
+
+1. Corpus: `benchmarks.corpus.build` (generated on first use, then read from its cache folder).
+2. Direct, in this process before the stack starts: faster-whisper with the same model and compute
+   type as the ASR worker (bundled tiny.en, int8, cpu_threads=1) and its *default* transcribe
+   options (beam 5, temperature fallback, condition_on_previous_text, no VAD), on each whole WAV.
+3. Pipeline: a private `cli.dev.Stack` (own nats-server on a free port, edge, VAD and ASR workers;
+   any ASR_* variables of this shell reach it). Accuracy pass: every clip streamed like a
+   microphone (100 ms chunk k leaves at t0 + (k+1)·100 ms), ``--streams`` sessions at once, then
+   ``end``; the finals are joined in order. Latency pass: the ``--latency-kinds`` clips (the
+   conversations by default) again, ``--latency-streams`` at once (1 by default, as the scenarios promise), to time each
+   reference sentence or turn: arrival of the first final whose audio reaches the end of its speech
+   − (t0 + the time its speech ends in the clip).
+
+WER is corpus-level per kind (all errors / all reference words, after lower-casing, removing
+punctuation and spelling out numbers); on the no-speech kinds the table counts words instead. The
+table goes to stdout and everything, per clip, to ``--json``. Not a test: numbers depend on the
+machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jiwer
+import numpy as np
+
+from asr_worker.transcriber import resolve_model_path
+from benchmarks.corpus import DEFAULT_CACHE, Clip, build
+from cli.dev import Stack
+from common.settings import Settings, load
+from tests.conftest import free_port
+from tests.helpers import connect
+
+CHUNK_MS = 100
+SLACK_S = 90.0
+NO_SPEECH = ("silence", "noise")
+
+# --- text ---------------------------------------------------------------------------------------
+
+_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+         "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
+         "nineteen"]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def spell(n: int) -> str:
+    """0..9999 in words: 42 -> "forty two"."""
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    if n < 1000:
+        return _ONES[n // 100] + " hundred" + ("" if n % 100 == 0 else " " + spell(n % 100))
+    return spell(n // 1000) + " thousand" + ("" if n % 1000 == 0 else " " + spell(n % 1000))
+
+
+def normalise(text: str) -> str:
+    text = re.sub(r"\d{1,4}", lambda m: f" {spell(int(m.group()))} ", text.lower())
+    return " ".join(re.sub(r"[^a-z' ]+", " ", text).replace("'", "").split())
+
+
+def corpus_wer(refs: list[str], hyps: list[str]) -> float:
+    pairs = [(normalise(r), normalise(h)) for r, h in zip(refs, hyps, strict=True) if normalise(r)]
+    if not pairs:
+        return float("nan")
+    return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
+
+
+# --- direct faster-whisper --------------------------------------------------------------------
+
+
+def run_direct(clips: list[Clip], settings: Settings) -> dict[str, tuple[str, float]]:
+    """Clip name -> (text, seconds) from faster-whisper's default options on the whole file."""
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(resolve_model_path(settings.model), device=settings.device,
+                         compute_type=settings.compute_type, cpu_threads=settings.cpu_threads,
+                         local_files_only=True)
+    out = {}
+    for i, clip in enumerate(clips):
+        start = time.perf_counter()
+        segments, _ = model.transcribe(clip.path)
+        text = " ".join(s.text.strip() for s in segments)
+        out[clip.name] = (text, time.perf_counter() - start)
+        print(f"  direct {i + 1}/{len(clips)} {clip.name}: {out[clip.name][1]:.1f}s", file=sys.stderr)
+    return out
+
+
+# --- pipeline sessions ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Streamed:
+    clip: str
+    finals: list[dict[str, Any]] = field(default_factory=list)
+    final_arrival_s: list[float] = field(default_factory=list)  # since audio time 0
+    partials: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+    send_lag_s: float = 0.0
+
+    @property
+    def text(self) -> str:
+        return " ".join(f["text"] for f in sorted(self.finals, key=lambda f: f["seq"]) if f["text"])
+
+
+async def stream_clip(http: aiohttp.ClientSession, port: int, clip: Clip) -> Streamed:
+    result = Streamed(clip.name)
+    pcm = clip.pcm()
+    step = clip.rate * 2 * CHUNK_MS // 1000
+    url = f"ws://127.0.0.1:{port}/v1/stream?sample_rate={clip.rate}"
+    try:
+        async with asyncio.timeout(clip.duration_s + SLACK_S):
+            client = await connect(http, url)
+            t0 = time.monotonic()
+
+            async def read() -> None:
+                async for msg in client.ws:
+                    if msg.type != aiohttp.WSMsgType.TEXT:
+                        continue
+                    data = json.loads(msg.data)
+                    if data["type"] == "transcript" and data["is_final"]:
+                        result.finals.append(data)
+                        result.final_arrival_s.append(time.monotonic() - t0)
+                        data["arrival_s"] = result.final_arrival_s[-1]
+                    elif data["type"] == "transcript":
+                        result.partials.append({**data, "arrival_s": time.monotonic() - t0})
+                    elif data["type"] == "session_ended":
+                        return
+
+            reader = asyncio.create_task(read())
+            try:
+                for k, i in enumerate(range(0, len(pcm), step)):
+                    due = t0 + (k + 1) * CHUNK_MS / 1000
+                    await asyncio.sleep(max(0.0, due - time.monotonic()))
+                    result.send_lag_s = max(result.send_lag_s, time.monotonic() - due)
+                    await client.ws.send_bytes(pcm[i : i + step])
+                await client.send_json({"type": "end"})
+                await reader
+            finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+                await client.ws.close()
+    except (TimeoutError, aiohttp.ClientError, AssertionError) as exc:
+        result.error = f"{type(exc).__name__}: {exc}"[:200]
+    return result
+
+
+async def stream_all(port: int, clips: list[Clip], streams: int) -> list[Streamed]:
+    """Every clip once, at most ``streams`` sessions at a time, in corpus order."""
+    slots = asyncio.Semaphore(streams)
+
+    async def one(http: aiohttp.ClientSession, clip: Clip, index: int) -> Streamed:
+        async with slots:
+            result = await stream_clip(http, port, clip)
+            print(f"  stream {index + 1}/{len(clips)} {clip.name}: {len(result.finals)} finals "
+                  f"{result.error}", file=sys.stderr)
+            return result
+
+    async with aiohttp.ClientSession() as http:
+        return list(await asyncio.gather(*(one(http, c, i) for i, c in enumerate(clips))))
+
+
+def latencies(clip: Clip, streamed: Streamed) -> list[float]:
+    """Per reference segment: arrival of the first final whose audio reaches the segment's end."""
+    out = []
+    pairs = sorted(zip(streamed.finals, streamed.final_arrival_s, strict=True), key=lambda p: p[0]["seq"])
+    for seg in clip.segments:
+        for final, arrival in pairs:
+            if final["end_s"] >= seg.end_s - 0.05:
+                out.append(arrival - seg.end_s)
+                break
+    return out
+
+
+def raw_partial_shrinks(streamed: Streamed) -> int:
+    """Partials with fewer words than the previous partial of the same utterance."""
+    shrinks, last = 0, dict[str, int]()
+    for p in streamed.partials:
+        n = len(p["text"].split())
+        if n < last.get(p["utterance_id"], 0):
+            shrinks += 1
+        last[p["utterance_id"]] = n
+    return shrinks
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def report(clips: list[Clip], direct: dict[str, tuple[str, float]], piped: dict[str, Streamed],
+           timed: dict[str, Streamed], settings: Settings) -> dict[str, Any]:
+    kinds: dict[str, list[Clip]] = {}
+    for c in clips:
+        kinds.setdefault(c.kind, []).append(c)
+    rows = []
+    for kind, group in [*kinds.items(), ("ALL speech", [c for c in clips if c.kind not in NO_SPEECH])]:
+        refs = [c.reference for c in group]
+        row: dict[str, Any] = {"kind": kind, "clips": len(group),
+                               "audio_s": round(sum(c.duration_s for c in group), 1),
+                               "ref_words": sum(len(normalise(r).split()) for r in refs)}
+        if kind in NO_SPEECH:
+            row["direct_words"] = sum(len(normalise(direct[c.name][0]).split()) for c in group)
+            row["pipeline_words"] = sum(len(normalise(piped[c.name].text).split()) for c in group)
+        else:
+            row["direct_wer"] = corpus_wer(refs, [direct[c.name][0] for c in group])
+            row["pipeline_wer"] = corpus_wer(refs, [piped[c.name].text for c in group])
+        lat = [x for c in group if c.name in timed for x in latencies(c, timed[c.name])]
+        row["latency_p50_ms"] = round(pct(lat, 50) * 1000) if lat else None
+        row["latency_p95_ms"] = round(pct(lat, 95) * 1000) if lat else None
+        finals = [f for c in group for f in piped[c.name].finals]
+        row["finals"] = len(finals)
+        row["longest_final_s"] = round(max((f["end_s"] - f["start_s"] for f in finals), default=0.0), 2)
+        row["raw_partial_shrinks"] = sum(raw_partial_shrinks(piped[c.name]) for c in group)
+        rows.append(row)
+    print()
+    print(f"{'kind':13} {'clips':>5} {'audio s':>8} {'words':>6} {'direct':>8} {'pipeline':>9} "
+          f"{'lat p50':>8} {'lat p95':>8} {'finals':>6} {'longest':>8} {'shrinks':>7}")
+    for r in rows:
+        if "direct_wer" in r:
+            d, p = f"{r['direct_wer']:.3f}", f"{r['pipeline_wer']:.3f}"
+        else:
+            d, p = f"{r['direct_words']}w", f"{r['pipeline_words']}w"
+        lat50 = "-" if r["latency_p50_ms"] is None else f"{r['latency_p50_ms']}ms"
+        lat95 = "-" if r["latency_p95_ms"] is None else f"{r['latency_p95_ms']}ms"
+        print(f"{r['kind']:13} {r['clips']:5d} {r['audio_s']:8.1f} {r['ref_words']:6d} {d:>8} {p:>9} "
+              f"{lat50:>8} {lat95:>8} {r['finals']:6d} {r['longest_final_s']:7.1f}s {r['raw_partial_shrinks']:7d}")
+    return {"rows": rows, "settings": {k: v for k, v in settings.masked().items() if k in SHOWN_SETTINGS}}
+
+
+SHOWN_SETTINGS = ("model", "compute_type", "beam_size", "cpu_threads", "asr_concurrency", "endpointing_ms",
+                  "long_endpointing_ms", "long_utterance_seconds", "soft_utterance_seconds",
+                  "max_utterance_seconds", "partial_interval_ms", "vad_aggressiveness", "context_chars")
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("+dirty" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", type=int, default=3, help="sessions at once in the accuracy pass")
+    parser.add_argument("--latency-streams", type=int, default=1,
+                        help="sessions at once in the latency pass; 0 skips it")
+    parser.add_argument("--kinds", default="", help="comma-separated kinds to run (default: all)")
+    parser.add_argument("--latency-kinds", default="conversation", help="kinds streamed again in the latency pass")
+    parser.add_argument("--limit", type=int, default=0, help="at most this many clips of each kind")
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/accuracy.json"))
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    args = parser.parse_args()
+
+    clips = build(args.cache)
+    if args.kinds:
+        clips = [c for c in clips if c.kind in args.kinds.split(",")]
+    if args.limit:
+        kept: list[Clip] = []
+        for c in clips:
+            if sum(k.kind == c.kind for k in kept) < args.limit:
+                kept.append(c)
+        clips = kept
+    settings = load()
+    started = dt.datetime.now(dt.UTC)
+    print(f"{len(clips)} clips, {sum(c.duration_s for c in clips) / 60:.1f} min; direct faster-whisper first",
+          file=sys.stderr)
+    t = time.perf_counter()
+    direct = run_direct(clips, settings)
+    direct_wall = time.perf_counter() - t
+
+    stack_log = args.json.with_suffix(".stack.log")
+    with tempfile.TemporaryDirectory() as tmp, stack_log.open("w") as log:
+        stack = Stack("127.0.0.1", free_port(), Path(tmp), out=log)
+        try:
+            stack.start()
+            stack.wait_ready(timeout=180)
+            t = time.perf_counter()
+            piped = {s.clip: s for s in asyncio.run(stream_all(stack.port, clips, args.streams))}
+            accuracy_wall = time.perf_counter() - t
+            timed: dict[str, Streamed] = {}
+            latency_wall = 0.0
+            if args.latency_streams:
+                t = time.perf_counter()
+                again = [c for c in clips if c.kind in args.latency_kinds.split(",")]
+                timed = {s.clip: s for s in asyncio.run(stream_all(stack.port, again, args.latency_streams))}
+                latency_wall = time.perf_counter() - t
+        except BaseException:
+            log.flush()
+            print(stack_log.read_text()[-5000:], file=sys.stderr)
+            raise
+        finally:
+            stack.stop()
+
+    failed = {name: s.error for name, s in {**piped, **timed}.items() if s.error}
+    result = report(clips, direct, piped, timed, settings)
+    result.update(
+        date=started.isoformat(timespec="seconds"), commit=_commit(), machine=platform.platform(),
+        cpus=os.cpu_count(), load_avg=os.getloadavg(), streams=args.streams, latency_streams=args.latency_streams,
+        wall_s={"direct": round(direct_wall), "accuracy_pass": round(accuracy_wall),
+                "latency_pass": round(latency_wall)},
+        failed_sessions=failed,
+        clips=[{**asdict(c), "direct": direct[c.name][0], "pipeline": piped[c.name].text,
+                "finals": [{k: f[k] for k in ("seq", "start_s", "end_s", "text", "arrival_s")}
+                           for f in piped[c.name].finals],
+                "latencies_s": [round(x, 3) for x in latencies(c, timed[c.name])] if c.name in timed else [],
+                "max_send_lag_s": round(max(piped[c.name].send_lag_s, timed[c.name].send_lag_s if c.name in timed
+                                            else 0.0), 3)}
+               for c in clips],
+    )
+    args.json.write_text(json.dumps(result, indent=1) + "\n")
+    lag = max((c["max_send_lag_s"] for c in result["clips"]), default=0.0)
+    print(f"\n{started:%Y-%m-%d %H:%M} UTC, commit {result['commit']}, {os.cpu_count()} cores, "
+          f"load {os.getloadavg()[0]:.1f}, "
+          f"{args.streams} streams (latency pass: {args.latency_streams}); wall: direct {direct_wall:.0f}s, "
+          f"accuracy {accuracy_wall:.0f}s, latency {latency_wall:.0f}s; worst client send lag {lag:.2f}s; "
+          f"failed sessions: {len(failed)}; JSON in {args.json}, stack log in {stack_log}")
+    if failed:
+        print(f"failed: {failed}")
+
+
+if __name__ == "__main__":
+    main()
