@@ -319,7 +319,8 @@ class DeepgramWire:
             "start": start,
             "is_final": is_final,
             "speech_final": speech_final,
-            "channel": {"alternatives": [{"transcript": message["text"], "confidence": 1.0, "words": []}]},
+            "channel": {"alternatives": [{"transcript": message["text"], "confidence": _confidence(message),
+                                          "words": _words(message)}]},
             "metadata": {"request_id": self.request_id, "model_info": self.model_info, "model_uuid": self.model_uuid},
             "from_finalize": from_finalize,
         }
@@ -346,3 +347,16 @@ class DeepgramWire:
             "models": [self.model_uuid],
             "model_info": {self.model_uuid: self.model_info},
         }
+
+
+def _words(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """Deepgram's word objects from a native final's ``words`` (present when word_timestamps is on)."""
+    return [{"word": w["word"].strip().strip(".,!?;:").lower(), "start": w["start_s"], "end": w["end_s"],
+             "confidence": w["probability"], "punctuated_word": w["word"].strip()}
+            for w in message.get("words", ())]
+
+
+def _confidence(message: dict[str, Any]) -> float:
+    """The mean word probability when words are known; 1.0 otherwise (the recognizer gives none)."""
+    words = message.get("words") or ()
+    return round(sum(w["probability"] for w in words) / len(words), 3) if words else 1.0

@@ -14,8 +14,9 @@ RESULTS stream) and the clock; it answers with the client messages to send. It o
   stream) says it exists is asked for from the stream after ``repair_after_s`` (``Repair``) and
   declared failed after ``give_up_after_s`` (``GiveUp``), so a lost final is late but never blocks
   the ones after it for longer than that.
-* **Partials**: dropped once their utterance has a final, and passed through the stability rule
-  when one is given.
+* **Partials**: dropped once their utterance has a final; shown through the stability rule
+  (``PartialStabilizer``: a ``stable_text`` prefix that later partials keep, never shorter
+  without a revision).
 * **Targets**: ``expected_total`` (after ``end``) and ``drain_target`` (after ``drain``).
 
 Times are the caller's monotonic clock, in seconds.
@@ -40,6 +41,7 @@ from common.messages import (
 )
 from ingest import protocol as p
 from ingest.finals import FinalOrderer
+from ingest.partials import PartialStabilizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ class Delivery:
         self.stored_index = 0  # highest final index known to exist in RESULTS
         self.sent_finals = 0  # transcripts handed to the client by this connection
         self._finalised: OrderedDict[str, None] = OrderedDict()
+        self.partials = PartialStabilizer()  # what partials show: a stable prefix, a tail that may change
         self._missing_since: dict[int, float] = {}
         self._last_repair = float("-inf")
         self._live_in_ready = 0
@@ -132,8 +135,12 @@ class Delivery:
                 self._add_final(result, now, live, out)
             case Transcript():
                 if result.text and result.utterance_id not in self._finalised:
-                    out.now.append(p.transcript(is_final=False, utterance_id=result.utterance_id,
-                                                text=result.text, start_s=result.start_s, end_s=result.end_s))
+                    view = self.partials.partial(result.utterance_id, result.text, result.end_s)
+                    if view is not None:
+                        message = p.transcript(is_final=False, utterance_id=result.utterance_id, text=view.text,
+                                               start_s=result.start_s, end_s=result.end_s)
+                        message["stable_text"] = view.stable_text
+                        out.now.append(message)
             case SpeechStarted():
                 out.now.append({"type": "speech_started", "utterance_id": result.utterance_id,
                                 "start_s": round(result.start_s, 3)})
@@ -229,14 +236,19 @@ class Delivery:
         self._note_gaps(now)
 
     def _queue_final(self, seq: int, final: Transcript, live: bool) -> None:
-        self.ready.append((p.transcript(is_final=True, seq=seq, utterance_id=final.utterance_id, text=final.text,
-                                        start_s=final.start_s, end_s=final.end_s), live))
+        message = p.transcript(is_final=True, seq=seq, utterance_id=final.utterance_id, text=final.text,
+                               start_s=final.start_s, end_s=final.end_s)
+        if final.words:  # word_timestamps is on
+            message["words"] = [{"word": w.word, "start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3),
+                                 "probability": round(w.probability, 3)} for w in final.words]
+        self.ready.append((message, live))
         self._live_in_ready += live
         self.sent_finals += 1
 
     def _remember(self, utterance_id: str) -> None:
         if not utterance_id:
             return
+        self.partials.final(utterance_id)
         self._finalised[utterance_id] = None
         while len(self._finalised) > self.options.recent_utterances:
             self._finalised.popitem(last=False)

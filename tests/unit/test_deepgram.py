@@ -186,6 +186,20 @@ def test_final_results_shape_field_by_field() -> None:
     }
 
 
+def test_word_timestamps_become_deepgram_words() -> None:
+    message = final("u1", "Call me.", 0.4, 1.2)
+    message["words"] = [{"word": " Call", "start_s": 0.4, "end_s": 0.7, "probability": 0.9},
+                        {"word": " me.", "start_s": 0.7, "end_s": 1.1, "probability": 0.7}]
+    [msg] = wire().render(message)
+    ListenV1Results.model_validate(msg)
+    alternative = msg["channel"]["alternatives"][0]
+    assert alternative["words"] == [
+        {"word": "call", "start": 0.4, "end": 0.7, "confidence": 0.9, "punctuated_word": "Call"},
+        {"word": "me", "start": 0.7, "end": 1.1, "confidence": 0.7, "punctuated_word": "me."},
+    ]
+    assert alternative["confidence"] == 0.8
+
+
 def test_partials_only_with_interim_results() -> None:
     assert wire().render(partial("u1", "please", 0.4, 1.0)) == []
     [msg] = wire(interim_results="true").render(partial("u1", "please", 0.4, 1.0))
