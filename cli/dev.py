@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
+from common import sizing
 from common.nats_server import NatsServer, NatsServerError
 
 ROLES = ("ingest", "vad_worker", "asr_worker")
@@ -48,8 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="edge processes on PORT, PORT+1, ... (more than 1 needs --redis-url)")
     parser.add_argument("--vad-workers", type=int, default=1,
                         help="VAD worker processes (default 1; they share the audio shards evenly)")
-    parser.add_argument("--asr-workers", type=int, default=1,
-                        help="ASR worker processes (default 1; each loads the model)")
+    parser.add_argument("--asr-workers", type=int, default=None,
+                        help="ASR worker processes (default: one single-threaded process per usable core, "
+                             "less one core in eight; each loads the model)")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -93,12 +95,15 @@ class Stack:
         self, host: str, port: int, data_dir: Path, out: IO[str] = sys.stdout, *, edges: int = 1,
         redis_url: str = "", env: dict[str, str] | None = None, workers: bool = True,
         vad_workers: int = 1, asr_workers: int = 1, supervise: bool = False,
+        asr_env: dict[str, str] | None = None,
     ) -> None:
         """``supervise``: restart children that exit (what `asr dev` does); without it a dead child
-        is an error for ``check_children`` (what most tests want)."""
+        is an error for ``check_children`` (what most tests want). ``asr_env``: defaults for the ASR
+        workers (the pool's sizing); the caller's environment and ``env`` win over them."""
         self.host, self.port, self.data_dir, self.out = host, port, data_dir, out
         self.edges, self.redis_url, self.extra_env, self.workers = edges, redis_url, env or {}, workers
         self.vad_workers, self.asr_workers, self.supervise = vad_workers, asr_workers, supervise
+        self.asr_env = asr_env or {}
         self.nats = NatsServer(data_dir / "nats")
         self.procs: dict[str, subprocess.Popen[str]] = {}
         self.http_ports: dict[str, int] = {}  # worker name -> its /metrics, /readyz port
@@ -154,8 +159,9 @@ class Stack:
             port = free_port()
             self.http_ports[name] = port
             variable = "ASR_VAD_HTTP_PORT" if module == "vad_worker" else "ASR_ASR_HTTP_PORT"
+            defaults = self.asr_env if module == "asr_worker" else {}
             # A stable worker id: a restarted worker takes its predecessor's place in the live set.
-            self.spawn(name, module, {**self._env, variable: str(port), "ASR_WORKER_ID": name})
+            self.spawn(name, module, {**defaults, **self._env, variable: str(port), "ASR_WORKER_ID": name})
             return name
 
     def spawn(self, name: str, module: str, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -249,6 +255,10 @@ class Stack:
 
 
 def run(args: argparse.Namespace) -> int:
+    device = "cuda" if os.environ.get("ASR_DEVICE") == "cuda" else "cpu"
+    pool = sizing.asr_pool(sizing.usable_cores(), device=device)
+    if args.asr_workers is None:
+        args.asr_workers = pool.processes
     if args.vad_workers < 1 or args.asr_workers < 1:
         print("asr dev: --vad-workers and --asr-workers need at least 1 each", file=sys.stderr)
         return 2
@@ -268,7 +278,10 @@ def run(args: argparse.Namespace) -> int:
         data_dir = args.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
     stack = Stack(args.host, args.port, data_dir, edges=args.edges, redis_url=args.redis_url,
-                  vad_workers=args.vad_workers, asr_workers=args.asr_workers, supervise=True)
+                  vad_workers=args.vad_workers, asr_workers=args.asr_workers, supervise=True,
+                  asr_env=pool.env())
+    stack.say(f"ASR pool: {args.asr_workers} process(es) x {pool.concurrency} job(s) x {pool.cpu_threads} "
+              f"thread(s) on {sizing.usable_cores()} usable core(s) ({device})")
     stopping = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
