@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -39,7 +41,8 @@ SUPERVISE_EVERY_S = 0.5
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=8080, help="edge port (default 8080)")
+    parser.add_argument("--port", type=int, default=8080,
+                        help="edge port (default 8080; 0: the OS picks free ports, printed when ready)")
     parser.add_argument("--host", default="127.0.0.1", help="edge address (default 127.0.0.1)")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="where JetStream keeps its data (default: a temporary folder removed on exit)")
@@ -71,8 +74,14 @@ def _port_taken(host: str, port: int) -> bool:
     return False
 
 
-def _pump(stream: IO[str], prefix: str, out: IO[str], lock: threading.Lock) -> None:
+_LISTENING = re.compile(r"edge listening on http://\S+:(\d+)")
+
+
+def _pump(stream: IO[str], prefix: str, out: IO[str], lock: threading.Lock,
+          on_line: Callable[[str], None] | None = None) -> None:
     for line in stream:
+        if on_line is not None:
+            on_line(line)
         with lock:
             out.write(f"{prefix} {line}" if line.endswith("\n") else f"{prefix} {line}\n")
             out.flush()
@@ -100,7 +109,8 @@ class Stack:
         """``supervise``: restart children that exit (what `asr dev` does); without it a dead child
         is an error for ``check_children`` (what most tests want). ``asr_env``: defaults for the ASR
         workers (the pool's sizing); the caller's environment and ``env`` win over them."""
-        self.host, self.port, self.data_dir, self.out = host, port, data_dir, out
+        self.host, self.requested_port, self.data_dir, self.out = host, port, data_dir, out
+        self.edge_ports: dict[str, int] = {}  # edge name -> the port it listens on (port 0: the OS picked it)
         self.edges, self.redis_url, self.extra_env, self.workers = edges, redis_url, env or {}, workers
         self.vad_workers, self.asr_workers, self.supervise = vad_workers, asr_workers, supervise
         self.asr_env = asr_env or {}
@@ -134,7 +144,8 @@ class Stack:
         self._env = env
         for i in range(self.edges):
             name = f"ingest-{i + 1}" if self.edges > 1 else "ingest"
-            self.spawn(name, "ingest", {**env, "ASR_PORT": str(self.port + i)})
+            port = self.requested_port + i if self.requested_port else 0
+            self.spawn(name, "ingest", {**env, "ASR_PORT": str(port)})
         if self.workers:
             for _ in range(self.vad_workers):
                 self.add_worker("vad_worker")
@@ -173,7 +184,12 @@ class Stack:
             self.procs[name] = proc
             self._specs[name] = (module, env)
         assert proc.stdout is not None
-        pump = threading.Thread(target=_pump, args=(proc.stdout, f"[{name}]", self.out, self._lock), daemon=True)
+        def note_port(line: str, name: str = name) -> None:
+            if module == "ingest" and (m := _LISTENING.search(line)):
+                self.edge_ports[name] = int(m.group(1))
+
+        pump = threading.Thread(target=_pump, args=(proc.stdout, f"[{name}]", self.out, self._lock, note_port),
+                                daemon=True)
         pump.start()
         self._pumps.append(pump)
         return proc
@@ -206,14 +222,24 @@ class Stack:
                 module, env = self._specs[name]
                 self.spawn(name, module, env)
 
+    @property
+    def port(self) -> int:
+        """The first edge's port."""
+        return self.edge_port(0)
+
     def edge_port(self, index: int) -> int:
-        return self.port + index
+        """Edge ``index``'s port: PORT + index, or, when started with port 0, the port the OS gave
+        it (read from its log; 0 until it has said)."""
+        if self.requested_port:
+            return self.requested_port + index
+        return self.edge_ports.get(f"ingest-{index + 1}" if self.edges > 1 else "ingest", 0)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_children()
-            if all(_ready(f"http://{self.host}:{self.edge_port(i)}/readyz") for i in range(self.edges)):
+            ports = [self.edge_port(i) for i in range(self.edges)]
+            if all(ports) and all(_ready(f"http://{self.host}:{port}/readyz") for port in ports):
                 return
             time.sleep(0.25)
         raise RuntimeError(f"the stack was not ready within {timeout:.0f} s (see the logs above)")
@@ -266,7 +292,7 @@ def run(args: argparse.Namespace) -> int:
         print("asr dev: --edges N needs N >= 1, and --redis-url when N > 1 (edges share sessions there)",
               file=sys.stderr)
         return 2
-    for port in range(args.port, args.port + args.edges):
+    for port in range(args.port, args.port + args.edges) if args.port else ():
         if _port_taken(args.host, port):
             print(f"asr dev: port {port} on {args.host} is in use; pick another with --port", file=sys.stderr)
             return 2
@@ -293,8 +319,8 @@ def run(args: argparse.Namespace) -> int:
         stack.start()
         stack.wait_ready()
         for i in range(args.edges):
-            stack.say(f"ready: stream audio to ws://{args.host}:{args.port + i}/v1/stream")
-        stack.say(f"try: asr stream FILE.wav --url ws://{args.host}:{args.port}/v1/stream")
+            stack.say(f"ready: stream audio to ws://{args.host}:{stack.edge_port(i)}/v1/stream")
+        stack.say(f"try: asr stream FILE.wav --url ws://{args.host}:{stack.port}/v1/stream")
         stack.say("press Ctrl-C to stop")
         while not stopping.is_set():
             stack.check_children()

@@ -59,7 +59,7 @@ class Settings:
     host: str = "0.0.0.0"
     """Edge listen address."""
     port: int = 8080
-    """Edge listen port."""
+    """Edge listen port; 0: the OS picks a free one and the edge logs it ("edge listening on ...")."""
     max_sessions_per_worker: int = 200
     """Streams one edge admits at once; more get CAPACITY and close 1013."""
     max_global_sessions: int = 1000
@@ -375,8 +375,8 @@ def _validate(s: Settings) -> list[str]:
                "use 1-4 so replays leave the pool to live sessions."))
     add(_range("replay_timeout_seconds", s.replay_timeout_seconds, 5, 3600, "use 60-300."))
     for name in ("port", "vad_http_port", "asr_http_port"):
-        lo = 1 if name == "port" else 0
-        add(_range(name, getattr(s, name), lo, 65535, "use a free TCP port (0 disables worker HTTP)."))
+        add(_range(name, getattr(s, name), 0, 65535,
+                   "use a free TCP port (edge: 0 lets the OS pick one, which it logs; workers: 0 disables HTTP)."))
     add(_range("beam_size", s.beam_size, 1, 20, "1 (greedy) is fastest, 5 is Whisper's default."))
     add(_range("cpu_threads", s.cpu_threads, 1, 256, "use 1 per worker process on shared cores."))
     add(_range("asr_concurrency", s.asr_concurrency, 1, 64, "match it to the cores or GPU streams."))

@@ -23,7 +23,7 @@ import pytest
 from asr_worker.transcriber import Transcriber, TranscriberOptions
 from cli.dev import Stack
 from common.settings import Settings
-from tests.conftest import DATA, ONE_SENTENCE, free_port, pcm_of
+from tests.conftest import DATA, ONE_SENTENCE, pcm_of
 from tests.helpers import connect, normalise, running_stack, wer
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ SOFT_S = Settings().soft_utterance_seconds
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("stack"), free_port()) as stack:
+    with running_stack(tmp_path_factory.mktemp("stack"), 0) as stack:
         yield stack
 
 

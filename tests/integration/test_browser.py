@@ -22,7 +22,7 @@ from playwright.async_api import async_playwright
 from cli.dev import Stack
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
-from tests.conftest import DATA, ONE_SENTENCE, THREE_UTTERANCES, free_port, pcm_of, wav_bytes
+from tests.conftest import DATA, ONE_SENTENCE, THREE_UTTERANCES, pcm_of, wav_bytes
 from tests.helpers import connect, edge_server, running_stack, wer, ws_url
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ def speech_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("stack"), free_port()) as stack:
+    with running_stack(tmp_path_factory.mktemp("stack"), 0) as stack:
         yield stack
 
 

@@ -15,37 +15,17 @@ import pytest
 import redis.asyncio as aioredis
 
 from cli.dev import Stack
-from tests.conftest import THREE_UTTERANCES, RedisServer, free_port, pcm_of
+from tests.conftest import THREE_UTTERANCES, RedisServer, pcm_of
 from tests.helpers import Client, connect, running_stack, wer
 
 pytestmark = pytest.mark.slow
-
-
-def free_port_block(n: int) -> int:
-    import socket
-
-    for _ in range(50):
-        base = free_port()
-        socks = []
-        try:
-            for i in range(n):
-                s = socket.socket()
-                s.bind(("127.0.0.1", base + i))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no block of free ports")
 
 
 @pytest.fixture
 def herd_stack(tmp_path: Path, redis_server: RedisServer) -> Iterator[Stack]:
     env = {"ASR_MAX_SESSIONS_PER_WORKER": "4", "ASR_MAX_GLOBAL_SESSIONS": "10",
            "ASR_REQUIRE_WORKERS_READY": "false"}
-    with running_stack(tmp_path, free_port_block(3), edges=3, redis_url=redis_server.url, workers=False,
+    with running_stack(tmp_path, 0, edges=3, redis_url=redis_server.url, workers=False,
                        env=env) as stack:
         yield stack
 
@@ -98,7 +78,7 @@ async def test_thundering_herd_admits_exactly_the_global_cap(herd_stack: Stack, 
 @pytest.fixture
 def crash_stack(tmp_path: Path, redis_server: RedisServer) -> Iterator[Stack]:
     env = {"ASR_ORPHAN_TIMEOUT_SECONDS": "3", "ASR_EDGE_HEARTBEAT_SECONDS": "0.5"}
-    with running_stack(tmp_path, free_port_block(2), edges=2, redis_url=redis_server.url, env=env) as stack:
+    with running_stack(tmp_path, 0, edges=2, redis_url=redis_server.url, env=env) as stack:
         yield stack
 
 

@@ -23,7 +23,7 @@ from deepgram.environment import DeepgramClientEnvironment
 from deepgram.listen.v1.socket_client import AsyncV1SocketClient
 
 from cli.dev import Stack
-from tests.conftest import THREE_UTTERANCES, free_port, pcm_of
+from tests.conftest import THREE_UTTERANCES, pcm_of
 from tests.helpers import STEP, running_stack, wer
 
 pytestmark = pytest.mark.slow
@@ -37,7 +37,7 @@ FIRST_SPEECH_END_S = 2.73
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("stack"), free_port(), env={"ASR_API_KEYS": KEY}) as stack:
+    with running_stack(tmp_path_factory.mktemp("stack"), 0, env={"ASR_API_KEYS": KEY}) as stack:
         yield stack
 
 

@@ -4,6 +4,7 @@ Ctrl-C stops everything. Runs the installed console scripts as a user would."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA, ONE_SENTENCE, free_port
+from common.sizing import asr_pool, usable_cores
+from tests.conftest import DATA, ONE_SENTENCE
 from tests.helpers import wer
 
 pytestmark = pytest.mark.slow
@@ -26,10 +28,10 @@ def _children(pid: int) -> list[int]:
 
 
 def test_asr_dev_then_asr_stream_then_ctrl_c(tmp_path: Path) -> None:
-    port = free_port()
     log_path = tmp_path / "dev.log"
     with log_path.open("w") as log:
-        dev = subprocess.Popen([ASR, "dev", "--port", str(port), "--data-dir", str(tmp_path / "data")],
+        # --port 0: the OS picks the edge's port (no race with other programs), printed when ready.
+        dev = subprocess.Popen([ASR, "dev", "--port", "0", "--data-dir", str(tmp_path / "data")],
                                stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 120
@@ -38,12 +40,16 @@ def test_asr_dev_then_asr_stream_then_ctrl_c(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.2)
         text = log_path.read_text()
-        assert f"ws://127.0.0.1:{port}/v1/stream" in text
+        match = re.search(r"ready: stream audio to ws://127\.0\.0\.1:(\d+)/v1/stream", text)
+        assert match is not None, text
+        port = int(match.group(1))
+        assert port > 0
         # Its own nats-server, never the usual 4222 (which may belong to someone else).
         nats_line = next(line for line in text.splitlines() if "nats-server with JetStream at" in line)
         assert ":4222 " not in nats_line and "nats://127.0.0.1:" in nats_line
         children = _children(dev.pid)
-        assert len(children) == 4, children  # nats-server, ingest, vad_worker, asr_worker
+        asr_workers = asr_pool(usable_cores()).processes  # asr dev sizes the ASR pool to the cores
+        assert len(children) == 3 + asr_workers, children  # nats-server, ingest, vad_worker, the ASR pool
 
         out = subprocess.run(
             [ASR, "stream", str(DATA / "one_sentence_44k_stereo.wav"), "--url", f"ws://127.0.0.1:{port}/v1/stream"],

@@ -21,7 +21,6 @@ from common import subjects
 from common.messages import SessionFlushed, Transcript, encode
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
-from tests.conftest import free_port
 from tests.helpers import Client, RawClient, connect, edge_server, rss_kib, running_stack, ws_url
 
 pytestmark = pytest.mark.slow
@@ -34,7 +33,7 @@ def edge(tmp_path: Path) -> Iterator[Stack]:
     """One edge process and its nats-server; no workers (the tests play the workers on the bus)."""
     env = {"ASR_REQUIRE_WORKERS_READY": "false", "ASR_MAX_SEND_QUEUE_SIZE": "50", "ASR_SLOW_SEND_THRESHOLD": "10",
            "ASR_DRAIN_TIMEOUT_SECONDS": "2"}
-    with running_stack(tmp_path, free_port(), ready_timeout=60, workers=False, env=env) as stack:
+    with running_stack(tmp_path, 0, ready_timeout=60, workers=False, env=env) as stack:
         yield stack
 
 

@@ -22,7 +22,7 @@ from nats.js.errors import NotFoundError, ServiceUnavailableError
 from cli.dev import Stack
 from common import subjects
 from common.messages import Transcript, result_decoder
-from tests.conftest import ONE_SENTENCE, THREE_UTTERANCES, free_port, pcm_of
+from tests.conftest import ONE_SENTENCE, THREE_UTTERANCES, pcm_of
 from tests.helpers import Client, connect, wer
 from tests.nats_cluster import NatsCluster, Node
 
@@ -63,7 +63,7 @@ def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
 def stack(tmp_path: Path, cluster: NatsCluster) -> Iterator[Stack]:
     log = (tmp_path / "stack.log").open("w")
     env = {"ASR_STREAM_REPLICAS": "3", "ASR_END_FLUSH_TIMEOUT_SECONDS": "60"}
-    s = Stack("127.0.0.1", free_port(), tmp_path, out=log, env=env)
+    s = Stack("127.0.0.1", 0, tmp_path, out=log, env=env)
     s.nats = ClusterBus(cluster)  # type: ignore[assignment]
     try:
         s.start()

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli.dev import Stack
-from tests.conftest import THREE_UTTERANCES, free_port, pcm_of
+from tests.conftest import THREE_UTTERANCES, pcm_of
 from tests.helpers import connect, running_stack, wer
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("obs"), free_port()) as stack:
+    with running_stack(tmp_path_factory.mktemp("obs"), 0) as stack:
         yield stack
 
 
@@ -122,7 +122,7 @@ def test_workers_serve_health(stack: Stack) -> None:
 
 
 async def test_sigterm_drains_finals_before_closing_with_1012(tmp_path: Path) -> None:
-    with running_stack(tmp_path, free_port()) as stack:
+    with running_stack(tmp_path, 0) as stack:
         pcm = pcm_of("three_utterances.wav")
         async with aiohttp.ClientSession() as http:
             client = await connect(http, f"ws://127.0.0.1:{stack.port}/v1/stream")

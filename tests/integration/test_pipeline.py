@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from cli.dev import Stack
-from tests.conftest import ONE_SENTENCE, THREE_UTTERANCES, free_port, pcm_of
+from tests.conftest import ONE_SENTENCE, THREE_UTTERANCES, pcm_of
 from tests.helpers import connect, running_stack, wer
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("stack"), free_port()) as stack:
+    with running_stack(tmp_path_factory.mktemp("stack"), 0) as stack:
         yield stack
 
 

@@ -79,7 +79,7 @@ class Live:
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     data_dir = tmp_path_factory.mktemp("replay-stack")
     pcm = pcm_of("three_utterances.wav")
-    with running_stack(data_dir, free_port(), ready_timeout=240) as stack:
+    with running_stack(data_dir, 0, ready_timeout=240) as stack:
         session_id, finals = asyncio.run(stream_session(stack, pcm))
         assert len(finals) == 3, finals
         yield Live(stack, data_dir, session_id, finals, pcm)
@@ -234,7 +234,7 @@ def sessions_json(where: tuple[str, str]) -> dict[str, dict[str, Any]]:
 def test_size_bounded_audio_drops_the_oldest_sessions_first(tmp_path: Path) -> None:
     pcm = pcm_of("three_utterances.wav")  # 13 s: 416 KB, so the 4 sessions overflow 1 MiB
     where = ("--data-dir", str(tmp_path))
-    with running_stack(tmp_path, free_port(), ready_timeout=240, env={"ASR_AUDIO_MAX_BYTES": "1048576"}) as stack:
+    with running_stack(tmp_path, 0, ready_timeout=240, env={"ASR_AUDIO_MAX_BYTES": "1048576"}) as stack:
         ids = []
         for _ in range(4):
             session_id, finals = asyncio.run(stream_session(stack, pcm))
@@ -268,7 +268,7 @@ def test_recording_off_keeps_audio_only_for_recovery(tmp_path: Path) -> None:
     env = {"ASR_RECORD_AUDIO": "false", "ASR_AUDIO_RECOVERY_SECONDS": str(window_s)}
     pcm = pcm_of("three_utterances.wav")
     where = ("--data-dir", str(tmp_path))
-    with running_stack(tmp_path, free_port(), ready_timeout=240, env=env) as stack:
+    with running_stack(tmp_path, 0, ready_timeout=240, env=env) as stack:
 
         async def resumed_session() -> tuple[str, list[dict[str, Any]]]:
             cut = 6 * 32000

@@ -27,7 +27,7 @@ import pytest
 
 from cli.dev import Stack
 from common.settings import Settings, replace
-from tests.conftest import THREE_UTTERANCES, free_port, pcm_of
+from tests.conftest import THREE_UTTERANCES, pcm_of
 from tests.helpers import Client, connect, running_stack, wer
 from vad_worker.segmenter import FinalReady
 from vad_worker.session import Chunk, SessionVad, segmenter_options
@@ -67,7 +67,7 @@ TIMES = reference_times()
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("vad-failover"), free_port(), ready_timeout=180, env=ENV,
+    with running_stack(tmp_path_factory.mktemp("vad-failover"), 0, ready_timeout=180, env=ENV,
                        vad_workers=2, asr_workers=2, supervise=True) as stack:
         yield stack
 

@@ -141,7 +141,7 @@ def test_endpointing_too_long_explains_the_wait() -> None:
         ("model", "", ["model is empty", "tiny.en"]),
         ("partial_interval_ms", 50, ["partial_interval_ms=50", "at least 200"]),
         ("max_utterance_seconds", 45.0, ["max_utterance_seconds=45.0 is outside 1..30"]),
-        ("port", 0, ["port=0 is outside 1..65535"]),
+        ("port", 70000, ["port=70000 is outside 0..65535"]),
         ("audio_shards", 0, ["audio_shards=0 is outside"]),
     ],
 )
