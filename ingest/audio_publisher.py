@@ -128,14 +128,22 @@ class AudioPublisher:
         return await self.js.publish_async(subject, payload, headers=headers)
 
     async def _settle_oldest(self) -> None:
+        closed = ConnectionError("the session's connection closed while its audio was being stored")
         if self._abandoned:
-            raise ConnectionError("the session's connection closed while its audio was being stored")
+            raise closed
         head = self._pending[0]
         try:
             await asyncio.wait_for(asyncio.shield(head.future), self.ack_timeout_s)
             head.future.result()
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
             await self._ride_out(exc)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._abandoned and not (task is not None and task.cancelling()):
+                raise closed from None  # abandon() cancelled the future we waited on
+            raise
+        if self._abandoned:
+            raise closed
         done = self._pending.popleft()
         self.stored_offset = done.end_offset
 

@@ -59,6 +59,15 @@ def segmenter_options(settings: Settings) -> SegmenterOptions:
     )
 
 
+def _effective(overrides: dict[str, int]) -> dict[str, int]:
+    """A session that chooses its endpointing gets that endpoint all along: the shorter endpoint of
+    long utterances (long_endpointing_ms) tunes only the service's own default."""
+    out = dict(overrides)
+    if "endpointing_ms" in out:
+        out.setdefault("long_endpointing_ms", out["endpointing_ms"])
+    return out
+
+
 def parse_overrides(header: str | None, session_id: str = "") -> dict[str, int]:
     """The valid entries of an ``Asr-Options`` header (a JSON object); the rest is ignored with a
     warning, so a bad option never stops a session's audio."""
@@ -104,7 +113,7 @@ class SessionVad:
         self.session_id = session_id
         self.overrides = dict(cp.options)
         self._vad = webrtcvad.Vad(aggressiveness)
-        opts = replace(options, **self.overrides) if self.overrides else options
+        opts = replace(options, **_effective(self.overrides)) if self.overrides else options
         if replayable:
             start = SegmenterStart(cp.resume_position, cp.utterances, cp.finals)
         else:

@@ -74,8 +74,10 @@ async def _publish_results(nc: NATS, session_id: str, partials: int, finals: int
     every = max(1, partials // max(1, finals))
     index = 0
     for i in range(partials):
-        msg = Transcript(session_id=session_id, utterance_id=f"u{index}", is_final=False, text=text,
-                         start_s=0.0, end_s=1.0, published_at=time.time())
+        # Each partial hears more than the one before (later end, a new last word), as a real
+        # recognizer's do: the edge sends only partials that change what the client sees.
+        msg = Transcript(session_id=session_id, utterance_id=f"u{index}", is_final=False, text=f"{text} w{i}",
+                         start_s=0.0, end_s=1.0 + i / 100, published_at=time.time())
         await nc.publish(subjects.result_partial(session_id), encode(msg))
         if i % every == every - 1 and index < finals:
             index += 1
