@@ -143,10 +143,11 @@ class Settings:
     vad_thread_pool_size: int = 1
     """Threads running webrtcvad in each VAD worker process (never the event loop); webrtcvad holds
     the GIL, so more threads add no throughput: run more VAD worker processes instead."""
-    vad_reorder_wait_seconds: float = 15.0
+    vad_reorder_wait_seconds: float = 40.0
     """A session's audio message missing from the stream while later ones are there (an edge
     publishes audio again after a bus outage, so it can land after newer messages) is waited for
-    this long before the hole counts as silence; the session's later audio waits with it."""
+    this long before the hole counts as silence; the session's later audio waits with it. Keep it
+    above bus_outage_timeout_seconds + publish_timeout_seconds: an edge retries that long."""
     vad_aggressiveness: int = 2
     """webrtcvad mode 0 (least aggressive about filtering out non-speech) to 3 (most)."""
     vad_frame_ms: int = 30
@@ -316,7 +317,8 @@ def _validate(s: Settings) -> list[str]:
     add(_range("vad_thread_pool_size", s.vad_thread_pool_size, 1, 256,
                "webrtcvad holds the GIL: use 1 and more VAD worker processes."))
     add(_range("vad_reorder_wait_seconds", s.vad_reorder_wait_seconds, 0, 300,
-               "longer than an edge takes to publish again after a bus outage (2 x publish_timeout_seconds)."))
+               "longer than an edge retries after a bus outage (bus_outage_timeout_seconds + "
+               "publish_timeout_seconds), e.g. 40."))
     add(_range("audio_shards", s.audio_shards, 1, 1024, "use 16-256; more shards spread better."))
     add(_range("max_sessions_per_worker", s.max_sessions_per_worker, 1, 100000, "size it per edge."))
     add(_range("max_global_sessions", s.max_global_sessions, 1, 10_000_000, "size it per cluster."))
