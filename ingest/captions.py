@@ -32,11 +32,11 @@ import msgspec
 import nats
 from aiohttp import WSMsgType, web
 from nats.aio.msg import Msg
-from nats.js.errors import NotFoundError
 
 from common import metrics, subjects, tasks
 from common.messages import Result, result_decoder
 from ingest import protocol as p
+from ingest import stored_results
 from ingest.context import EdgeContext
 from ingest.delivery import Delivery
 from ingest.outbox import Closing, Outbox
@@ -116,7 +116,7 @@ class Feed:
         self.failed: BaseException | None = None
         self._sub: Any = None
         self._loading: list[Result] | None = []  # live results held back while the stream is read
-        self._stream_seq = 0  # RESULTS stream sequence of the last stored final read
+        self._stored = stored_results.FinalsCursor(ctx.js, session_id)  # finals read back from RESULTS
         self._repairer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -126,12 +126,10 @@ class Feed:
         t0 = time.perf_counter()
         try:
             self._sub = await self.ctx.nc.subscribe(subjects.results(self.session_id), cb=self._on_msg)
-            stored = await self._read_stored()
-            with contextlib.suppress(NotFoundError):
-                flushed = await self.ctx.js.get_last_msg(subjects.RESULTS_STREAM,
-                                                         subjects.result_flushed(self.session_id))
-                if flushed.data:
-                    stored.append(result_decoder.decode(flushed.data))
+            stored: list[Result] = [*await self._stored.read_new()]
+            flushed = await stored_results.flushed(self.ctx.js, self.session_id)
+            if flushed is not None:
+                stored.append(flushed)
             live, self._loading = self._loading or [], None
             for result in [*stored, *live]:
                 self._handle(result)
@@ -190,23 +188,10 @@ class Feed:
             await asyncio.sleep(REPAIR_AFTER_S)
             if self.state.delivery.due(time.monotonic()):  # a gap: repair (giving up is the speaker edge's)
                 try:
-                    for final in await self._read_stored():
+                    for final in await self._stored.read_new():
                         self._handle(final)
                 except (TimeoutError, nats.errors.Error) as exc:
                     log.warning("captions %s: could not read stored finals: %r", self.session_id, exc)
-
-    async def _read_stored(self) -> list[Result]:
-        """Stored finals of the session after the last one read, in stream order."""
-        out: list[Result] = []
-        while True:
-            try:
-                stored = await self.ctx.js.get_msg(subjects.RESULTS_STREAM, seq=self._stream_seq + 1, next=True,
-                                                   subject=subjects.result_final(self.session_id))
-            except NotFoundError:
-                return out
-            self._stream_seq = stored.seq or self._stream_seq + 1
-            if stored.data:
-                out.append(result_decoder.decode(stored.data))
 
 
 class CaptionHub:
