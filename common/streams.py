@@ -1,13 +1,20 @@
 """Idempotent JetStream setup: every role calls ``ensure_streams`` at startup.
 
 Creating a stream or consumer that exists with the same config is a no-op; one that exists with
-another config (an operator changed a retention setting) is updated in place.
+another config (an operator changed a retention setting) is updated in place. A cluster that is
+still forming (or has a node down) answers "no suitable peers", "JetStream not available" or not
+at all for a while: that is waited out, up to ``bus_outage_timeout_seconds``, instead of failing
+the role on its first call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -18,7 +25,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BadRequestError
+from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
 
 from common import presence, subjects
 from common.settings import Settings
@@ -132,11 +139,46 @@ def consumer_configs(settings: Settings) -> dict[str, list[ConsumerConfig]]:
     }
 
 
+# JetStream's error codes that mean "the cluster cannot place or answer this yet", not "wrong".
+NO_SUITABLE_PEERS = 10005  # a replica's node is offline, or the cluster has not formed yet
+CLUSTER_NOT_AVAILABLE = 10008
+STREAM_NAME_IN_USE = 10058  # exists with another configuration: update it
+RETRY_FIRST_S, RETRY_MAX_S = 0.25, 2.0
+
+
+def is_transient(exc: Exception) -> bool:
+    """True for an answer a forming or degraded cluster gives that a later try can change."""
+    if isinstance(exc, (ServiceUnavailableError, NoRespondersError, NatsTimeoutError, TimeoutError)):
+        return True
+    if isinstance(exc, NotFoundError):
+        return True  # a stream another role is creating that is not placed yet
+    return isinstance(exc, APIError) and exc.err_code in (NO_SUITABLE_PEERS, CLUSTER_NOT_AVAILABLE)
+
+
 async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
+    """Creates or updates every stream, consumer and bucket; waits out a cluster that is not
+    ready for up to ``bus_outage_timeout_seconds``, then raises what it last saw."""
+    deadline = time.monotonic() + settings.bus_outage_timeout_seconds
+    wait = RETRY_FIRST_S
+    while True:
+        try:
+            await _ensure_once(js, settings)
+            return
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() + wait > deadline:
+                raise
+            log.warning("JetStream not ready (%s): trying again in %.2fs", exc or type(exc).__name__, wait)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, RETRY_MAX_S)
+
+
+async def _ensure_once(js: JetStreamContext, settings: Settings) -> None:
     for config in stream_configs(settings):
         try:
             await js.add_stream(config)
-        except BadRequestError:
+        except BadRequestError as exc:
+            if exc.err_code != STREAM_NAME_IN_USE:
+                raise
             log.info("stream %s exists with another config: updating", config.name)
             await js.update_stream(config)
     for stream, consumers in consumer_configs(settings).items():
