@@ -36,6 +36,8 @@ class AsrJob(_Msg, frozen=True, tag="asr_job"):
     reason: str = ""  # why a final was cut: endpoint | soft_length | max_length | finalize | end
     created_at: float = 0.0  # wall clock when the VAD worker emitted the job
     speech_end_at: float = 0.0  # wall clock when the VAD worker saw the end of speech (finals)
+    # Finals: the previous final's audio (its tail), heard as context; its words are not repeated.
+    context_audio: bytes = b""
 
 
 # --- results: asr_worker / vad_worker -> ingest ---------------------------------------------

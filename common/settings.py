@@ -166,6 +166,9 @@ class Settings:
     """Once an utterance holds this much speech, long_endpointing_ms ends it (0 = never)."""
     long_endpointing_ms: int = 240
     """Non-speech that ends an utterance of long_utterance_seconds or more (capped at endpointing_ms)."""
+    acoustic_context_seconds: float = 5.0
+    """A final is decoded after up to this much of the previous final's audio, whose words are
+    dropped: Whisper hears what led up to the utterance (0 = off, each final alone)."""
     partial_interval_ms: int = 1000
     """A partial transcript every this much speech; 0 disables partials."""
     vad_max_buffer_bytes: int = 960000
@@ -293,6 +296,8 @@ def _validate(s: Settings) -> list[str]:
                "use 0 (no second endpoint) or 2-6 s of speech."))
     add(_range("long_endpointing_ms", s.long_endpointing_ms, 100, 5000,
                "use 200-400: shorter than endpointing_ms so long turns end sooner."))
+    add(_range("acoustic_context_seconds", s.acoustic_context_seconds, 0, 15,
+               "use 0 (off) or 3-8 s: the previous utterance's tail."))
     add(_range("partial_interval_ms", s.partial_interval_ms, 0, 10000, "use 0 (off) or 300-2000."))
     if 0 < s.partial_interval_ms < 200:
         add(

@@ -170,6 +170,8 @@ class FinalReady:
     start_s: float
     end_s: float
     reason: Reason
+    context: bytes = b""
+    """Audio just before this utterance's (the previous final's tail), set by SessionVad."""
 
 
 @dataclass(frozen=True, slots=True)

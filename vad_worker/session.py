@@ -105,10 +105,14 @@ class Chunk:
 
 class SessionVad:
     def __init__(self, session_id: str, options: SegmenterOptions, aggressiveness: int,
-                 checkpoint: VadCheckpoint | None = None, *, replayable: bool = True) -> None:
+                 checkpoint: VadCheckpoint | None = None, *, replayable: bool = True,
+                 context_seconds: float = 0.0) -> None:
         """From ``checkpoint`` (None: a new session). ``replayable``: the caller will ``replay``
         the audio from the checkpoint's resume position; if not, the state starts after the last
-        processed sample (an open utterance's audio is then lost, the numbering still continues)."""
+        processed sample (an open utterance's audio is then lost, the numbering still continues).
+        ``context_seconds``: each final carries up to this much of the previous final's audio
+        (``FinalReady.context``) for the recogniser to hear what led up to it (not checkpointed:
+        the first final after a rebuild has none)."""
         cp = checkpoint or VadCheckpoint()
         self.session_id = session_id
         self.overrides = dict(cp.options)
@@ -135,6 +139,8 @@ class SessionVad:
         self.threads_seen: set[int] = set()  # thread idents that ran VAD (checked by tests)
         # Audio messages since the resume position: (stream seq, offset bytes, length bytes).
         self._held: deque[tuple[int, int, int]] = deque()
+        self._context_bytes = int(context_seconds * options.sample_rate) * _SAMPLE_WIDTH
+        self._previous_final = b""  # the tail of the last final's audio, for the next one
 
     def _is_speech(self, frame: bytes) -> bool:
         self.frames += 1
@@ -162,7 +168,7 @@ class SessionVad:
         if self.segmenter.samples_seen != cp.samples:
             log.warning("session %s: replay reached sample %d, the checkpoint said %d", self.session_id,
                         self.segmenter.samples_seen, cp.samples, extra={"session_id": self.session_id})
-        return events
+        return self._with_context(events)
 
     def process(self, chunks: list[Chunk]) -> list[Event]:
         """Feeds the chunks in order; duplicates (seq already seen) are skipped."""
@@ -187,7 +193,20 @@ class SessionVad:
             elif chunk.kind == "end":
                 events += self.segmenter.end()
                 self.ended = True
-        return events
+        return self._with_context(events)
+
+    def _with_context(self, events: list[Event]) -> list[Event]:
+        """Gives each final the tail of the final before it as acoustic context."""
+        if not self._context_bytes:
+            return events
+        out: list[Event] = []
+        for event in events:
+            if isinstance(event, FinalReady):
+                out.append(replace(event, context=self._previous_final))
+                self._previous_final = event.audio[-self._context_bytes:]
+            else:
+                out.append(event)
+        return out
 
     def _fill_gap(self, chunk: Chunk) -> list[Event]:
         """Audio the stream does not hold (lost before it was stored) is replaced by silence of the

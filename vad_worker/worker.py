@@ -344,7 +344,8 @@ class VadWorker:
         except NotFoundError:
             overrides = parse_overrides(options, session_id)
             return SessionVad(session_id, self.options, self.settings.vad_aggressiveness,
-                              continuity.VadCheckpoint(options=overrides), replayable=False), []
+                              continuity.VadCheckpoint(options=overrides), replayable=False,
+                              context_seconds=self.settings.acoustic_context_seconds), []
         assert entry.value is not None and entry.revision is not None
         cp = continuity.decode(entry.value)
         replay: list[Chunk] = []
@@ -354,7 +355,8 @@ class VadWorker:
         if cp.resume_stream_seq and not cp.ended and not replayable:
             log.warning("session %s: the open utterance's audio is no longer in the stream; carrying on "
                         "after it", session_id, extra={"session_id": session_id})
-        state = SessionVad(session_id, self.options, self.settings.vad_aggressiveness, cp, replayable=replayable)
+        state = SessionVad(session_id, self.options, self.settings.vad_aggressiveness, cp, replayable=replayable,
+                           context_seconds=self.settings.acoustic_context_seconds)
         state.revision = entry.revision
         log.info("session %s carried on from its checkpoint: final %d, utterance %d, seq %d, %.2f s%s",
                  session_id, cp.finals, cp.utterances, cp.last_seq, cp.samples / 16000,
@@ -478,6 +480,7 @@ class VadWorker:
                     now = time.time()
                     job = AsrJob(session_id=sid, utterance_id=_utt(event.utterance_index), is_final=True,
                                  audio=event.audio, start_s=event.start_s, end_s=event.end_s,
+                                 context_audio=event.context,
                                  final_index=event.final_index, reason=event.reason, created_at=now,
                                  speech_end_at=now)
                     # The id makes a final re-emitted by a new owner (after a crash) harmless.

@@ -4,6 +4,7 @@ espeak-ng speech, the worker's own SessionVad; the "stream" is the list of messa
 
 from __future__ import annotations
 
+import itertools
 import logging
 
 import pytest
@@ -130,3 +131,31 @@ def test_audio_missing_from_the_stream_keeps_the_time_base() -> None:
     # Digital silence in place of the lost noise floor may move a cut by a frame or two.
     got, want = [f[2:4] for f in finals], [f[2:4] for f in undisturbed()]
     assert len(got) == len(want) and all(g == pytest.approx(w, abs=0.1) for g, w in zip(got, want, strict=True))
+
+
+def test_each_final_carries_the_tail_of_the_final_before_it() -> None:
+    """Acoustic context: final n+1 carries the last ``context_seconds`` of final n's audio; the
+    first final has none, and context_seconds 0 gives none at all."""
+    finals = [e for e in SessionVad("s", OPTIONS, 2, context_seconds=1.0).process(messages())
+              if isinstance(e, FinalReady)]
+    assert len(finals) == 3
+    assert finals[0].context == b""
+    for before, after in itertools.pairwise(finals):
+        assert len(before.audio) > 32000 and after.context == before.audio[-32000:]
+    plain = [e for e in SessionVad("s", OPTIONS, 2).process(messages()) if isinstance(e, FinalReady)]
+    assert [f.context for f in plain] == [b"", b"", b""]
+    assert [f.audio for f in plain] == [f.audio for f in finals]
+
+
+def test_a_rebuilt_state_gives_its_first_final_no_context() -> None:
+    """The context is not checkpointed: after a rebuild the next final is decoded alone, the one
+    after it has context again."""
+    msgs = messages()
+    first = SessionVad("s", OPTIONS, 2, context_seconds=1.0)
+    events = first.process(msgs[:45])
+    assert sum(isinstance(e, FinalReady) for e in events) == 1
+    cp = first.checkpoint()
+    second = SessionVad("s", OPTIONS, 2, cp, replayable=False, context_seconds=1.0)
+    later = [e for e in second.process(msgs) if isinstance(e, FinalReady)]
+    assert [f.final_index for f in later] == [2, 3]
+    assert later[0].context == b"" and later[1].context == later[0].audio[-32000:]
