@@ -67,6 +67,50 @@ def test_prompt_is_accepted(transcriber: Transcriber):
     assert wer(ONE_SENTENCE, result.text) <= MAX_WER, result
 
 
+def _utterances() -> list[bytes]:
+    """The three utterances of three_utterances.wav as the VAD worker cuts them."""
+    from common.settings import Settings
+    from vad_worker.segmenter import FinalReady
+    from vad_worker.session import Chunk, SessionVad, segmenter_options
+
+    pcm = read_pcm("three_utterances.wav")
+    vad = SessionVad("t", segmenter_options(Settings()), 2)
+    events = vad.process([Chunk(1, "audio", pcm), Chunk(2, "end", b"")])
+    return [e.audio for e in events if isinstance(e, FinalReady)]
+
+
+SENTENCES = [s.strip() + "." for s in THREE_UTTERANCES.split(".") if s.strip()]
+
+
+def test_words_of_the_context_are_not_repeated(transcriber: Transcriber):
+    """A final decoded after the previous utterance's audio gives its own words only."""
+    first, second, third = _utterances()
+    for context, pcm, sentence in ((first, second, SENTENCES[1]), (second, third, SENTENCES[2]),
+                                   (first + second, third, SENTENCES[2])):
+        result = transcriber.transcribe(pcm, is_final=True, context=context)
+        assert wer(sentence, result.text) <= MAX_WER, (sentence, result)
+        assert result.audio_s == pytest.approx(len(pcm) / 32000)
+
+
+def test_with_context_word_times_are_the_utterances_own():
+    transcriber = Transcriber(TranscriberOptions(cpu_threads=1, word_timestamps=True))
+    first, second, _ = _utterances()
+    result = transcriber.transcribe(second, is_final=True, context=first)
+    assert [w.word for w in result.words] == result.text.split()
+    assert all(-0.1 <= w.start_s <= w.end_s <= len(second) / 32000 + 0.1 for w in result.words), result.words
+
+
+def test_a_silent_context_falls_back_to_the_utterance_alone(transcriber: Transcriber):
+    """Context is optional help: silence before the words, or context too short to align, gives
+    the same words as no context."""
+    _, second, _ = _utterances()
+    for context in (bytes(3 * 32000), bytes(1000)):
+        result = transcriber.transcribe(second, is_final=True, context=context)
+        assert wer(SENTENCES[1], result.text) <= MAX_WER, result
+    partial = transcriber.transcribe(second, is_final=False, context=bytes(3 * 32000))
+    assert wer(SENTENCES[1], partial.text) <= MAX_WER, partial
+
+
 def test_concurrent_calls_from_threads(transcriber: Transcriber):
     pcm = read_pcm("one_sentence.wav")
     with ThreadPoolExecutor(max_workers=2) as pool:
