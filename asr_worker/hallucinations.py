@@ -128,7 +128,10 @@ def speech_segments(
     2. drop a segment that is a repetition loop (`compression_ratio_threshold`);
     3. strip sound-event captions and music symbols, and drop a segment left with no letters or
        digits (``"♪"``, ``"[BLANK_AUDIO]"``, ``"..."``);
-    4. drop the whole text when it is only a known hallucination phrase and the audio is quiet
+    4. drop a segment that is only a known hallucination phrase when the decoder was unsure of it
+       (`phrase_no_speech_threshold`, `phrase_logprob_threshold`): Whisper appends "Thank you
+       very much." to real speech that ends in a pause;
+    5. drop the whole text when it is only a known hallucination phrase and the audio is quiet
        (`quiet_dbfs`) or the decoder was unsure (`phrase_no_speech_threshold`,
        `phrase_logprob_threshold`, over the kept segments).
     """
@@ -142,6 +145,9 @@ def speech_segments(
             continue
         text = strip_annotations(seg.text)
         if not normalise(text):
+            continue
+        if normalise(text) in options.phrases and (seg.no_speech_prob > options.phrase_no_speech_threshold
+                                                   or seg.avg_logprob < options.phrase_logprob_threshold):
             continue
         kept.append(seg)
         texts.append(text)

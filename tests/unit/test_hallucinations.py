@@ -93,6 +93,16 @@ def test_known_phrase_with_unsure_decoder_is_dropped_even_when_loud():
     assert clean_text([seg("Thank you.", logprob=-0.8)], LOUD, OPTS) == ""
 
 
+def test_an_unsure_known_phrase_after_real_speech_is_dropped():
+    """Seen with a prompt and the previous utterance as context: real speech, then a segment
+    "Thank you very much." with no_speech 0.50 and avg_logprob -1.25 in the trailing pause."""
+    speech = seg(" The museum guides spoke quietly.", no_speech=0.0, logprob=-0.14)
+    tail = seg(" Thank you very much.", no_speech=0.50, logprob=-1.25)
+    assert clean_text([speech, tail], LOUD, OPTS) == "The museum guides spoke quietly."
+    assert clean_text([speech, seg(" Thank you very much.")], LOUD, OPTS) == (
+        "The museum guides spoke quietly. Thank you very much.")
+
+
 def test_known_phrase_loud_and_confident_is_kept():
     assert clean_text([seg(" Thank you.")], LOUD, OPTS) == "Thank you."
 
