@@ -140,9 +140,10 @@ class Transcriber:
         after its first sentence and drop the rest of a long utterance.
 
         ``context`` (finals): audio just before the utterance (the previous final's tail). It is
-        decoded in front of the utterance and the words heard in it are dropped, so Whisper hears
-        what led up to the first words. If nothing is heard past the context, the utterance is
-        decoded alone."""
+        decoded in front of the utterance, without the prompt, and the words heard in it are
+        dropped, so Whisper hears what led up to the first words. (A prompt ending with the
+        context's own words makes Whisper skip them and stretch the first word's times over the
+        context.) If nothing is heard past the context, the utterance is decoded alone."""
         start = time.perf_counter()
         opts = self.options
         samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2")
@@ -152,7 +153,7 @@ class Transcriber:
         room = max(0, int((WINDOW_S - audio_s) * SAMPLE_RATE))  # context + utterance in one window
         heard = np.frombuffer(context[: len(context) - len(context) % 2], dtype="<i2")[-room:] if room else None
         if is_final and heard is not None and heard.size >= MIN_CONTEXT_S * SAMPLE_RATE:
-            rec = self._decode(np.concatenate([heard, samples]), pcm, heard.size / SAMPLE_RATE, prompt, start)
+            rec = self._decode(np.concatenate([heard, samples]), pcm, heard.size / SAMPLE_RATE, "", start)
             if rec.text:
                 return rec
         return self._decode(samples, pcm, 0.0, prompt if is_final else "", start, is_final=is_final)

@@ -182,13 +182,13 @@ class AsrWorker:
             return
         keepalive = asyncio.create_task(_in_progress(msg)) if job.is_final else None
         try:
-            prompt, decode_prompt = await self._context(job) if job.is_final else ("", "")
+            prompt = await self._context(job.session_id) if job.is_final else ""
             metrics.ASR_BUSY.inc()
             metrics.ASR_BATCH_SIZE.observe(1)
             try:
                 rec = await asyncio.get_running_loop().run_in_executor(
                     self.executor, lambda: self.transcriber.transcribe(job.audio, is_final=job.is_final,
-                                                                       prompt=decode_prompt, context=job.context_audio)
+                                                                       prompt=prompt, context=job.context_audio)
                 )
             finally:
                 metrics.ASR_BUSY.dec()
@@ -259,24 +259,20 @@ class AsrWorker:
         else:
             await self.nc.publish(subjects.result_partial(job.session_id), encode(result))
 
-    async def _context(self, job: AsrJob) -> tuple[str, str]:
-        """The session's recent text (the context stored with its latest final), and the prompt to
-        decode ``job`` with: the same, less the previous final's own words when the job carries
-        that final's audio as context (Whisper would take them as already said and skip them)."""
+    async def _context(self, session_id: str) -> str:
+        """The session's recent text: the context stored with its latest final."""
         if not self.settings.context_chars:
-            return "", ""
+            return ""
         assert self.js is not None
         try:
-            last = await self.js.get_last_msg(subjects.RESULTS_STREAM, subjects.result_final(job.session_id),
+            last = await self.js.get_last_msg(subjects.RESULTS_STREAM, subjects.result_final(session_id),
                                               direct=True)
         except NotFoundError:
-            return "", ""
-        stored = result_decoder.decode(last.data) if last.data else None
-        if not isinstance(stored, Transcript):
-            return "", ""
-        text = stored.context
-        heard = job.context_audio and stored.final_index == job.final_index - 1 and text.endswith(stored.text)
-        return text, text[: len(text) - len(stored.text)].strip() if heard else text
+            return ""
+        if not last.data:
+            return ""
+        stored = result_decoder.decode(last.data)
+        return stored.context if isinstance(stored, Transcript) else ""
 
 
 async def _fetch_one(sub: JetStreamContext.PullSubscription, timeout: float) -> Msg | None:
