@@ -166,9 +166,10 @@ class Settings:
     """Once an utterance holds this much speech, long_endpointing_ms ends it (0 = never)."""
     long_endpointing_ms: int = 240
     """Non-speech that ends an utterance of long_utterance_seconds or more (capped at endpointing_ms)."""
-    acoustic_context_seconds: float = 5.0
+    acoustic_context_seconds: float = 0.0
     """A final is decoded after up to this much of the previous final's audio, whose words are
-    dropped: Whisper hears what led up to the utterance (0 = off, each final alone)."""
+    dropped (0 = off, each final alone). Helps one voice in noise (dictation: 5); hurts when the
+    previous utterance is another speaker's (conversations)."""
     partial_interval_ms: int = 1000
     """A partial transcript every this much speech; 0 disables partials."""
     vad_max_buffer_bytes: int = 960000
