@@ -45,8 +45,8 @@ import numpy as np
 from asr_worker.transcriber import resolve_model_path
 from benchmarks.corpus import DEFAULT_CACHE, Clip, build
 from cli.dev import Stack
+from common import sizing
 from common.settings import Settings, load
-from tests.conftest import free_port
 from tests.helpers import connect
 
 CHUNK_MS = 100
@@ -274,6 +274,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="at most this many clips of each kind")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/accuracy.json"))
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    pool = sizing.asr_pool(sizing.usable_cores())
+    parser.add_argument("--asr-workers", type=int, default=pool.processes,
+                        help=f"ASR worker processes (default: what `asr dev` starts here, {pool.processes})")
     args = parser.parse_args()
 
     clips = build(args.cache)
@@ -295,7 +298,7 @@ def main() -> None:
 
     stack_log = args.json.with_suffix(".stack.log")
     with tempfile.TemporaryDirectory() as tmp, stack_log.open("w") as log:
-        stack = Stack("127.0.0.1", free_port(), Path(tmp), out=log)
+        stack = Stack("127.0.0.1", 0, Path(tmp), out=log, asr_workers=args.asr_workers, asr_env=pool.env())
         try:
             stack.start()
             stack.wait_ready(timeout=180)
@@ -320,7 +323,8 @@ def main() -> None:
     result = report(clips, direct, piped, timed, settings)
     result.update(
         date=started.isoformat(timespec="seconds"), commit=_commit(), machine=platform.platform(),
-        cpus=os.cpu_count(), load_avg=os.getloadavg(), streams=args.streams, latency_streams=args.latency_streams,
+        cpus=os.cpu_count(), load_avg=os.getloadavg(), asr_workers=args.asr_workers, streams=args.streams,
+        latency_streams=args.latency_streams,
         wall_s={"direct": round(direct_wall), "accuracy_pass": round(accuracy_wall),
                 "latency_pass": round(latency_wall)},
         failed_sessions=failed,
