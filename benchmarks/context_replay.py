@@ -1,0 +1,87 @@
+"""Acoustic context for finals, measured on the pipeline's own cuts: WER with each final decoded
+alone (with the session's recent text as prompt, as the ASR worker does with
+``acoustic_context_seconds`` 0) beside each final decoded after the previous final's tail.
+
+    .venv/bin/python -m benchmarks.context_replay benchmarks/accuracy.json [--kinds noisy10,...]
+        [--context-seconds 5]
+
+Reads a JSON written by ``benchmarks.accuracy`` (its clips, the audio files in the corpus cache and
+the start and end of every final the pipeline made), cuts each clip's audio where the pipeline
+cut it and decodes every cut with the ASR worker's own ``Transcriber`` (the settings' model,
+compute type and beam) both ways, in this process. Same cuts, same model: only the context
+differs. Prints WER by kind of clip and the decoding time of each way. Not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from faster_whisper.audio import decode_audio
+
+from asr_worker.transcriber import SAMPLE_RATE, Transcriber
+from asr_worker.worker import transcriber_options
+from benchmarks.accuracy import corpus_wer
+from common.settings import load
+
+WAYS = ("alone", "context")
+
+
+def pcm_of(path: str) -> np.ndarray:
+    audio = np.asarray(decode_audio(path, sampling_rate=SAMPLE_RATE), dtype=np.float32)
+    pcm: np.ndarray = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
+    return pcm
+
+
+def replay(clip: dict[str, Any], transcriber: Transcriber, context_s: float, context_chars: int,
+           ) -> dict[str, tuple[str, float]]:
+    """Way -> (the clip's finals joined, seconds spent decoding)."""
+    audio = pcm_of(clip["path"])
+    cuts = [audio[int(f["start_s"] * SAMPLE_RATE): int(f["end_s"] * SAMPLE_RATE)] for f in clip["finals"]]
+    out = {}
+    for way in WAYS:
+        texts: list[str] = []
+        start = time.perf_counter()
+        for i, cut in enumerate(cuts):
+            prompt = " ".join(texts)[-context_chars:] if context_chars else ""
+            context = cuts[i - 1][-int(context_s * SAMPLE_RATE):].tobytes() if way == "context" and i else b""
+            texts.append(transcriber.transcribe(cut.tobytes(), is_final=True, prompt=prompt, context=context).text)
+        out[way] = (" ".join(t for t in texts if t), time.perf_counter() - start)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("json", type=Path, help="a JSON written by benchmarks.accuracy")
+    parser.add_argument("--kinds", default="continuous,conversation,noisy20,noisy10,telephone")
+    parser.add_argument("--context-seconds", type=float, default=5.0)
+    args = parser.parse_args()
+    settings = load()
+    transcriber = Transcriber(transcriber_options(settings))
+    clips = [c for c in json.loads(args.json.read_text())["clips"] if c["kind"] in args.kinds.split(",")]
+    rows: dict[str, dict[str, Any]] = {}
+    for n, clip in enumerate(clips, 1):
+        got = replay(clip, transcriber, args.context_seconds, settings.context_chars)
+        row = rows.setdefault(clip["kind"], {"refs": [], "direct": [], **{w: [] for w in WAYS},
+                                             **{f"{w}_s": 0.0 for w in WAYS}})
+        row["refs"].append(" ".join(s["text"] for s in clip["segments"]))
+        row["direct"].append(clip["direct"])
+        for way in WAYS:
+            row[way].append(got[way][0])
+            row[f"{way}_s"] += got[way][1]
+        print(f"  {n}/{len(clips)} {clip['name']}", file=sys.stderr)
+    print(f"\n{'kind':13} {'clips':>5} {'direct':>7} {'alone':>7} {'context':>8} {'alone s':>8} {'context s':>9}")
+    for kind, row in rows.items():
+        print(f"{kind:13} {len(row['refs']):5d} {corpus_wer(row['refs'], row['direct']):7.3f} "
+              f"{corpus_wer(row['refs'], row['alone']):7.3f} {corpus_wer(row['refs'], row['context']):8.3f} "
+              f"{row['alone_s']:8.1f} {row['context_s']:9.1f}")
+    print(f"\ncontext {args.context_seconds} s; cuts and direct text from {args.json}")
+
+
+if __name__ == "__main__":
+    main()
