@@ -88,7 +88,7 @@ async def test_a_final_that_fails_every_delivery_is_reported_and_the_next_ones_f
     finals_seen: list[str] = []
 
     class FailsTheSecond:
-        def transcribe(self, pcm: bytes, *, is_final: bool, prompt: str = "") -> Any:
+        def transcribe(self, pcm: bytes, *, is_final: bool, prompt: str = "", context: bytes = b"") -> Any:
             if is_final:
                 digest = hashlib.sha256(pcm).hexdigest()
                 if digest not in finals_seen:
@@ -96,7 +96,7 @@ async def test_a_final_that_fails_every_delivery_is_reported_and_the_next_ones_f
                 if finals_seen.index(digest) == 1:
                     poisoned.add(digest)
                     raise RuntimeError("the model failed on this audio")
-            return transcriber.transcribe(pcm, is_final=is_final, prompt=prompt)
+            return transcriber.transcribe(pcm, is_final=is_final, prompt=prompt, context=context)
 
     caplog.set_level(logging.INFO)
     stack.start(FailsTheSecond())
