@@ -25,7 +25,13 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import (
+    APIError,
+    BadRequestError,
+    NoStreamResponseError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 
 from common import presence, subjects
 from common.settings import Settings
@@ -148,7 +154,8 @@ RETRY_FIRST_S, RETRY_MAX_S = 0.25, 2.0
 
 def is_transient(exc: Exception) -> bool:
     """True for an answer a forming or degraded cluster gives that a later try can change."""
-    if isinstance(exc, (ServiceUnavailableError, NoRespondersError, NatsTimeoutError, TimeoutError)):
+    if isinstance(exc, (ServiceUnavailableError, NoRespondersError, NoStreamResponseError, NatsTimeoutError,
+                        TimeoutError)):
         return True
     if isinstance(exc, NotFoundError):
         return True  # a stream another role is creating that is not placed yet

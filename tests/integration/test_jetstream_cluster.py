@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import nats
 import pytest
-from nats.js.errors import NotFoundError, ServiceUnavailableError
+from nats.js.errors import NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
 from cli.dev import Stack
 from common import subjects
@@ -31,7 +31,9 @@ pytestmark = pytest.mark.slow
 SESSIONS = 4
 STREAMS = (subjects.AUDIO_STREAM, subjects.JOBS_FINAL_STREAM, subjects.JOBS_PARTIAL_STREAM, subjects.RESULTS_STREAM)
 # What a JetStream request may answer while a stream elects a new leader.
-TRANSIENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError)
+# What a publish gets while the stream has no leader (js.publish turns "no responders" into
+# NoStreamResponseError).
+TRANSIENT = (nats.errors.TimeoutError, nats.errors.NoRespondersError, NoStreamResponseError, ServiceUnavailableError)
 BUCKETS = ("KV_" + subjects.WORKERS_BUCKET, "KV_vad_shards")
 
 

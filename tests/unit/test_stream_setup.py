@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.errors import APIError, BadRequestError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import (
+    APIError,
+    BadRequestError,
+    NoStreamResponseError,
+    NotFoundError,
+    ServiceUnavailableError,
+)
 
 from common.streams import is_transient
 
@@ -17,6 +23,7 @@ from common.streams import is_transient
     ServiceUnavailableError(code=503, description="JetStream not ready"),
     NotFoundError(code=404, err_code=10059, description="stream not found"),
     NoRespondersError(),
+    NoStreamResponseError(),
     NatsTimeoutError(),
     TimeoutError(),
 ])
