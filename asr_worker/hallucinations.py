@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -92,6 +93,12 @@ class HallucinationFilter:
     quiet but confidently decoded speech)."""
     logprob_threshold: float = -1.0
     """See `no_speech_threshold`; the same value faster-whisper uses to trigger temperature fallback."""
+    loop_min_repeats: int = 3
+    """A phrase of 1-4 words said this many times over and making up most of a segment
+    (`loop_min_share`) is a decoding loop the compression ratio missed (short loops compress
+    poorly): "see you next time, see you next time, see you next time ..."."""
+    loop_min_share: float = 0.6
+    """See `loop_min_repeats`: the share of the segment's words the repeats must cover."""
     compression_ratio_threshold: float = 2.4
     """Segments compressing better than this are repetition loops ("the the the ..."); 2.4 is the
     value faster-whisper and OpenAI use to reject a decode."""
@@ -125,7 +132,8 @@ def speech_segments(
     Rules, in order:
     1. drop a segment that the decoder marks as silence (`no_speech_threshold` and
        `logprob_threshold`, both must hold);
-    2. drop a segment that is a repetition loop (`compression_ratio_threshold`);
+    2. drop a segment that is a repetition loop (`compression_ratio_threshold`, or one short
+       phrase repeated over most of it: `loop_min_repeats`, `loop_min_share`);
     3. strip sound-event captions and music symbols, and drop a segment left with no letters or
        digits (``"♪"``, ``"[BLANK_AUDIO]"``, ``"..."``);
     4. drop a segment that is only a known hallucination phrase when the decoder was unsure of it
@@ -141,7 +149,7 @@ def speech_segments(
     for index, seg in enumerate(segments):
         if seg.no_speech_prob > options.no_speech_threshold and seg.avg_logprob < options.logprob_threshold:
             continue
-        if seg.compression_ratio > options.compression_ratio_threshold:
+        if seg.compression_ratio > options.compression_ratio_threshold or is_loop(seg.text, options):
             continue
         text = strip_annotations(seg.text)
         if not normalise(text):
@@ -161,6 +169,20 @@ def speech_segments(
     ):
         return []
     return list(zip(indices, texts, strict=True))
+
+
+def is_loop(text: str, options: HallucinationFilter) -> bool:
+    """True when one phrase of 1-4 words, repeated `loop_min_repeats` times or more, makes up at
+    least `loop_min_share` of the text's words (and the text has 6 words or more)."""
+    words = normalise(text).split()
+    if len(words) < 6:
+        return False
+    for n in range(1, 5):
+        grams = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+        _, count = grams.most_common(1)[0] if grams else ((), 0)
+        if count >= options.loop_min_repeats and count * n >= options.loop_min_share * len(words):
+            return True
+    return False
 
 
 def level_dbfs(pcm: bytes) -> float:

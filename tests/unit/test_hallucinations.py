@@ -49,6 +49,22 @@ def test_repetition_loop_is_dropped():
     assert clean_text([seg("Start."), loop], LOUD, OPTS) == "Start."
 
 
+def test_a_short_phrase_looping_is_dropped_though_it_compresses_poorly():
+    """Seen on a telephone-band clip with temperature fallback."""
+    loop = seg("See you next time, I'll see you next time, see you next time, see you next time...", ratio=2.1)
+    assert clean_text([seg("The candle went out."), loop], LOUD, OPTS) == "The candle went out."
+
+
+@pytest.mark.parametrize("text", [
+    "No, no, no, I said the blue one.",  # a repeat, but not most of it
+    "We will meet at the train station at noon and at the bus stop at one.",
+    "Bye bye.",  # too short to judge
+    "Go, go, go, go!",
+])
+def test_speech_with_some_repetition_is_kept(text: str):
+    assert clean_text([seg(text)], LOUD, OPTS) == text
+
+
 def test_compression_ratio_at_threshold_is_kept():
     assert clean_text([seg("Fine.", ratio=2.4)], LOUD, OPTS) == "Fine."
 
