@@ -118,9 +118,16 @@ async def stored_finals(cluster: NatsCluster, session_id: str) -> list[int]:
 
 
 async def speak(client: Client, pcm: bytes) -> list[dict[str, Any]]:
-    await client.stream(pcm, chunk_ms=100, realtime=1.0)
-    await client.send_json({"type": "end"})
-    ended = await client.until("session_ended", timeout=120)
+    """Streams at real time while reading what the edge sends (so finals show in
+    ``client.messages`` as they arrive, mid-speech), then ends the session."""
+    reading = asyncio.create_task(client.until("session_ended", timeout=180))
+    try:
+        await client.stream(pcm, chunk_ms=100, realtime=1.0)
+        await client.send_json({"type": "end"})
+    except BaseException:
+        reading.cancel()
+        raise
+    ended = await reading
     assert ended["metrics"]["audio_bytes_received"] == len(pcm)
     return client.finals()
 
