@@ -413,11 +413,22 @@ class Segmenter:
             events.append(PartialReady(self._utterances, audio, self._seconds(start), self._seconds(end)))
 
     def _close(self, reason: Reason, events: list[Event]) -> None:
-        """Emit the final up to the last voiced frame + trailing pad; the rest becomes pre-roll."""
+        """Emit the final up to the last voiced frame + trailing pad; the rest becomes pre-roll.
+
+        An utterance with no voiced frame (reopened at a max-length cut, then nothing more was
+        said) ends without a final: there is nothing to transcribe."""
         assert self._utt is not None
-        cut = max(0, min(self._voiced_end + self._pad_bytes, len(self._utt)))
+        said = self._voiced_end != 0 or self._utt_dropped != 0  # (trimmed speech still gets its final)
+        cut = max(0, min(self._voiced_end + self._pad_bytes, len(self._utt))) if said else 0
         tail = self._utt[cut:]
-        self._emit_final(bytes(self._utt[:cut]), reason, events)
+        if said:
+            self._emit_final(bytes(self._utt[:cut]), reason, events)
+        else:
+            events.append(UtteranceEnded(self._utterances, self._seconds(self._utt_start)))
+            self._utterances += 1
+            self._utt = None
+            self._history.clear()
+            self._voiced_run = 0
         fb = self._opts.frame_bytes
         self._history.extend(bytes(tail[i : i + fb]) for i in range(0, len(tail), fb))
 

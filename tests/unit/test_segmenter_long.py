@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.test_segmenter import FB, a, pcm, segmenter, summary
-from vad_worker.segmenter import Event, FinalReady, PartialReady, SegmenterOptions, SpeechStarted
+from vad_worker.segmenter import (
+    Event,
+    FinalReady,
+    PartialReady,
+    SegmenterOptions,
+    SpeechStarted,
+    UtteranceEnded,
+)
 
 LONG = {"long_utterance_ms": 300, "long_endpointing_ms": 50}  # from 30 frames of speech on, 5 frames end it
 SOFT = {"soft_utterance_ms": 1000, "max_utterance_ms": 2000, "min_cut_pause_ms": 20}  # cut from 100 frames
@@ -168,3 +175,17 @@ def test_soft_cuts_keep_every_byte_in_order_and_stay_short(runs: list[tuple[bool
         assert len(f.audio) <= 60 * FB and f.end_s > f.start_s
     starts = [e.start_s for e in events if isinstance(e, SpeechStarted)]
     assert starts == sorted(starts)
+
+
+def test_speech_that_stops_exactly_at_a_max_length_cut_gives_no_empty_final() -> None:
+    """Found by the property test above: the last voiced frame fills the utterance to
+    max_utterance_ms, the cut reopens an utterance for the speech that goes on, and then the
+    audio ends. The reopened utterance holds nothing said: it ends without a final."""
+    seg = segmenter(soft_utterance_ms=300, max_utterance_ms=600, min_cut_pause_ms=20, **LONG)
+    events = seg.push(pcm("0" * 5 + "1" * 55)) + seg.end()
+    finals = [e for e in events if isinstance(e, FinalReady)]
+    assert [(f.final_index, f.reason) for f in finals] == [(1, "max_length")]
+    assert all(f.audio and f.end_s > f.start_s for f in finals)
+    started = [e.utterance_index for e in events if isinstance(e, SpeechStarted)]
+    ended = [e.utterance_index for e in events if isinstance(e, UtteranceEnded)]
+    assert started == ended == [0, 1]
