@@ -152,9 +152,10 @@ def speech_segments(
         if seg.compression_ratio > options.compression_ratio_threshold or is_loop(seg.text, options):
             continue
         text = strip_annotations(seg.text)
-        if not normalise(text):
+        plain = normalise(text)
+        if not plain:
             continue
-        if normalise(text) in options.phrases and (seg.no_speech_prob > options.phrase_no_speech_threshold
+        if plain in options.phrases and (seg.no_speech_prob > options.phrase_no_speech_threshold
                                                    or seg.avg_logprob < options.phrase_logprob_threshold):
             continue
         kept.append(seg)

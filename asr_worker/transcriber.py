@@ -151,16 +151,16 @@ class Transcriber:
         if audio_s < MIN_AUDIO_S:
             return Recognition("", "", audio_s, time.perf_counter() - start, opts.language or "")
         room = max(0, int((WINDOW_S - audio_s) * SAMPLE_RATE))  # context + utterance in one window
-        heard = np.frombuffer(context[: len(context) - len(context) % 2], dtype="<i2")[-room:] if room else None
-        if is_final and heard is not None and heard.size >= MIN_CONTEXT_S * SAMPLE_RATE:
-            rec = self._decode(np.concatenate([heard, samples]), pcm, heard.size / SAMPLE_RATE, "", start)
+        before = np.frombuffer(context[: len(context) - len(context) % 2], dtype="<i2")[-room:] if room else None
+        if is_final and before is not None and before.size >= MIN_CONTEXT_S * SAMPLE_RATE:
+            rec = self._decode(np.concatenate([before, samples]), pcm, before.size / SAMPLE_RATE, "", start)
             if rec.text:
                 return rec
         return self._decode(samples, pcm, 0.0, prompt if is_final else "", start, is_final=is_final)
 
     def _decode(self, samples: np.ndarray, pcm: bytes, skip_s: float, prompt: str, start: float,
                 *, is_final: bool = True) -> Recognition:
-        """Decodes ``samples``; keeps the words that start after ``skip_s`` (the context)."""
+        """Decodes ``samples``; keeps the words whose middle lies after ``skip_s`` (the context)."""
         opts = self.options
         flt = opts.filter
         segments, info = self._model.transcribe(

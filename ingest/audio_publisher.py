@@ -128,9 +128,8 @@ class AudioPublisher:
         return await self.js.publish_async(subject, payload, headers=headers)
 
     async def _settle_oldest(self) -> None:
-        closed = ConnectionError("the session's connection closed while its audio was being stored")
         if self._abandoned:
-            raise closed
+            raise _closed()
         head = self._pending[0]
         try:
             await asyncio.wait_for(asyncio.shield(head.future), self.ack_timeout_s)
@@ -140,10 +139,10 @@ class AudioPublisher:
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if self._abandoned and not (task is not None and task.cancelling()):
-                raise closed from None  # abandon() cancelled the future we waited on
+                raise _closed() from None  # abandon() cancelled the future we waited on
             raise
         if self._abandoned:
-            raise closed
+            raise _closed()
         done = self._pending.popleft()
         self.stored_offset = done.end_offset
 
@@ -175,3 +174,7 @@ class AudioPublisher:
                 except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                     log.debug("session %s: still no acknowledgement: %r", self.session_id, exc)
             await asyncio.sleep(RETRY_EVERY_S)
+
+
+def _closed() -> ConnectionError:
+    return ConnectionError("the session's connection closed while its audio was being stored")

@@ -424,11 +424,7 @@ class Segmenter:
         if said:
             self._emit_final(bytes(self._utt[:cut]), reason, events)
         else:
-            events.append(UtteranceEnded(self._utterances, self._seconds(self._utt_start)))
-            self._utterances += 1
-            self._utt = None
-            self._history.clear()
-            self._voiced_run = 0
+            self._end_utterance(self._seconds(self._utt_start), events)
         fb = self._opts.frame_bytes
         self._history.extend(bytes(tail[i : i + fb]) for i in range(0, len(tail), fb))
 
@@ -444,6 +440,9 @@ class Segmenter:
         start = self._seconds(self._utt_start)
         end = self._seconds(self._utt_start + len(audio) // _SAMPLE_WIDTH)
         events.append(FinalReady(self._utterances, self._finals, audio, start, end, reason))
+        self._end_utterance(end, events)
+
+    def _end_utterance(self, end: float, events: list[Event]) -> None:
         events.append(UtteranceEnded(self._utterances, end))
         self._utterances += 1
         self._utt = None
