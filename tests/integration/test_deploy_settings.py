@@ -57,7 +57,8 @@ SCENARIOS = {
     "webinar-captions": {"endpointing_ms": 200, "max_sessions_per_worker": 1000, "max_global_sessions": 5000,
                          "idle_timeout_seconds": 7200.0},
     "medical-dictation": {"endpointing_ms": 800, "max_sessions_per_worker": 100, "max_global_sessions": 200,
-                          "idle_timeout_seconds": 600.0, "acoustic_context_seconds": 5.0},
+                          "idle_timeout_seconds": 600.0, "acoustic_context_seconds": 20.0,
+                          "acoustic_context_max_snr_db": 100.0},
 }
 
 

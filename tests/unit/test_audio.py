@@ -16,6 +16,7 @@ from common.audio import (
     pcm_duration_s,
     read_wav,
     resample_s16,
+    snr_db,
 )
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -237,3 +238,28 @@ def test_wav_without_frames_is_refused(tmp_path: Path) -> None:
 def test_missing_file_is_an_os_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         read_wav(tmp_path / "nope.wav")
+
+
+def _speech_like(seconds: float, noise_rms: float, rng: np.random.Generator) -> bytes:
+    """Bursts of a 300 Hz tone (0.25 s on, 0.1 s off) at RMS ~7000 over white noise of ``noise_rms``."""
+    t = np.arange(int(seconds * 16000)) / 16000
+    on = (t % 0.35) < 0.25
+    signal = 10000 * np.sin(2 * np.pi * 300 * t) * on + rng.normal(0, noise_rms, t.size)
+    return np.clip(signal, -32768, 32767).astype("<i2").tobytes()
+
+
+def test_snr_db_tells_noisy_speech_from_clean() -> None:
+    rng = np.random.default_rng(1)
+    clean = snr_db(_speech_like(3.0, 30, rng))  # noise ~-60 dBFS
+    noisy20 = snr_db(_speech_like(3.0, 700, rng))  # ~20 dB below the tone
+    noisy10 = snr_db(_speech_like(3.0, 2200, rng))  # ~10 dB below the tone
+    assert clean > 40
+    assert 15 < noisy20 < 30
+    assert 5 < noisy10 < 20
+    assert clean > noisy20 > noisy10
+
+
+def test_snr_db_of_too_little_or_silent_audio_is_zero() -> None:
+    assert snr_db(b"") == 0.0
+    assert snr_db(bytes(2 * 16000 * 9 // 100)) == 0.0  # 90 ms: fewer than ten frames
+    assert snr_db(bytes(32000)) == 0.0  # one second of digital silence

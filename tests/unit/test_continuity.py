@@ -10,6 +10,7 @@ import logging
 import pytest
 
 from common import continuity
+from common.audio import snr_db
 from common.settings import Settings
 from tests.conftest import pcm_of
 from vad_worker.segmenter import FinalReady, Segmenter, SegmenterStart
@@ -147,6 +148,28 @@ def test_each_final_carries_the_tail_of_the_final_before_it() -> None:
     assert [f.audio for f in plain] == [f.audio for f in finals]
 
 
+def test_a_long_context_joins_the_finals_before_it_in_order() -> None:
+    """With room for more than one final, the context is the earlier finals' audio joined in
+    order, cut at the front to ``context_seconds``."""
+    finals = [e for e in SessionVad("s", OPTIONS, 2, context_seconds=25.0).process(messages())
+              if isinstance(e, FinalReady)]
+    assert len(finals) == 3
+    assert finals[1].context == finals[0].audio
+    assert finals[2].context == finals[0].audio + finals[1].audio
+    short = [e for e in SessionVad("s", OPTIONS, 2, context_seconds=3.0).process(messages())
+             if isinstance(e, FinalReady)]
+    assert len(finals[0].audio + finals[1].audio) > 3 * 32000
+    assert short[2].context == (finals[0].audio + finals[1].audio)[-3 * 32000:]
+    # Context and utterance share one decoding window: a long utterance leaves less room.
+    narrow = SessionVad("s", OPTIONS, 2, context_seconds=25.0)
+    narrow._window_bytes = len(finals[2].audio) + 1000
+    tight = [e for e in narrow.process(messages()) if isinstance(e, FinalReady)]
+    assert tight[2].context == (finals[0].audio + finals[1].audio)[-1000:]
+    narrow_full = SessionVad("s", OPTIONS, 2, context_seconds=25.0)
+    narrow_full._window_bytes = 10
+    assert all(e.context == b"" for e in narrow_full.process(messages()) if isinstance(e, FinalReady))
+
+
 def test_a_rebuilt_state_gives_its_first_final_no_context() -> None:
     """The context is not checkpointed: after a rebuild the next final is decoded alone, the one
     after it has context again."""
@@ -159,3 +182,20 @@ def test_a_rebuilt_state_gives_its_first_final_no_context() -> None:
     later = [e for e in second.process(msgs) if isinstance(e, FinalReady)]
     assert [f.final_index for f in later] == [2, 3]
     assert later[0].context == b"" and later[1].context == later[0].audio[-32000:]
+
+
+def test_context_goes_only_to_finals_noisier_than_the_bound() -> None:
+    """``context_max_snr_db``: a final whose estimated SNR is at or above it is decoded alone; the
+    context still remembers it for the finals after it."""
+    def finals(bound: float) -> list[FinalReady]:
+        vad = SessionVad("s", OPTIONS, 2, context_seconds=25.0, context_max_snr_db=bound)
+        return [e for e in vad.process(messages()) if isinstance(e, FinalReady)]
+
+    snrs = [snr_db(f.audio) for f in finals(100.0)]
+    assert all(0 < s < 100 for s in snrs)
+    assert [f.context for f in finals(0.0)] == [b"", b"", b""]
+    every = finals(100.0)
+    cut = sorted(snrs)[1] + 0.01  # between the second and third SNR: only the two quieter ones qualify
+    gated = finals(cut)
+    for f, g, s in zip(every, gated, snrs, strict=True):
+        assert g.context == (f.context if s < cut else b"")
