@@ -251,7 +251,7 @@ def report(clips: list[Clip], direct: dict[str, tuple[str, float]], piped: dict[
 SHOWN_SETTINGS = ("model", "compute_type", "beam_size", "cpu_threads", "asr_concurrency", "endpointing_ms",
                   "long_endpointing_ms", "long_utterance_seconds", "soft_utterance_seconds",
                   "max_utterance_seconds", "partial_interval_ms", "vad_aggressiveness", "context_chars",
-                  "acoustic_context_seconds")
+                  "acoustic_context_seconds", "acoustic_context_max_snr_db")
 
 
 def _commit() -> str:
