@@ -1,9 +1,11 @@
 """Acoustic context for finals, measured on the pipeline's own cuts: WER with each final decoded
 alone (with the session's recent text as prompt, as the ASR worker does with
-``acoustic_context_seconds`` 0) beside each final decoded after the previous final's tail.
+``acoustic_context_seconds`` 0) beside each final decoded after the audio of the finals before it,
+as the VAD worker sends it (up to ``--context-seconds``, inside one decoding window, and only for
+finals whose estimated SNR is below ``--max-snr-db``; 100 gives every final context).
 
     .venv/bin/python -m benchmarks.context_replay benchmarks/accuracy.json [--kinds noisy10,...]
-        [--context-seconds 5]
+        [--context-seconds 10] [--max-snr-db 30]
 
 Reads a JSON written by ``benchmarks.accuracy`` (its clips, the audio files in the corpus cache and
 the start and end of every final the pipeline made), cuts each clip's audio where the pipeline
@@ -27,6 +29,8 @@ from faster_whisper.audio import decode_audio
 from asr_worker.transcriber import SAMPLE_RATE, Transcriber
 from asr_worker.worker import transcriber_options
 from benchmarks.accuracy import corpus_wer
+from common.audio import snr_db
+from common.messages import DECODE_WINDOW_S
 from common.settings import load
 
 WAYS = ("alone", "context")
@@ -38,19 +42,34 @@ def pcm_of(path: str) -> np.ndarray:
     return pcm
 
 
-def replay(clip: dict[str, Any], transcriber: Transcriber, context_s: float, context_chars: int,
-           ) -> dict[str, tuple[str, float]]:
+def contexts(cuts: list[bytes], context_s: float, max_snr_db: float) -> list[bytes]:
+    """What the VAD worker (``SessionVad``) sends with each final: the earlier finals' audio joined,
+    its last ``context_s``, cut to fit one window with the final, if the final is noisy enough."""
+    keep = int(context_s * SAMPLE_RATE) * 2
+    window = int(DECODE_WINDOW_S * SAMPLE_RATE) * 2
+    out, before = [], b""
+    for cut in cuts:
+        room = max(0, window - len(cut))
+        noisy = max_snr_db >= 100 or snr_db(cut) < max_snr_db
+        out.append(before[max(0, len(before) - room):] if room and noisy else b"")
+        before = (before + cut)[-keep:] if keep else b""
+    return out
+
+
+def replay(clip: dict[str, Any], transcriber: Transcriber, context_s: float, max_snr_db: float,
+           context_chars: int) -> dict[str, tuple[str, float]]:
     """Way -> (the clip's finals joined, seconds spent decoding)."""
     audio = pcm_of(clip["path"])
-    cuts = [audio[int(f["start_s"] * SAMPLE_RATE): int(f["end_s"] * SAMPLE_RATE)] for f in clip["finals"]]
+    cuts = [audio[int(f["start_s"] * SAMPLE_RATE): int(f["end_s"] * SAMPLE_RATE)].tobytes() for f in clip["finals"]]
+    heard = contexts(cuts, context_s, max_snr_db)
     out = {}
     for way in WAYS:
         texts: list[str] = []
         start = time.perf_counter()
-        for i, cut in enumerate(cuts):
+        for cut, context in zip(cuts, heard, strict=True):
             prompt = " ".join(texts)[-context_chars:] if context_chars else ""
-            context = cuts[i - 1][-int(context_s * SAMPLE_RATE):].tobytes() if way == "context" and i else b""
-            texts.append(transcriber.transcribe(cut.tobytes(), is_final=True, prompt=prompt, context=context).text)
+            texts.append(transcriber.transcribe(cut, is_final=True, prompt=prompt,
+                                                context=context if way == "context" else b"").text)
         out[way] = (" ".join(t for t in texts if t), time.perf_counter() - start)
     return out
 
@@ -59,14 +78,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("json", type=Path, help="a JSON written by benchmarks.accuracy")
     parser.add_argument("--kinds", default="continuous,conversation,noisy20,noisy10,telephone")
-    parser.add_argument("--context-seconds", type=float, default=5.0)
+    parser.add_argument("--context-seconds", type=float, default=10.0)
+    parser.add_argument("--max-snr-db", type=float, default=30.0)
     args = parser.parse_args()
     settings = load()
     transcriber = Transcriber(transcriber_options(settings))
     clips = [c for c in json.loads(args.json.read_text())["clips"] if c["kind"] in args.kinds.split(",")]
     rows: dict[str, dict[str, Any]] = {}
     for n, clip in enumerate(clips, 1):
-        got = replay(clip, transcriber, args.context_seconds, settings.context_chars)
+        got = replay(clip, transcriber, args.context_seconds, args.max_snr_db, settings.context_chars)
         row = rows.setdefault(clip["kind"], {"refs": [], "direct": [], **{w: [] for w in WAYS},
                                              **{f"{w}_s": 0.0 for w in WAYS}})
         row["refs"].append(" ".join(s["text"] for s in clip["segments"]))
@@ -80,7 +100,7 @@ def main() -> None:
         print(f"{kind:13} {len(row['refs']):5d} {corpus_wer(row['refs'], row['direct']):7.3f} "
               f"{corpus_wer(row['refs'], row['alone']):7.3f} {corpus_wer(row['refs'], row['context']):8.3f} "
               f"{row['alone_s']:8.1f} {row['context_s']:9.1f}")
-    print(f"\ncontext {args.context_seconds} s; cuts and direct text from {args.json}")
+    print(f"\ncontext {args.context_seconds} s below {args.max_snr_db} dB SNR; cuts and direct text from {args.json}")
 
 
 if __name__ == "__main__":
