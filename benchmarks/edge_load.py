@@ -151,6 +151,8 @@ async def ack_consumer(nc: Any, stop: asyncio.Event) -> int:
             msgs = await sub.fetch(1000, timeout=0.5)
         except (nats.errors.TimeoutError, TimeoutError):
             continue
+        if not msgs:  # fetch can come back empty (a status message, not a timeout)
+            continue
         await msgs[-1].ack()
         acked += len(msgs)
     await sub.unsubscribe()
