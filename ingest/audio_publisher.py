@@ -132,8 +132,7 @@ class AudioPublisher:
             raise _closed()
         head = self._pending[0]
         try:
-            if not head.future.done():  # the common case is answered already: no wait_for task per chunk
-                await asyncio.wait_for(asyncio.shield(head.future), self.ack_timeout_s)
+            await asyncio.wait_for(asyncio.shield(head.future), self.ack_timeout_s)
             head.future.result()
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
             await self._ride_out(exc)
