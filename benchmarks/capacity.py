@@ -69,6 +69,7 @@ from benchmarks import procstat
 from benchmarks.conversations import Conversation, Turn, conversations
 from benchmarks.pipeline_latency import cut_like_the_pipeline, machine, run_session, warm_up
 from cli.dev import Stack, free_port
+from common import sizing
 from common.settings import Settings, load
 from tests.helpers import normalise
 from vad_worker.session import segmenter_options
@@ -175,11 +176,13 @@ def wait_http_ready(port: int, timeout: float = 180.0) -> None:
 @contextlib.contextmanager
 def our_stack(pool: str, env: dict[str, str], log: Any, tmp: Path) -> Iterator[tuple[Stack, dict[str, int], str]]:
     """A running stack for ``pool``; yields it, the pids to measure and what the pool really is."""
-    stack_env = dict(env)
-    procs, conc = 0, 0
-    if pool != "default":
+    if pool == "default":  # what `asr dev` starts on this machine (common.sizing)
+        sized = sizing.asr_pool(sizing.usable_cores(), device=env.get("ASR_DEVICE", "cpu"))
+        procs, worker_env = sized.processes, sized.env()
+    else:
         procs, conc = (int(x) for x in pool.split("x"))
-        stack_env.update(ASR_ASR_CONCURRENCY=str(conc), ASR_CPU_THREADS="1")
+        worker_env = {"ASR_ASR_CONCURRENCY": str(conc), "ASR_CPU_THREADS": "1"}
+    stack_env = {**env, **worker_env}
     stack = Stack("127.0.0.1", free_port(), tmp / f"stack-{pool}-{uuid.uuid4().hex[:6]}", out=log, env=stack_env)
     log.flush()
     offset = Path(log.name).stat().st_size
@@ -188,7 +191,7 @@ def our_stack(pool: str, env: dict[str, str], log: Any, tmp: Path) -> Iterator[t
         stack.wait_ready(timeout=240)
         existing = [n for n in stack.procs if n.startswith("asr_worker")]
         for i in range(len(existing), procs):
-            e = extra_asr_env(stack, {"ASR_ASR_CONCURRENCY": str(conc), "ASR_CPU_THREADS": "1"})
+            e = extra_asr_env(stack, worker_env)
             stack.spawn(f"asr_worker-extra{i + 1}", "asr_worker", e)
             wait_http_ready(int(e["ASR_ASR_HTTP_PORT"]))
         want = sum(1 for n in stack.procs if n.startswith("asr"))
