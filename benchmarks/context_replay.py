@@ -29,9 +29,9 @@ from faster_whisper.audio import decode_audio
 from asr_worker.transcriber import SAMPLE_RATE, Transcriber
 from asr_worker.worker import transcriber_options
 from benchmarks.accuracy import corpus_wer
-from common.audio import snr_db
 from common.messages import DECODE_WINDOW_S
 from common.settings import load
+from vad_worker.session import final_context
 
 WAYS = ("alone", "context")
 
@@ -49,9 +49,7 @@ def contexts(cuts: list[bytes], context_s: float, max_snr_db: float) -> list[byt
     window = int(DECODE_WINDOW_S * SAMPLE_RATE) * 2
     out, before = [], b""
     for cut in cuts:
-        room = max(0, window - len(cut))
-        noisy = max_snr_db >= 100 or snr_db(cut) < max_snr_db
-        out.append(before[max(0, len(before) - room):] if room and noisy else b"")
+        out.append(final_context(before, cut, max_snr_db, window))
         before = (before + cut)[-keep:] if keep else b""
     return out
 

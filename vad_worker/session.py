@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -42,6 +41,18 @@ _SAMPLE_WIDTH = 2
 MAX_GAP_BYTES = 60 * 32000  # longest hole in a session's audio filled with silence (60 s)
 # Per-session overrides a client may ask for (header Asr-Options), with their accepted bounds.
 OVERRIDE_BOUNDS = {"endpointing_ms": (ENDPOINTING_MS_MIN, ENDPOINTING_MS_MAX)}
+EVERY_FINAL_SNR_DB = 100.0
+"""A context SNR bound at or above this gives every final context (no PCM reaches 100 dB)."""
+
+
+def final_context(before: bytes, audio: bytes, max_snr_db: float, window_bytes: int) -> bytes:
+    """The acoustic context a final of ``audio`` gets from ``before`` (the earlier finals' audio):
+    its tail that fits one decoding window with the final, if the final is noisy enough (estimated
+    SNR below ``max_snr_db``); b"" for clean audio or a final that fills the window."""
+    room = max(0, window_bytes - len(audio))
+    if not room or (max_snr_db < EVERY_FINAL_SNR_DB and snr_db(audio) >= max_snr_db):
+        return b""
+    return before[max(0, len(before) - room):]
 
 
 def segmenter_options(settings: Settings) -> SegmenterOptions:
@@ -109,7 +120,7 @@ class Chunk:
 class SessionVad:
     def __init__(self, session_id: str, options: SegmenterOptions, aggressiveness: int,
                  checkpoint: VadCheckpoint | None = None, *, replayable: bool = True,
-                 context_seconds: float = 0.0, context_max_snr_db: float = math.inf) -> None:
+                 context_seconds: float = 0.0, context_max_snr_db: float = EVERY_FINAL_SNR_DB) -> None:
         """From ``checkpoint`` (None: a new session). ``replayable``: the caller will ``replay``
         the audio from the checkpoint's resume position; if not, the state starts after the last
         processed sample (an open utterance's audio is then lost, the numbering still continues).
@@ -211,10 +222,8 @@ class SessionVad:
         out: list[Event] = []
         for event in events:
             if isinstance(event, FinalReady):
-                room = max(0, self._window_bytes - len(event.audio))
-                if room and self._context_max_snr_db < math.inf and snr_db(event.audio) >= self._context_max_snr_db:
-                    room = 0  # clean audio: decoded alone, as fast as it can be
-                context = self._previous_final[max(0, len(self._previous_final) - room):] if room else b""
+                context = final_context(self._previous_final, event.audio, self._context_max_snr_db,
+                                        self._window_bytes)
                 out.append(replace(event, context=context))
                 self._previous_final = (self._previous_final + event.audio)[-self._context_bytes:]
             else:
