@@ -403,16 +403,19 @@ class Connection:
         self._note_stored_audio()
         self.cursor = stored_results.FinalsCursor(self.ctx.js, self.session_id)
         stored = await self.cursor.read_new()
+        self.delivery = Delivery(self.delivery_options)
+        self.delivery.resume(stored, anchor_index=record.final_index_released, anchor_seq=record.transcripts_sent,
+                             last_seq=command.last_seq, now=time.monotonic())
+        # The stored position lags the dead connection by up to one watch tick; the finals stream
+        # does not, so the count comes from delivery as positioned on it.
+        completed = self.delivery.seq
         self._out.send({
             "type": "session_recovered",
             "previous_session_id": self.session_id,
             "previous_metrics": {"audio_bytes_received": self.record.audio_bytes_received,
-                                 "transcripts_sent": record.transcripts_sent},
-            "message": f"Previous session recovered. {record.transcripts_sent} transcripts completed.",
+                                 "transcripts_sent": completed},
+            "message": f"Previous session recovered. {completed} transcripts completed.",
         }, droppable=False)
-        self.delivery = Delivery(self.delivery_options)
-        self.delivery.resume(stored, anchor_index=record.final_index_released, anchor_seq=record.transcripts_sent,
-                             last_seq=command.last_seq, now=time.monotonic())
         held, self._held = self._held, None
         for result in held:
             self._deliver(result, live=True)
