@@ -23,7 +23,8 @@ from pathlib import Path
 
 from common.settings import Settings
 from tests.conftest import pcm_of
-from vad_worker.session import Chunk, SessionVad, segmenter_options
+from vad_worker.seq_order import Chunk
+from vad_worker.session import SessionVad, segmenter_options
 
 BYTES_PER_S = 32000
 CHUNK = 3200

@@ -63,6 +63,10 @@ class VadCheckpoint(msgspec.Struct, frozen=True, tag="vad_checkpoint", forbid_un
     """An utterance was open (its audio is re-read from the stream on takeover)."""
     ended: bool = False
     """The session's ``end`` was processed: later (redelivered) audio is ignored."""
+    read_from_stream_seq: int = 0
+    """Messages past ``last_seq`` were held back behind a hole (stored out of seq order after a bus
+    outage): the lowest AUDIO stream sequence a new owner must read from to find them all; 0: the
+    session was in order (read on after ``last_stream_seq``)."""
     options: dict[str, int] = msgspec.field(default_factory=dict)
     """Per-session segmenter overrides (``Asr-Options`` header), e.g. ``{"endpointing_ms": 800}``."""
 

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import webrtcvad
 
@@ -34,6 +34,7 @@ from vad_worker.segmenter import (
     SegmenterStart,
     UtteranceEnded,
 )
+from vad_worker.seq_order import Chunk, SeqOrder
 
 log = logging.getLogger(__name__)
 
@@ -108,19 +109,11 @@ def parse_overrides(header: str | None, session_id: str = "") -> dict[str, int]:
     return out
 
 
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    seq: int
-    kind: str  # audio | finalize | drain | end
-    pcm: bytes
-    stream_seq: int = 0  # sequence in the AUDIO stream
-    offset: int = -1  # Asr-Offset: bytes of session audio before this chunk; -1: not given
-
-
 class SessionVad:
     def __init__(self, session_id: str, options: SegmenterOptions, aggressiveness: int,
                  checkpoint: VadCheckpoint | None = None, *, replayable: bool = True,
-                 context_seconds: float = 0.0, context_max_snr_db: float = EVERY_FINAL_SNR_DB) -> None:
+                 context_seconds: float = 0.0, context_max_snr_db: float = EVERY_FINAL_SNR_DB,
+                 reorder_wait_s: float = 40.0) -> None:
         """From ``checkpoint`` (None: a new session). ``replayable``: the caller will ``replay``
         the audio from the checkpoint's resume position; if not, the state starts after the last
         processed sample (an open utterance's audio is then lost, the numbering still continues).
@@ -128,7 +121,9 @@ class SessionVad:
         the finals before it joined in order (``FinalReady.context``), for the recogniser to hear
         what led up to it (not checkpointed: the first final after a rebuild has none), if its
         estimated signal-to-noise ratio (``common.audio.snr_db``) is below ``context_max_snr_db``:
-        context pays where a lone utterance decodes worst, in noise."""
+        context pays where a lone utterance decodes worst, in noise. ``reorder_wait_s``: how long
+        a message missing from the stream is waited for (``order``) before its hole counts as
+        silence."""
         cp = checkpoint or VadCheckpoint()
         self.session_id = session_id
         self.overrides = dict(cp.options)
@@ -147,7 +142,9 @@ class SessionVad:
         self.ended = cp.ended
         self.drained = False  # a drain request was processed in the last batch
         self.missing_bytes = 0  # audio missing from the stream, replaced by silence
-        self.gap_since: float | None = None  # monotonic time a hole in the seqs was first seen
+        # Which messages may be processed next (the worker reads the stream for it).
+        self.order = SeqOrder(cp.last_seq, cp.last_stream_seq, read_from=cp.read_from_stream_seq,
+                              wait_s=reorder_wait_s)
         self.flush_due = False  # the session was not ended before this batch (the worker's bookkeeping)
         self.overflow_reported = 0  # overflow bytes already counted in metrics
         self.frames = 0
@@ -246,10 +243,13 @@ class SessionVad:
         position = seg.resume_position * _SAMPLE_WIDTH
         while self._held and self._held[0][1] + self._held[0][2] <= position:
             self._held.popleft()  # entirely before the resume position: never re-read
-        resume_stream_seq = self._held[0][0] if self._held and not self.ended else 0
+        # The stream may hold these messages out of seq order (after a bus outage): re-reading
+        # starts at the lowest position among them.
+        resume_stream_seq = min(h[0] for h in self._held) if self._held and not self.ended else 0
         return VadCheckpoint(
             finals=seg.finals_emitted, utterances=seg.utterances, last_seq=self.last_seq,
             last_stream_seq=self.last_stream_seq, samples=seg.samples_seen,
             resume_position=seg.resume_position, resume_stream_seq=resume_stream_seq,
             in_speech=seg.in_speech, ended=self.ended, options=self.overrides,
+            read_from_stream_seq=0 if self.ended else self.order.floor,
         )

@@ -41,7 +41,8 @@ from vad_worker import shards as shard_leases
 from vad_worker.segmenter import Event, FinalReady, PartialReady, SegmenterOptions
 from vad_worker.segmenter import SpeechStarted as VadSpeechStarted
 from vad_worker.segmenter import UtteranceEnded as VadUtteranceEnded
-from vad_worker.session import Chunk, SessionVad, parse_overrides, segmenter_options
+from vad_worker.seq_order import Chunk
+from vad_worker.session import SessionVad, parse_overrides, segmenter_options
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +279,7 @@ class VadWorker:
 
     async def _catch_up(self, shard: int, mine: set[str]) -> None:
         """Sessions waiting for a missing message (a hole in their seqs) look at the stream again."""
-        waiting: dict[str, list[Chunk]] = {sid: [] for sid in mine if self.sessions[sid].gap_since is not None}
+        waiting: dict[str, list[Chunk]] = {sid: [] for sid in mine if self.sessions[sid].order.waiting}
         if waiting:
             await self._process_groups(shard, waiting, {}, mine)
 
@@ -346,19 +347,24 @@ class VadWorker:
             return SessionVad(session_id, self.options, self.settings.vad_aggressiveness,
                               continuity.VadCheckpoint(options=overrides), replayable=False,
                               context_seconds=self.settings.acoustic_context_seconds,
-                              context_max_snr_db=self.settings.acoustic_context_max_snr_db), []
+                              context_max_snr_db=self.settings.acoustic_context_max_snr_db,
+                              reorder_wait_s=self.settings.vad_reorder_wait_seconds), []
         assert entry.value is not None and entry.revision is not None
         cp = continuity.decode(entry.value)
         replay: list[Chunk] = []
         if cp.resume_stream_seq and not cp.ended:
-            replay = await self._read(shard, session_id, cp.resume_stream_seq, lambda c: c.seq > cp.last_seq)
-        replayable = bool(replay) and replay[0].stream_seq == cp.resume_stream_seq
+            # Up to the highest position processed: the stream may hold them out of seq order.
+            read = await self._read(shard, session_id, cp.resume_stream_seq,
+                                    lambda c: c.stream_seq > max(cp.last_stream_seq, cp.resume_stream_seq))
+            replay = sorted({c.seq: c for c in read if c.seq <= cp.last_seq}.values(), key=lambda c: c.seq)
+        replayable = any(c.stream_seq == cp.resume_stream_seq for c in replay)
         if cp.resume_stream_seq and not cp.ended and not replayable:
             log.warning("session %s: the open utterance's audio is no longer in the stream; carrying on "
                         "after it", session_id, extra={"session_id": session_id})
         state = SessionVad(session_id, self.options, self.settings.vad_aggressiveness, cp, replayable=replayable,
                            context_seconds=self.settings.acoustic_context_seconds,
-                           context_max_snr_db=self.settings.acoustic_context_max_snr_db)
+                           context_max_snr_db=self.settings.acoustic_context_max_snr_db,
+                           reorder_wait_s=self.settings.vad_reorder_wait_seconds)
         state.revision = entry.revision
         log.info("session %s carried on from its checkpoint: final %d, utterance %d, seq %d, %.2f s%s",
                  session_id, cp.finals, cp.utterances, cp.last_seq, cp.samples / 16000,
@@ -366,39 +372,30 @@ class VadWorker:
         return state, replay if replayable else []
 
     async def _in_order(self, shard: int, state: SessionVad, chunks: list[Chunk]) -> list[Chunk]:
-        """The batch's new messages of the session, in seq order and without gaps: when the consumer
-        skipped some (a crashed owner's batch is redelivered only after the ack wait), they are read
-        from the stream, which is the record of what the edge sent. A message still missing from the
-        stream (after a bus outage the edge publishes it again, so it can be stored after newer
-        ones) is waited for up to ``vad_reorder_wait_seconds``: what follows it waits too; after
-        that the hole counts as silence."""
-        new = sorted((c for c in chunks if c.seq > state.last_seq), key=lambda c: c.seq)
-        if state.ended or (not new and state.gap_since is None):
-            return new
-        expected = list(range(state.last_seq + 1, state.last_seq + 1 + len(new)))
-        if new and [c.seq for c in new] == expected and state.gap_since is None:
-            return new
-        last = max([c.seq for c in new], default=0)
-        read = await self._read(shard, state.session_id, state.last_stream_seq + 1,
-                                lambda c: last > 0 and c.seq > last)
-        read = sorted({c.seq: c for c in read if c.seq > state.last_seq}.values(), key=lambda c: c.seq)
-        contiguous = 0
-        while contiguous < len(read) and read[contiguous].seq == state.last_seq + 1 + contiguous:
-            contiguous += 1
-        if contiguous == len(read):
-            state.gap_since = None
-            return read
-        now = time.monotonic()
-        if state.gap_since is None:
-            state.gap_since = now
+        """The batch's new messages of the session, in seq order and without gaps
+        (vad_worker.seq_order). When they do not continue the session (the consumer skipped some:
+        a crashed owner's batch is redelivered only after the ack wait; or the edge published some
+        again after a bus outage, so they were stored after newer ones), the stream, which is the
+        record of what the edge sent, is read on to its end; a message still missing is waited
+        for up to ``vad_reorder_wait_seconds``, what follows it waits too, and after that the hole
+        counts as silence."""
+        order = state.order
+        if state.ended:
+            return []
+        direct = order.in_order(chunks)
+        if direct is not None:
+            return direct
+        order.add(chunks)
+        read = await self._read(shard, state.session_id, order.read_from(), lambda c: False)
+        order.add(read, read_to=max((c.stream_seq for c in read), default=0))
+        taken = order.take(time.monotonic())
+        if taken.waiting_for:
             log.info("session %s: message %d not in the stream yet; waiting for it", state.session_id,
-                     state.last_seq + 1 + contiguous, extra={"session_id": state.session_id})
-        if now - state.gap_since < self.settings.vad_reorder_wait_seconds:
-            return read[:contiguous]
-        state.gap_since = None
-        log.warning("session %s: message %d never reached the stream; going on without it", state.session_id,
-                    state.last_seq + 1 + contiguous, extra={"session_id": state.session_id})
-        return read
+                     taken.waiting_for, extra={"session_id": state.session_id})
+        for seq in taken.skipped:
+            log.warning("session %s: message %d never reached the stream; going on without it", state.session_id,
+                        seq, extra={"session_id": state.session_id})
+        return taken.ready
 
     async def _read(self, shard: int, session_id: str, from_stream_seq: int,
                     past: Callable[[Chunk], bool]) -> list[Chunk]:

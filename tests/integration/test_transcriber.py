@@ -71,7 +71,8 @@ def _utterances() -> list[bytes]:
     """The three utterances of three_utterances.wav as the VAD worker cuts them."""
     from common.settings import Settings
     from vad_worker.segmenter import FinalReady
-    from vad_worker.session import Chunk, SessionVad, segmenter_options
+    from vad_worker.seq_order import Chunk
+    from vad_worker.session import SessionVad, segmenter_options
 
     pcm = read_pcm("three_utterances.wav")
     vad = SessionVad("t", segmenter_options(Settings()), 2)

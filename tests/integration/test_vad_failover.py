@@ -30,7 +30,8 @@ from common.settings import Settings, replace
 from tests.conftest import THREE_UTTERANCES, pcm_of
 from tests.helpers import Client, connect, running_stack, wer
 from vad_worker.segmenter import FinalReady
-from vad_worker.session import Chunk, SessionVad, segmenter_options
+from vad_worker.seq_order import Chunk
+from vad_worker.session import SessionVad, segmenter_options
 
 # Each scenario streams several sessions of 26 s of speech and waits for a takeover; the first also
 # starts the stack (two model loads): more than the suite's default 120 s per test on a busy box.

@@ -14,7 +14,8 @@ from common.audio import snr_db
 from common.settings import Settings
 from tests.conftest import pcm_of
 from vad_worker.segmenter import FinalReady, Segmenter, SegmenterStart
-from vad_worker.session import Chunk, SessionVad, parse_overrides, segmenter_options
+from vad_worker.seq_order import Chunk
+from vad_worker.session import SessionVad, parse_overrides, segmenter_options
 
 OPTIONS = segmenter_options(Settings())
 CHUNK = 3200  # 100 ms, what clients send
