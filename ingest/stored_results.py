@@ -11,9 +11,9 @@ import logging
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
 
-from common import subjects
+from common import continuity, subjects
 from common.messages import Final, SessionFlushed, Transcript, TranscriptionFailed, encode, result_decoder
 
 log = logging.getLogger(__name__)
@@ -54,14 +54,39 @@ async def last_final_index(js: JetStreamContext, session_id: str) -> int:
 
 
 async def audio_position(js: JetStreamContext, session_id: str, shards: int) -> tuple[int, int]:
-    """(last message seq, audio bytes at 16 kHz) of what the AUDIO stream holds for the session:
-    where a resumed session's audio carries on."""
+    """(seq, audio bytes at 16 kHz) up to which the AUDIO stream holds the session's messages
+    without a hole: where a resumed session's audio carries on.
+
+    Not simply the last message stored: after a bus outage the edge publishes what was not
+    acknowledged again, so the stream can hold 51..110 before 47..50, or 51..110 without 47..50
+    if the connection was lost first. Carrying on after 110 would then tell the client that the
+    service holds 47..50. The messages are read from where the VAD's checkpoint stands (what it
+    processed in order; from the start without one) and the run without a hole is followed."""
+    subject = subjects.audio(session_id, shards)
+    seq, offset, position = 0, 0, 1
     try:
-        last = await js.get_last_msg(subjects.AUDIO_STREAM, subjects.audio(session_id, shards))
-    except NotFoundError:
-        return 0, 0
-    headers = last.headers or {}
-    return int(headers.get(subjects.H_SEQ, 0)), int(headers.get(subjects.H_OFFSET, 0)) + len(last.data or b"")
+        kv = await js.key_value(continuity.BUCKET)
+        cp = continuity.decode((await kv.get(session_id)).value or b"")
+        seq, offset = cp.last_seq, cp.samples * 2
+        position = cp.read_from_stream_seq or cp.last_stream_seq + 1
+    except (NotFoundError, BucketNotFoundError, msgspec.DecodeError):
+        pass
+    ends: dict[int, int] = {}
+    while True:
+        try:
+            stored = await js.get_msg(subjects.AUDIO_STREAM, seq=position, next=True, subject=subject)
+        except NotFoundError:
+            break
+        position = (stored.seq or position) + 1
+        headers = stored.headers or {}
+        try:
+            ends.setdefault(int(headers[subjects.H_SEQ]), int(headers[subjects.H_OFFSET]) + len(stored.data or b""))
+        except (KeyError, ValueError):
+            continue
+    while seq + 1 in ends:
+        seq += 1
+        offset = max(offset, ends[seq])
+    return seq, offset
 
 
 async def flushed(js: JetStreamContext, session_id: str) -> SessionFlushed | None:

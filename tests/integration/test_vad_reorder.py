@@ -18,6 +18,7 @@ from common import bus, continuity, subjects
 from common.messages import AsrJob, job_decoder
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
+from ingest.stored_results import audio_position
 from tests.conftest import pcm_of
 from vad_worker.segmenter import FinalReady
 from vad_worker.seq_order import Chunk
@@ -120,3 +121,28 @@ async def test_messages_stored_out_of_order_give_the_in_order_finals(nats_server
     assert [j.final_index for j in jobs] == [1, 2, 3]
     for job, audio in zip(jobs, expected, strict=True):
         assert job.audio == audio, (job.final_index, len(job.audio), len(audio))
+
+
+async def test_a_resume_carries_on_after_the_messages_stored_without_a_hole(nats_server: NatsServer) -> None:
+    """Where a resumed session's audio carries on (ingest.stored_results.audio_position): after
+    the run of messages the stream holds without a hole, not after the last one stored, so the
+    client is never told that the service holds audio it lost in an outage."""
+    settings = settings_for(nats_server)
+    nc, js = await bus.connect_jetstream(settings, "test-edge")
+    edge = Edge(js, "resumepos")
+    try:
+        await edge.publish(range(1, 47))
+        await edge.publish(STORED_EARLY)  # 47..50 lost with the connection, before any retry
+        assert await audio_position(js, edge.session_id, 1) == (46, 46 * CHUNK)
+        await edge.publish(HOLE)  # stored last
+        assert await audio_position(js, edge.session_id, 1) == (110, 110 * CHUNK)
+        # With the VAD's checkpoint the messages it processed are not read again: one it
+        # processed that the stream no longer holds does not stop the run.
+        await js.delete_msg(subjects.AUDIO_STREAM, 5)
+        assert await audio_position(js, edge.session_id, 1) == (4, 4 * CHUNK)
+        kv = await continuity.bucket(js, 3600)
+        await kv.put(edge.session_id, continuity.encode(continuity.VadCheckpoint(
+            last_seq=20, last_stream_seq=20, samples=20 * CHUNK // 2)))
+        assert await audio_position(js, edge.session_id, 1) == (110, 110 * CHUNK)
+    finally:
+        await nc.close()
