@@ -113,7 +113,7 @@ class SessionVad:
     def __init__(self, session_id: str, options: SegmenterOptions, aggressiveness: int,
                  checkpoint: VadCheckpoint | None = None, *, replayable: bool = True,
                  context_seconds: float = 0.0, context_max_snr_db: float = EVERY_FINAL_SNR_DB,
-                 reorder_wait_s: float = 40.0) -> None:
+                 reorder_wait_s: float = Settings().vad_reorder_wait_seconds) -> None:
         """From ``checkpoint`` (None: a new session). ``replayable``: the caller will ``replay``
         the audio from the checkpoint's resume position; if not, the state starts after the last
         processed sample (an open utterance's audio is then lost, the numbering still continues).

@@ -12,6 +12,7 @@ import asyncio
 import time
 
 import pytest
+from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from common import bus, continuity, subjects
@@ -45,7 +46,7 @@ def reference_finals(settings: Settings) -> list[bytes]:
 class Edge:
     """Publishes the session's messages the way ingest.audio_publisher does, in any order."""
 
-    def __init__(self, js: object, session_id: str) -> None:
+    def __init__(self, js: JetStreamContext, session_id: str) -> None:
         self.js = js
         self.session_id = session_id
         self.chunks = [SPEECH[i : i + CHUNK] for i in range(0, len(SPEECH), CHUNK)]
@@ -57,11 +58,13 @@ class Edge:
             headers = {subjects.H_MSG_ID: f"{self.session_id}.{seq}", subjects.H_KIND: kind,
                        subjects.H_SEQ: str(seq), subjects.H_OFFSET: str((seq - 1) * CHUNK),
                        subjects.H_SENT_AT: f"{time.time():.6f}"}
-            await self.js.publish(subjects.audio(self.session_id, 1), payload, headers=headers)  # type: ignore[attr-defined]
+            await self.js.publish(subjects.audio(self.session_id, 1), payload, headers=headers)
 
 
-async def processed_up_to(js: object, session_id: str, seq: int, timeout: float = 30.0) -> continuity.VadCheckpoint:
-    kv = await continuity.bucket(js, 3600)  # type: ignore[arg-type]
+async def processed_up_to(
+    js: JetStreamContext, session_id: str, seq: int, timeout: float = 30.0
+) -> continuity.VadCheckpoint:
+    kv = await continuity.bucket(js, 3600)
     async with asyncio.timeout(timeout):
         while True:
             try:
@@ -73,8 +76,8 @@ async def processed_up_to(js: object, session_id: str, seq: int, timeout: float 
             await asyncio.sleep(0.1)
 
 
-async def final_jobs(js: object, count: int, timeout: float = 30.0) -> list[AsrJob]:
-    sub = await js.pull_subscribe_bind(durable=subjects.FINAL_CONSUMER, stream=subjects.JOBS_FINAL_STREAM)  # type: ignore[attr-defined]
+async def final_jobs(js: JetStreamContext, count: int, timeout: float = 30.0) -> list[AsrJob]:
+    sub = await js.pull_subscribe_bind(durable=subjects.FINAL_CONSUMER, stream=subjects.JOBS_FINAL_STREAM)
     jobs: list[AsrJob] = []
     async with asyncio.timeout(timeout):
         while len(jobs) < count:
