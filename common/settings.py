@@ -11,6 +11,7 @@ says what is wrong and what to use instead; ``__main__`` modules print it and ex
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import socket
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 ENV_PREFIX = "ASR"
+EVENT_LOOPS = ("uvloop", "asyncio")
 
 
 class SettingsError(ValueError):
@@ -227,6 +229,10 @@ class Settings:
     log_format: str = "text"
     """text or json."""
 
+    # --- process ----------------------------------------------------------------------------
+    event_loop: str = "uvloop"
+    """Event loop of the edge and the workers: uvloop (libuv; less CPU per message) or asyncio."""
+
     @property
     def effective_worker_id(self) -> str:
         return self.worker_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -406,6 +412,10 @@ def _validate(s: Settings) -> list[str]:
         add(f"log_level={s.log_level!r} is unknown; use DEBUG, INFO, WARNING or ERROR.")
     if s.log_format not in ("text", "json"):
         add(f"log_format={s.log_format!r} is unknown; use text or json.")
+    if s.event_loop not in EVENT_LOOPS:
+        add(f"event_loop={s.event_loop!r} is unknown; use uvloop or asyncio.")
+    elif s.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        add("event_loop='uvloop' but uvloop is not installed; pip install uvloop, or set event_loop = asyncio.")
     for name in ("nats_url",):
         url = getattr(s, name)
         if not url or not all(part.strip().startswith(("nats://", "tls://", "ws://", "wss://"))

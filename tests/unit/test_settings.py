@@ -138,6 +138,7 @@ def test_endpointing_too_long_explains_the_wait() -> None:
         ("worker_id", "x" * 65, ["at most 64"]),
         ("log_level", "VERBOSE", ["log_level='VERBOSE'", "DEBUG, INFO, WARNING or ERROR"]),
         ("log_format", "xml", ["log_format='xml'", "text or json"]),
+        ("event_loop", "tokio", ["event_loop='tokio'", "uvloop or asyncio"]),
         ("model", "", ["model is empty", "tiny.en"]),
         ("partial_interval_ms", 50, ["partial_interval_ms=50", "at least 200"]),
         ("max_utterance_seconds", 45.0, ["max_utterance_seconds=45.0 is outside 1..30"]),
