@@ -19,6 +19,8 @@ session is connected and streaming:
   ``edge publish`` is the edge's Asr-Sent-At header minus the same send time (receive to publish).
 - CPU per message: the edge process's CPU (from /proc) over the window / messages stored.
 - memory per session: (edge RSS in the window - RSS before the sessions connected) / N.
+- garbage collection: the edge's ``asr_gc_pause_seconds`` (from its /metrics) over the window:
+  how many collections, their total time and the bucket bound of the longest one.
 - event-loop lag: round trips of GET /healthz to the edge every 100 ms in the window (the loop's
   lag plus a tiny HTTP request, so an upper bound of the lag).
 - offered vs stored messages per second, and the generator's own lateness (if it falls behind, the
@@ -207,6 +209,34 @@ async def read_back(js: Any, first: int, last: int, t_from: float, t_to: float) 
     return {"samples": len(stored), "stored": pcts(stored), "edge_publish": pcts(publish)}
 
 
+async def gc_buckets(port: int) -> dict[float, float]:
+    """The edge's ``asr_gc_pause_seconds`` buckets summed over generations (bound -> count), and
+    the sum of all pauses under the key -1."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as r:
+        text = await r.text()
+    out: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "asr_gc_pause_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                bound = float(sample.labels["le"])
+                out[bound] = out.get(bound, 0.0) + sample.value
+            elif sample.name.endswith("_sum"):
+                out[-1.0] = out.get(-1.0, 0.0) + sample.value
+    return out
+
+
+def gc_window(before: dict[float, float], after: dict[float, float]) -> dict[str, float]:
+    """Collections in the window, their total ms and the bound (ms) the longest stayed under."""
+    diff = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    count = diff.get(float("inf"), 0.0)
+    longest = min((k for k, v in diff.items() if k >= 0 and v >= count), default=float("nan"))
+    return {"count": count, "total_ms": diff.get(-1.0, 0.0) * 1000, "longest_under_ms": longest * 1000}
+
+
 # --- a level --------------------------------------------------------------------------------------
 
 def pin(pid: int, cpus: set[int]) -> None:
@@ -236,6 +266,8 @@ async def level(n: int, args: argparse.Namespace, stack: Stack, nats_url: str, o
     rss_peak = 0
     cpu0 = cpu1 = nats0 = nats1 = 0.0
     seq0 = seq1 = 0
+    gc0: dict[float, float] = {}
+    gc1: dict[float, float] = {}
     nats_pid = stack.nats.proc.pid if stack.nats.proc else 0
     async with asyncio.timeout(args.warmup + args.seconds + n / args.ramp + 180):
         while line := await gen.stdout.readline():
@@ -245,6 +277,7 @@ async def level(n: int, args: argparse.Namespace, stack: Stack, nats_url: str, o
                 await asyncio.sleep(max(0.0, ev["at"] - time.time()))
                 seq0 = await stream_last_seq(js) + 1
                 cpu0, nats0 = procstat.cpu_seconds(edge), procstat.cpu_seconds(nats_pid)
+                gc0 = await gc_buckets(stack.port)
                 probe = asyncio.create_task(probe_lag(stack.port, stop_probe, lags))
 
                 async def watch_rss() -> None:
@@ -256,6 +289,7 @@ async def level(n: int, args: argparse.Namespace, stack: Stack, nats_url: str, o
                 rss_task = asyncio.create_task(watch_rss())
             elif ev["event"] == "done":
                 cpu1, nats1 = procstat.cpu_seconds(edge), procstat.cpu_seconds(nats_pid)
+                gc1 = await gc_buckets(stack.port)
                 stop_probe.set()
                 await asyncio.sleep(1.0)  # the last chunks reach the stream
                 seq1 = await stream_last_seq(js)
@@ -280,7 +314,7 @@ async def level(n: int, args: argparse.Namespace, stack: Stack, nats_url: str, o
         "rss_before_mb": rss_before / 2**20, "rss_peak_mb": rss_peak / 2**20,
         "rss_per_session_kb": (rss_peak - rss_before) / max(n, 1) / 1024,
         "loop_lag_p50_ms": float(np.percentile(lag, 50)), "loop_lag_p99_ms": float(np.percentile(lag, 99)),
-        "generator": gen_result,
+        "generator": gen_result, "gc": gc_window(gc0, gc1),
     }
     p99 = back.get("stored", {}).get("p99_ms", float("inf"))
     res["passed"] = bool(res["connected"] == n and gen_result.get("connect_error_count", 1) == 0
@@ -298,6 +332,7 @@ def row(r: dict[str, Any]) -> str:
             f"| {r['edge_cpu_pct']:.0f} % | {r['edge_cpu_us_per_msg']:.0f} | {r['nats_cpu_pct']:.0f} % "
             f"| {r['rss_before_mb']:.0f} -> {r['rss_peak_mb']:.0f} ({r['rss_per_session_kb']:.0f}) "
             f"| {r['loop_lag_p50_ms']:.1f} / {r['loop_lag_p99_ms']:.1f} "
+            f"| {r['gc']['count']:.0f} / {r['gc']['total_ms']:.0f} / {r['gc']['longest_under_ms']:g} "
             f"| {g.get('tick_late_p99_ms', float('nan')):.0f} "
             f"| {g.get('connect_error_count', '?')} / {g.get('closed_early_count', '?')} "
             f"| {r['latency'].get('samples', 0)} | {'yes' if r['passed'] else 'no'} |")
@@ -305,8 +340,9 @@ def row(r: dict[str, Any]) -> str:
 
 HEADER = ("| sessions | connected | msg/s offered / stored | chunk->ack p50 / p99 / max (ms) | edge publish p99 (ms) "
           "| edge CPU | edge CPU µs per msg | nats-server CPU | edge RSS MB before -> peak (KB per session) "
-          "| /healthz round trip p50 / p99 (ms) | generator late p99 (ms) | connect errors / closed early "
-          "| samples | within bound |\n| " + " | ".join(["---"] * 14) + " |")
+          "| /healthz round trip p50 / p99 (ms) | edge GC: collections / total ms / longest under ms "
+          "| generator late p99 (ms) | connect errors / closed early "
+          "| samples | within bound |\n| " + " | ".join(["---"] * 15) + " |")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -9,6 +9,11 @@ from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0)
 E2E_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5)
+
+# --- every role ---------------------------------------------------------------------------
+GC_PAUSE = Histogram("asr_gc_pause_seconds", "Python garbage collections: how long each stopped the process",
+                     ["generation"], buckets=PAUSE_BUCKETS)
 
 # --- edge ---------------------------------------------------------------------------------
 SESSIONS_TOTAL = Counter("asr_sessions_total", "Sessions admitted by this edge")

@@ -8,7 +8,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 
-from common import logs
+from common import gc_pauses, logs
 from common.settings import Settings, SettingsError, load
 
 
@@ -34,6 +34,7 @@ def run_worker(role: str, serve: Callable[[Settings, asyncio.Event], Awaitable[N
     async def main() -> None:
         logs.setup(settings, role)
         logs.log_config(settings, role)
+        gc_pauses.install(settings.gc_threshold)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         logging.getLogger(role).info("event loop: %s.%s", type(loop).__module__, type(loop).__name__)

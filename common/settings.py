@@ -232,6 +232,9 @@ class Settings:
     # --- process ----------------------------------------------------------------------------
     event_loop: str = "uvloop"
     """Event loop of the edge and the workers: uvloop (libuv; less CPU per message) or asyncio."""
+    gc_threshold: int = 50000
+    """Allocations between Python's young garbage collections (Python: 700); start-up objects are
+    frozen out of collections; 0 keeps Python's defaults. See common/gc_pauses.py."""
 
     @property
     def effective_worker_id(self) -> str:
@@ -412,6 +415,7 @@ def _validate(s: Settings) -> list[str]:
         add(f"log_level={s.log_level!r} is unknown; use DEBUG, INFO, WARNING or ERROR.")
     if s.log_format not in ("text", "json"):
         add(f"log_format={s.log_format!r} is unknown; use text or json.")
+    add(_range("gc_threshold", s.gc_threshold, 0, 10_000_000, "use 0 (Python's defaults) or 1000-1000000."))
     if s.event_loop not in EVENT_LOOPS:
         add(f"event_loop={s.event_loop!r} is unknown; use uvloop or asyncio.")
     elif s.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
