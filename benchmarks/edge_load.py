@@ -234,6 +234,8 @@ def gc_window(before: dict[float, float], after: dict[float, float]) -> dict[str
     diff = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     count = diff.get(float("inf"), 0.0)
     longest = min((k for k, v in diff.items() if k >= 0 and v >= count), default=float("nan"))
+    if not count:
+        longest = float("nan")
     return {"count": count, "total_ms": diff.get(-1.0, 0.0) * 1000, "longest_under_ms": longest * 1000}
 
 
@@ -326,13 +328,14 @@ async def level(n: int, args: argparse.Namespace, stack: Stack, nats_url: str, o
 def row(r: dict[str, Any]) -> str:
     lat, pub = r["latency"].get("stored", {}), r["latency"].get("edge_publish", {})
     g = r["generator"]
+    longest = "-" if r["gc"]["count"] == 0 else f"{r['gc']['longest_under_ms']:g}"
     return (f"| {r['sessions']} | {r['connected']} | {r['offered_msg_s']:.0f} / {r['stored_msg_s']:.0f} "
             f"| {lat.get('p50_ms', float('nan')):.1f} / {lat.get('p99_ms', float('nan')):.1f} / "
             f"{lat.get('max_ms', float('nan')):.0f} | {pub.get('p99_ms', float('nan')):.1f} "
             f"| {r['edge_cpu_pct']:.0f} % | {r['edge_cpu_us_per_msg']:.0f} | {r['nats_cpu_pct']:.0f} % "
             f"| {r['rss_before_mb']:.0f} -> {r['rss_peak_mb']:.0f} ({r['rss_per_session_kb']:.0f}) "
             f"| {r['loop_lag_p50_ms']:.1f} / {r['loop_lag_p99_ms']:.1f} "
-            f"| {r['gc']['count']:.0f} / {r['gc']['total_ms']:.0f} / {r['gc']['longest_under_ms']:g} "
+            f"| {r['gc']['count']:.0f} / {r['gc']['total_ms']:.0f} / {longest} "
             f"| {g.get('tick_late_p99_ms', float('nan')):.0f} "
             f"| {g.get('connect_error_count', '?')} / {g.get('closed_early_count', '?')} "
             f"| {r['latency'].get('samples', 0)} | {'yes' if r['passed'] else 'no'} |")
