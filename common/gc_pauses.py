@@ -3,10 +3,11 @@
 A full collection walks every object the process holds. Measured on the edge with 400 streaming
 sessions (Python 3.11, default thresholds 700/10/10): 184 young collections (372 ms) and one full
 collection that stopped the event loop for 86 ms within 20 s, above the edge's 50 ms p99
-chunk->ack budget on its own. So every role, once started:
+chunk->ack budget on its own. So every role, as it starts (``common.role.run_worker``: after the
+imports and the settings, before it connects or loads a model):
 
-* freezes what start-up allocated (modules, classes, the app; ``gc.freeze``): collections no longer
-  walk it;
+* freezes what is allocated by then (modules, classes, functions; ``gc.freeze``): collections no
+  longer walk it;
 * collects the young generation every ``threshold`` allocations instead of 700, and the older ones
   every ``OLDER_EVERY`` collections of the one below;
 * times every collection into ``asr_gc_pause_seconds{generation}``.
