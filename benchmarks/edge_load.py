@@ -233,9 +233,8 @@ def gc_window(before: dict[float, float], after: dict[float, float]) -> dict[str
     """Collections in the window, their total ms and the bound (ms) the longest stayed under."""
     diff = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
     count = diff.get(float("inf"), 0.0)
-    longest = min((k for k, v in diff.items() if k >= 0 and v >= count), default=float("nan"))
-    if not count:
-        longest = float("nan")
+    # With any collection, the +Inf bucket holds them all, so min() always has a bound.
+    longest = min(k for k, v in diff.items() if k >= 0 and v >= count) if count else float("nan")
     return {"count": count, "total_ms": diff.get(-1.0, 0.0) * 1000, "longest_under_ms": longest * 1000}
 
 

@@ -13,8 +13,8 @@ sentence only:
 
 Reads a JSON written by ``benchmarks.accuracy`` (clips, corpus audio, where each final starts and
 ends), and uses the clips the pipeline cut into as many finals as the reference has sentences, so
-that a final is a sentence. Tells how much of the gap to direct faster-whisper on a kind of clip lies in first finals
-(future audio) and how much in later ones (past audio). Not a test.
+that a final is a sentence. Tells how much of the gap to direct faster-whisper on a kind of clip
+lies in first finals (future audio) and how much in later ones (past audio). Not a test.
 """
 
 from __future__ import annotations
