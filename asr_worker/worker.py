@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
@@ -21,6 +22,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
+from asr_worker import speculation
 from asr_worker.transcriber import Recognition, Transcriber, TranscriberOptions
 from common import bus, health, metrics, presence, stream_usage, subjects, tasks
 from common.messages import AsrJob, Transcript, TranscriptionFailed, Word, encode, job_decoder, result_decoder
@@ -57,6 +59,7 @@ class AsrWorker:
         self.executor = ThreadPoolExecutor(settings.asr_concurrency, thread_name_prefix="asr")
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
+        self.speculations: speculation.SpeculationStore | None = None  # None: speculative_finals off
         self._jobs: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._pulling = False  # the fetch loop runs (readiness)
@@ -73,6 +76,9 @@ class AsrWorker:
         s = self.settings
         self.nc, self.js = await bus.connect_jetstream(s, f"asr-{self.worker_id}")
         kv = await presence.bucket(self.js)
+        if s.speculative_finals:
+            self.speculations = speculation.SpeculationStore(await speculation.bucket(self.js, s.stream_replicas),
+                                                             s.speculation_wait_ms / 1000)
         beat = asyncio.create_task(presence.heartbeat(kv, ROLE, self.worker_id), name="heartbeat")
         puller = asyncio.create_task(self._supervised_pull(), name="pull")
         gauges = asyncio.create_task(self._measure_pending(), name="pending")
@@ -172,7 +178,7 @@ class AsrWorker:
             log.error("dropping undecodable job on %s", msg.subject)
             await msg.term()
             return
-        kind = "final" if job.is_final else "partial"
+        kind = "final" if job.is_final else "speculative" if job.speculative else "partial"
         age = time.time() - job.created_at
         metrics.ASR_QUEUE_WAIT.labels(kind).observe(max(0.0, age))
         if not job.is_final and age * 1000 > self.settings.partial_max_age_ms:
@@ -181,17 +187,11 @@ class AsrWorker:
             await msg.ack()
             return
         keepalive = asyncio.create_task(_in_progress(msg)) if job.is_final else None
+        decoded = True
         try:
-            prompt = await self._context(job.session_id) if job.is_final else ""
-            metrics.ASR_BUSY.inc()
-            metrics.ASR_BATCH_SIZE.observe(1)
-            try:
-                rec = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, lambda: self.transcriber.transcribe(job.audio, is_final=job.is_final,
-                                                                       prompt=prompt, context=job.context_audio)
-                )
-            finally:
-                metrics.ASR_BUSY.dec()
+            like_final = job.is_final or job.speculative
+            prompt = await self._context(job.session_id) if like_final else ""
+            rec, decoded = await self._recognise(job, prompt)
             await self._publish(job, rec, prompt)
         except Exception:
             self.counts["failed"] += 1
@@ -211,19 +211,53 @@ class AsrWorker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await keepalive
         await msg.ack()
-        self.counts[kind] += 1
+        self.counts["final" if job.is_final else "partial"] += 1
         metrics.ASR_JOBS.labels(kind, "ok" if rec.text else "empty").inc()
-        metrics.ASR_INFERENCE.labels(kind).observe(rec.inference_s)
         metrics.ASR_AUDIO_SECONDS.labels(kind).inc(rec.audio_s)
-        if rec.audio_s > 0:
-            metrics.ASR_RTF.labels(kind).observe(rec.inference_s / rec.audio_s)
+        if decoded:  # a final that took its speculative decode ran no model
+            metrics.ASR_INFERENCE.labels(kind).observe(rec.inference_s)
+            if rec.audio_s > 0:
+                metrics.ASR_RTF.labels(kind).observe(rec.inference_s / rec.audio_s)
         if job.is_final:
             # Transcript text is personal data (dictation): in INFO logs only when asked for.
             text_level = logging.INFO if self.settings.log_transcripts else logging.DEBUG
-            log.info("session %s final %d %6.2fs, %d chars", job.session_id, job.final_index, rec.inference_s,
-                     len(rec.text), extra={"session_id": job.session_id})
+            log.info("session %s final %d %6.2fs%s, %d chars", job.session_id, job.final_index, rec.inference_s,
+                     "" if decoded else " (decoded ahead)", len(rec.text), extra={"session_id": job.session_id})
             log.log(text_level, "session %s final %d text: %r", job.session_id, job.final_index, rec.text,
                     extra={"session_id": job.session_id})
+
+    async def _recognise(self, job: AsrJob, prompt: str) -> tuple[Recognition, bool]:
+        """The job's recognition, and whether this call decoded it (False: a final took its
+        speculative decode). A speculative job is decoded like its final and stored for it."""
+        store = self.speculations
+        name = speculation.key(job.session_id, job.final_index)
+        dig = speculation.digest(job, prompt, repr(self.transcriber.options)) if store else ""
+        if job.is_final and store is not None:
+            try:
+                ahead, outcome = await store.take(name, dig)
+            except (TimeoutError, nats.errors.Error) as exc:  # the cache is optional: decode
+                log.debug("speculation %s unreadable: %s", name, exc)
+                ahead, outcome = None, speculation.Outcome.NONE
+            metrics.ASR_SPECULATION.labels(outcome.value).inc()
+            if ahead is not None:
+                return ahead, False
+        speculative = job.speculative and store is not None
+        if speculative:
+            assert store is not None
+            await _optional(store.started(name, dig), name)
+        metrics.ASR_BUSY.inc()
+        metrics.ASR_BATCH_SIZE.observe(1)
+        try:
+            rec = await asyncio.get_running_loop().run_in_executor(
+                self.executor, lambda: self.transcriber.transcribe(
+                    job.audio, is_final=job.is_final or speculative, prompt=prompt, context=job.context_audio)
+            )
+        finally:
+            metrics.ASR_BUSY.dec()
+        if speculative:
+            assert store is not None
+            await _optional(store.finished(name, dig, rec), name)
+        return rec, True
 
     async def _give_up(self, job: AsrJob, msg: Msg) -> None:
         """The last delivery of a final failed: store a terminal failure in its place (the client
@@ -273,6 +307,15 @@ class AsrWorker:
             return ""
         stored = result_decoder.decode(last.data)
         return stored.context if isinstance(stored, Transcript) else ""
+
+
+async def _optional(call: Awaitable[object], name: str) -> None:
+    """A write to the speculation cache: on a bus error the final is simply decoded again (if the
+    "running" entry was written but not its result, the final waits up to speculation_wait_ms)."""
+    try:
+        await call
+    except (TimeoutError, nats.errors.Error) as exc:
+        log.warning("speculation %s not stored: %s", name, exc)
 
 
 async def _fetch_one(sub: JetStreamContext.PullSubscription, timeout: float) -> Msg | None:

@@ -42,6 +42,9 @@ class AsrJob(_Msg, frozen=True, tag="asr_job"):
     speech_end_at: float = 0.0  # wall clock when the VAD worker saw the end of speech (finals)
     # Finals: the previous final's audio (its tail), heard as context; its words are not repeated.
     context_audio: bytes = b""
+    # A partial job that is the next final decoded ahead of its endpoint (asr_worker.speculation):
+    # final_index and context_audio are the final's; the worker decodes it like the final.
+    speculative: bool = False
 
 
 # --- results: asr_worker / vad_worker -> ingest ---------------------------------------------

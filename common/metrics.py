@@ -84,11 +84,19 @@ ASR_QUEUE_WAIT = Histogram(
     "asr_stage_vad_to_asr_seconds", "Job creation to the start of inference", ["kind"],
     buckets=E2E_BUCKETS,
 )
+ASR_SPECULATION = Counter(
+    "asr_speculative_finals_total",
+    "Finals by what their speculative decode gave: used, waited (used after waiting), timeout, none",
+    ["outcome"],
+)
 ASR_BUSY = Gauge("asr_worker_busy_slots", "Jobs running in this ASR worker")
 ASR_BATCH_SIZE = Histogram(
     "asr_batch_size", "Jobs per model call (CPU workers run one job per call)", buckets=(1, 2, 4, 8, 16, 32)
 )
-ASR_AUDIO_SECONDS = Counter("asr_audio_seconds_total", "Seconds of audio transcribed", ["kind"])
+ASR_AUDIO_SECONDS = Counter(
+    "asr_audio_seconds_total", "Seconds of audio transcribed (finals: also those taken from a speculative decode)",
+    ["kind"],
+)
 ASR_PENDING = Gauge("asr_jobs_pending", "Jobs waiting in the queue (consumer pending)", ["kind"])
 
 # --- JetStream storage (sampled by the ASR workers) -------------------------------------------

@@ -176,6 +176,11 @@ class Settings:
     utterance decodes worst, and on clean speech context costs decoding time for little (100 = all)."""
     partial_interval_ms: int = 1000
     """A partial transcript every this much speech; 0 disables partials."""
+    speculative_finals: bool = True
+    """Decode a final as soon as its audio is known (trailing pad after the last voiced frame), before
+    the endpoint confirms it; its text goes out as a partial and, if no speech follows, is the final."""
+    speculation_wait_ms: int = 5000
+    """A final whose speculative decode is still running on another ASR worker waits this long for it."""
     vad_max_buffer_bytes: int = 960000
     """Hard cap on one session's buffered utterance audio (16 kHz PCM); past it the oldest is dropped."""
     vad_http_port: int = 9101
@@ -403,6 +408,8 @@ def _validate(s: Settings) -> list[str]:
     add(_range("asr_concurrency", s.asr_concurrency, 1, 64, "match it to the cores or GPU streams."))
     add(_range("context_chars", s.context_chars, 0, 2000, "200 gives the model the last sentence."))
     add(_range("partial_max_age_ms", s.partial_max_age_ms, 100, 60000, "use 1000-5000."))
+    add(_range("speculation_wait_ms", s.speculation_wait_ms, 0, 60000,
+               "use 1000-10000 (about the longest decode of one final under load)."))
     if s.device not in ("cpu", "cuda", "auto"):
         add(f"device={s.device!r} is unknown; use cpu, cuda or auto.")
     compute_types = ("int8", "int8_float16", "int8_float32", "int8_bfloat16", "int16", "float16",

@@ -49,6 +49,13 @@ Semantics:
   then the latest. The final ends at the middle frame boundary of that run and a new utterance
   (`SpeechStarted`) begins there, holding the rest of the audio, with its own partial cadence.
   If no run qualifies, every following frame tries again until ``max_utterance_ms`` cuts.
+* Speculative finals (off by default, ``speculative_finals``). The final's audio is known as
+  soon as ``trailing_pad_ms`` of non-speech follow the last voiced frame: if no speech comes
+  before the endpoint, the final will carry exactly that audio. At that frame, when the endpoint
+  is still at least ``SPECULATION_MIN_GAIN_MS`` away, a `SpeculativeReady` carries it (with the
+  ``final_index`` the final will get), so a recogniser can start decoding before the endpoint.
+  Until the next voiced frame no partial is emitted (its audio would hold nothing new). If speech
+  resumes, the speculation is simply not confirmed: nothing is retracted.
 * `finalize` and `end` close an open utterance like an endpoint (same trailing-pad rule) with
   reason ``"finalize"`` / ``"end"``. `end` first zero-pads a buffered partial frame to classify
   it, but only the real bytes become audio (a dangling odd byte is dropped).
@@ -72,6 +79,9 @@ from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 _SAMPLE_WIDTH = 2  # bytes per sample, s16le
+
+SPECULATION_MIN_GAIN_MS = 90
+"""A speculative final is emitted only when the endpoint is at least this far away."""
 
 Reason: TypeAlias = Literal["endpoint", "soft_length", "max_length", "finalize", "end"]
 """Why an utterance was closed."""
@@ -112,6 +122,9 @@ class SegmenterOptions:
     """From this much audio up to the last voiced frame on, long_endpointing_ms applies; 0 = never."""
     min_cut_pause_ms: int = 60
     """Shortest complete non-speech run a soft cut may split (shorter gaps are inside words)."""
+    speculative_finals: bool = False
+    """Emit `SpeculativeReady` once trailing_pad_ms of non-speech make the final's audio known
+    (see "Speculative finals" in the module docstring)."""
 
     def __post_init__(self) -> None:
         if self.sample_rate not in (8000, 16000, 32000, 48000):
@@ -175,12 +188,25 @@ class FinalReady:
 
 
 @dataclass(frozen=True, slots=True)
+class SpeculativeReady:
+    """The audio the next final will carry if no speech comes before the endpoint."""
+
+    utterance_index: int
+    final_index: int
+    audio: bytes
+    start_s: float
+    end_s: float
+    context: bytes = b""
+    """Set by SessionVad, as for FinalReady."""
+
+
+@dataclass(frozen=True, slots=True)
 class UtteranceEnded:
     utterance_index: int
     end_s: float
 
 
-Event: TypeAlias = SpeechStarted | PartialReady | FinalReady | UtteranceEnded
+Event: TypeAlias = SpeechStarted | PartialReady | SpeculativeReady | FinalReady | UtteranceEnded
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +242,9 @@ class Segmenter:
         self._max_bytes = options.frames(options.max_utterance_ms) * fb
         self._partial_bytes = options.frames(options.partial_interval_ms) * fb
         self._cap_bytes = options.max_buffer_bytes // fb * fb  # 0: no cap
+        self._pad_frames = options.frames(options.trailing_pad_ms)
+        self._speculate = options.speculative_finals
+        self._min_gain_frames = options.frames(SPECULATION_MIN_GAIN_MS)
 
         self._pending = bytearray()  # less than one frame of input
         self._pushed_bytes = start.position * _SAMPLE_WIDTH
@@ -235,6 +264,7 @@ class Segmenter:
         self._silence_run = 0  # frames
         self._partials = 0
         self._pauses: list[tuple[int, int]] = []  # complete non-speech runs: (first sample, frames)
+        self._speculated = False  # a SpeculativeReady went out for the current run of non-speech
 
     def __repr__(self) -> str:
         return (
@@ -332,12 +362,19 @@ class Segmenter:
                 self._pauses.append((run_start, self._silence_run))
             self._voiced_end = len(self._utt)
             self._silence_run = 0
+            self._speculated = False
         else:
             self._silence_run += 1
         self._trim()
-        if self._silence_run >= self._endpoint():
+        endpoint = self._endpoint()
+        if self._silence_run >= endpoint:
             self._close("endpoint", events)
-        elif self._utt_dropped + len(self._utt) >= self._max_bytes:
+            return
+        if (self._speculate and self._silence_run == max(1, self._pad_frames) and self._voiced_end > 0
+                and endpoint - self._silence_run >= self._min_gain_frames):
+            self._speculated = True
+            self._emit_speculative(events)
+        if self._utt_dropped + len(self._utt) >= self._max_bytes:
             self._cut_at_max(voiced, events)
         elif not (self._soft_bytes and self._utt_dropped + len(self._utt) >= self._soft_bytes
                   and self._cut_at_pause(events)):
@@ -387,6 +424,7 @@ class Segmenter:
         self._silence_run = 0
         self._partials = 0
         self._pauses = []
+        self._speculated = False
         events.append(SpeechStarted(self._utterances, self._seconds(start)))
         self._trim()
         self._maybe_partial(events)
@@ -405,6 +443,8 @@ class Segmenter:
 
     def _maybe_partial(self, events: list[Event]) -> None:
         assert self._utt is not None
+        if self._speculated:
+            return  # nothing said since the speculative final: a partial would repeat it
         total = self._utt_dropped + len(self._utt)  # the cadence counts dropped audio too
         if total >= (self._partials + 1) * self._partial_bytes:
             self._partials = total // self._partial_bytes
@@ -434,6 +474,14 @@ class Segmenter:
         self._emit_final(bytes(self._utt), "max_length", events)
         if voiced:
             self._open(cut_at, b"", events)
+
+    def _emit_speculative(self, events: list[Event]) -> None:
+        """The final the endpoint would emit now: the audio up to the last voiced frame + pad."""
+        assert self._utt is not None
+        audio = bytes(self._utt[: self._voiced_end + self._pad_bytes])
+        start = self._seconds(self._utt_start)
+        end = self._seconds(self._utt_start + len(audio) // _SAMPLE_WIDTH)
+        events.append(SpeculativeReady(self._utterances, self._finals + 1, audio, start, end))
 
     def _emit_final(self, audio: bytes, reason: Reason, events: list[Event]) -> None:
         self._finals += 1

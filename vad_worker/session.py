@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import replace
+from typing import Any
 
 import webrtcvad
 
@@ -32,6 +33,7 @@ from vad_worker.segmenter import (
     Segmenter,
     SegmenterOptions,
     SegmenterStart,
+    SpeculativeReady,
     UtteranceEnded,
 )
 from vad_worker.seq_order import Chunk, SeqOrder
@@ -71,6 +73,7 @@ def segmenter_options(settings: Settings) -> SegmenterOptions:
         soft_utterance_ms=int(settings.soft_utterance_seconds * 1000),
         long_utterance_ms=int(settings.long_utterance_seconds * 1000),
         long_endpointing_ms=min(settings.long_endpointing_ms, settings.endpointing_ms),
+        speculative_finals=settings.speculative_finals,
     )
 
 
@@ -128,7 +131,8 @@ class SessionVad:
         self.session_id = session_id
         self.overrides = dict(cp.options)
         self._vad = webrtcvad.Vad(aggressiveness)
-        opts = replace(options, **_effective(self.overrides)) if self.overrides else options
+        chosen: dict[str, Any] = _effective(self.overrides)  # the per-session option fields
+        opts = replace(options, **chosen) if chosen else options
         if replayable:
             start = SegmenterStart(cp.resume_position, cp.utterances, cp.finals)
         else:
@@ -211,18 +215,19 @@ class SessionVad:
         return self._with_context(events)
 
     def _with_context(self, events: list[Event]) -> list[Event]:
-        """Gives each final the audio of the finals before it (their last ``_context_bytes``) as
+        """Gives each final (and speculative final) the audio of the finals before it (their last ``_context_bytes``) as
         acoustic context, cut at the front so context and utterance fit one decoding window, when
         the final's audio is noisy enough to need it."""
         if not self._context_bytes:
             return events
         out: list[Event] = []
         for event in events:
-            if isinstance(event, FinalReady):
+            if isinstance(event, FinalReady | SpeculativeReady):
                 context = final_context(self._previous_final, event.audio, self._context_max_snr_db,
                                         self._window_bytes)
                 out.append(replace(event, context=context))
-                self._previous_final = (self._previous_final + event.audio)[-self._context_bytes:]
+                if isinstance(event, FinalReady):
+                    self._previous_final = (self._previous_final + event.audio)[-self._context_bytes:]
             else:
                 out.append(event)
         return out

@@ -38,7 +38,7 @@ from common.messages import AsrJob, SessionFlushed, SpeechStarted, UtteranceEnd,
 from common.retry import TRANSIENT, Backoff
 from common.settings import Settings
 from vad_worker import shards as shard_leases
-from vad_worker.segmenter import Event, FinalReady, PartialReady, SegmenterOptions
+from vad_worker.segmenter import Event, FinalReady, PartialReady, SegmenterOptions, SpeculativeReady
 from vad_worker.segmenter import SpeechStarted as VadSpeechStarted
 from vad_worker.segmenter import UtteranceEnded as VadUtteranceEnded
 from vad_worker.seq_order import Chunk
@@ -475,6 +475,14 @@ class VadWorker:
                                  created_at=time.time())
                     await self.js.publish(subjects.partial_job(sid), encode(job))
                     metrics.VAD_JOBS.labels("partial").inc()
+                case SpeculativeReady():
+                    # Rides the partial queue: best effort, replaced by a newer partial, skipped when stale.
+                    job = AsrJob(session_id=sid, utterance_id=_utt(event.utterance_index), is_final=False,
+                                 speculative=True, audio=event.audio, start_s=event.start_s, end_s=event.end_s,
+                                 final_index=event.final_index, context_audio=event.context,
+                                 created_at=time.time())
+                    await self.js.publish(subjects.partial_job(sid), encode(job))
+                    metrics.VAD_JOBS.labels("speculative").inc()
                 case FinalReady():
                     now = time.time()
                     job = AsrJob(session_id=sid, utterance_id=_utt(event.utterance_index), is_final=True,

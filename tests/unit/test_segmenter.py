@@ -10,6 +10,7 @@ from __future__ import annotations
 import wave
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -49,7 +50,7 @@ def pcm(pattern: str) -> bytes:
     return b"".join(bytes([int(c)]) + bytes(FB - 1) for c in pattern)
 
 
-def segmenter(**overrides: int) -> Segmenter:
+def segmenter(**overrides: Any) -> Segmenter:
     return Segmenter(replace(OPTS, **overrides), fake_is_speech)
 
 
@@ -321,7 +322,7 @@ def test_chunking_does_not_change_events(chunk: int) -> None:
         ({"max_utterance_ms": 390}, "max_utterance_ms must be longer than"),
     ],
 )
-def test_options_validation(kwargs: dict[str, int], message: str) -> None:
+def test_options_validation(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SegmenterOptions(**kwargs)
 

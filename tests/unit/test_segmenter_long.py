@@ -6,6 +6,7 @@ utterance and the soft cut at the best pause. Same synthetic frames as test_segm
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -144,7 +145,7 @@ def test_soft_cut_inside_trimmed_audio_uses_only_kept_pauses() -> None:
         ({"min_cut_pause_ms": -1}, "min_cut_pause_ms must be zero or positive"),
     ],
 )
-def test_options_validation(kwargs: dict[str, int], message: str) -> None:
+def test_options_validation(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         SegmenterOptions(**kwargs)
 

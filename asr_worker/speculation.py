@@ -1,0 +1,131 @@
+"""Speculative finals: a final decoded before its endpoint, kept for the final job to take.
+
+A final's audio is known once the trailing pad of non-speech follows the last voiced frame, but
+the endpoint comes only after ``endpointing_ms`` of it (300 ms later by default, 600 ms in the
+dictation profile). The VAD worker then sends a speculative job (a partial job marked
+``speculative``, holding the audio, acoustic context and ``final_index`` the final will have).
+Any ASR worker decodes it with the final's settings (beam, prompt, context), publishes the text
+as a partial and stores the recognition here, in the KV bucket ``BUCKET``, under
+``<session>.f<final_index>`` with a digest of everything the decode depended on.
+
+The worker that takes the final job looks its key up (`SpeculationStore.take`):
+
+* a stored recognition with the same digest is the final: nothing is decoded twice;
+* a speculation with the same digest still running on some worker is waited for, at most
+  ``wait_s`` (a worker killed mid-decode costs the final that much, never the final itself);
+* no entry, another digest (speech resumed, the prompt changed, the bucket lost it) or a wait
+  that ran out: the final is decoded as usual.
+
+A speculation can only save time: the final never depends on it, and a wrong one is never used
+because its digest differs. Entries expire after ``TTL_S``; the bucket is a cache, kept in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from enum import StrEnum
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import BadRequestError, BucketNotFoundError, KeyNotFoundError
+from nats.js.kv import KeyValue
+
+from asr_worker.transcriber import Recognition
+from common.messages import AsrJob
+
+log = logging.getLogger(__name__)
+
+BUCKET = "asr_speculative"
+TTL_S = 60.0
+POLL_S = 0.01
+"""How often a waiting final looks at a running speculation."""
+
+
+class Outcome(StrEnum):
+    USED = "used"  # the stored recognition was the final's
+    WAITED = "waited"  # used, after waiting for the speculation to finish
+    TIMEOUT = "timeout"  # waited wait_s in vain; decoded
+    NONE = "none"  # no speculation with this input; decoded
+
+
+class _Entry(msgspec.Struct, frozen=True):
+    digest: str
+    recognition: Recognition | None = None  # None: still being decoded
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(_Entry)
+
+
+def key(session_id: str, final_index: int) -> str:
+    return f"{session_id}.f{final_index}"
+
+
+def digest(job: AsrJob, prompt: str, decoder: str) -> str:
+    """What a final's decode depends on: its audio, its acoustic context, its prompt and the
+    decoder's options (``decoder``, e.g. repr of the transcriber options)."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (job.audio, job.context_audio, prompt.encode(), decoder.encode()):
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    return h.hexdigest()
+
+
+async def bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+    """The bucket, created in memory if missing (a cache: losing it costs only time)."""
+    try:
+        return await js.key_value(BUCKET)
+    except BucketNotFoundError:
+        pass
+    try:
+        return await js.create_key_value(KeyValueConfig(bucket=BUCKET, ttl=TTL_S, history=1, replicas=replicas,
+                                                        storage=StorageType.MEMORY))
+    except BadRequestError:  # another worker created it meanwhile
+        return await js.key_value(BUCKET)
+
+
+class SpeculationStore:
+    """Speculative recognitions in ``kv``; a final waits at most ``wait_s`` for a running one."""
+
+    def __init__(self, kv: KeyValue, wait_s: float) -> None:
+        self.kv = kv
+        self.wait_s = wait_s
+
+    async def started(self, name: str, dig: str) -> None:
+        """A speculation of ``dig`` is being decoded (a final of the same input will wait)."""
+        await self.kv.put(name, _encoder.encode(_Entry(dig)))
+
+    async def finished(self, name: str, dig: str, recognition: Recognition) -> None:
+        await self.kv.put(name, _encoder.encode(_Entry(dig, recognition)))
+
+    async def take(self, name: str, dig: str) -> tuple[Recognition | None, Outcome]:
+        """The speculative recognition of this input, if there is (or soon will be) one."""
+        deadline = time.monotonic() + self.wait_s
+        waited = False
+        while True:
+            entry = await self._get(name)
+            if entry is None or entry.digest != dig:
+                return None, Outcome.NONE
+            if entry.recognition is not None:
+                return entry.recognition, Outcome.WAITED if waited else Outcome.USED
+            if time.monotonic() >= deadline:
+                return None, Outcome.TIMEOUT
+            waited = True
+            await asyncio.sleep(POLL_S)
+
+    async def _get(self, name: str) -> _Entry | None:
+        try:
+            found = await self.kv.get(name)
+        except KeyNotFoundError:  # also a deleted or expired entry
+            return None
+        if not found.value:
+            return None
+        try:
+            return _decoder.decode(found.value)
+        except msgspec.DecodeError:
+            log.warning("speculation %s is unreadable; decoding the final", name)
+            return None

@@ -1,0 +1,68 @@
+"""The speculation cache on a real nats-server: what a final takes, waits for, or ignores."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+
+from asr_worker import speculation
+from asr_worker.speculation import Outcome, SpeculationStore
+from asr_worker.transcriber import RecognisedWord, Recognition
+from common.nats_server import NatsServer
+
+REC = Recognition("Hello there.", "Hello there.", 1.2, 0.3, "en", (RecognisedWord("Hello", 0.1, 0.4, 0.9),))
+
+
+@pytest.fixture
+async def store(nats_server: NatsServer) -> AsyncIterator[SpeculationStore]:
+    nc = await nats.connect(nats_server.url)
+    try:
+        kv = await speculation.bucket(nc.jetstream())
+        yield SpeculationStore(kv, wait_s=2.0)
+    finally:
+        await nc.close()
+
+
+async def test_a_stored_speculation_is_the_final_s(store: SpeculationStore) -> None:
+    await store.started("s1.f1", "d1")
+    await store.finished("s1.f1", "d1", REC)
+    assert await store.take("s1.f1", "d1") == (REC, Outcome.USED)
+
+
+async def test_no_speculation_or_another_input_is_decoded(store: SpeculationStore) -> None:
+    assert await store.take("s1.f2", "d1") == (None, Outcome.NONE)
+    await store.finished("s1.f2", "d1", REC)
+    assert await store.take("s1.f2", "other") == (None, Outcome.NONE)
+    assert await store.take("s1.f3", "d1") == (None, Outcome.NONE)  # another final of the session
+
+
+async def test_a_running_speculation_is_waited_for(store: SpeculationStore) -> None:
+    await store.started("s2.f1", "d")
+
+    async def finish_later() -> None:
+        await asyncio.sleep(0.3)
+        await store.finished("s2.f1", "d", REC)
+
+    later = asyncio.create_task(finish_later())
+    t = time.monotonic()
+    assert await store.take("s2.f1", "d") == (REC, Outcome.WAITED)
+    assert time.monotonic() - t >= 0.29
+    await later
+
+
+async def test_a_speculation_that_never_finishes_is_waited_for_only_so_long(store: SpeculationStore) -> None:
+    short = SpeculationStore(store.kv, wait_s=0.2)
+    await short.started("s3.f1", "d")
+    t = time.monotonic()
+    assert await short.take("s3.f1", "d") == (None, Outcome.TIMEOUT)
+    assert 0.2 <= time.monotonic() - t < 1.5
+
+
+async def test_a_newer_guess_for_the_same_final_replaces_the_older(store: SpeculationStore) -> None:
+    await store.finished("s4.f1", "short", REC)
+    await store.started("s4.f1", "longer")  # speech resumed; a second speculation runs
+    assert await SpeculationStore(store.kv, wait_s=0.05).take("s4.f1", "short") == (None, Outcome.NONE)
