@@ -1,8 +1,8 @@
 """Speculative finals: a final decoded before its endpoint, kept for the final job to take.
 
-A final's audio is known once the trailing pad of non-speech follows the last voiced frame, but
-the endpoint comes only after ``endpointing_ms`` of it (300 ms later by default, 600 ms in the
-dictation profile). The VAD worker then sends a speculative job (a partial job marked
+A final's audio is known once the trailing pad of non-speech (``trailing_pad_ms``) follows the
+last voiced frame, but the endpoint comes only after ``endpointing_ms`` of it (with the defaults
+120-380 ms later, 280-680 ms in the dictation profile). The VAD worker then sends a speculative job (a partial job marked
 ``speculative``, holding the audio, acoustic context and ``final_index`` the final will have).
 Any ASR worker decodes it with the final's settings (beam, prompt, context), publishes the text
 as a partial and stores the recognition here, in the KV bucket ``BUCKET``, under

@@ -160,6 +160,8 @@ class Settings:
     """Audio kept before detected speech so first syllables are not cut."""
     min_speech_ms: int = 150
     """Consecutive speech that starts an utterance (shorter blips and VAD warm-up are ignored)."""
+    trailing_pad_ms: int = 120
+    """Non-speech kept after an utterance's last voiced frame in its final (the word's fading end)."""
     max_utterance_seconds: float = 30.0
     """Utterances are cut into a final at this length (Whisper's window is 30 s)."""
     soft_utterance_seconds: float = 10.0
@@ -407,6 +409,7 @@ def _validate(s: Settings) -> list[str]:
     add(_range("cpu_threads", s.cpu_threads, 1, 256, "use 1 per worker process on shared cores."))
     add(_range("asr_concurrency", s.asr_concurrency, 1, 64, "match it to the cores or GPU streams."))
     add(_range("context_chars", s.context_chars, 0, 2000, "200 gives the model the last sentence."))
+    add(_range("trailing_pad_ms", s.trailing_pad_ms, 0, 1000, "use 60-300."))
     add(_range("partial_max_age_ms", s.partial_max_age_ms, 100, 60000, "use 1000-5000."))
     add(_range("speculation_wait_ms", s.speculation_wait_ms, 0, 60000,
                "use 1000-10000 (about the longest decode of one final under load)."))

@@ -66,6 +66,7 @@ def segmenter_options(settings: Settings) -> SegmenterOptions:
         endpointing_ms=settings.endpointing_ms,
         pre_roll_ms=settings.pre_roll_ms,
         min_speech_ms=settings.min_speech_ms,
+        trailing_pad_ms=settings.trailing_pad_ms,
         max_utterance_ms=max_ms,
         # 0 disables partials: an interval longer than any utterance never fires.
         partial_interval_ms=settings.partial_interval_ms or 2 * max_ms,
