@@ -2,17 +2,19 @@
 
 A final's audio is known once the trailing pad of non-speech (``trailing_pad_ms``) follows the
 last voiced frame, but the endpoint comes only after ``endpointing_ms`` of it (with the defaults
-120-380 ms later, 280-680 ms in the dictation profile). The VAD worker then sends a speculative job (a partial job marked
-``speculative``, holding the audio, acoustic context and ``final_index`` the final will have).
-Any ASR worker decodes it with the final's settings (beam, prompt, context), publishes the text
-as a partial and stores the recognition here, in the KV bucket ``BUCKET``, under
-``<session>.f<final_index>`` with a digest of everything the decode depended on.
+120-380 ms later, 280-680 ms in the dictation profile). The VAD worker then sends a speculative
+job (a partial job marked ``speculative``, holding the audio, acoustic context and
+``final_index`` the final will have). Any ASR worker decodes it with the final's settings (beam,
+prompt, context), publishes the text as a partial and stores the recognition here, in the KV
+bucket ``BUCKET``, under ``<session>.f<final_index>`` with a digest of everything the decode
+depended on.
 
 The worker that takes the final job looks its key up (`SpeculationStore.take`):
 
 * a stored recognition with the same digest is the final: nothing is decoded twice;
 * a speculation with the same digest still running on some worker is waited for, at most
   ``wait_s`` (a worker killed mid-decode costs the final that much, never the final itself);
+  the waiting final's decoding slot serves other jobs meanwhile;
 * no entry, another digest (speech resumed, the prompt changed, the bucket lost it) or a wait
   that ran out: the final is decoded as usual.
 
@@ -26,6 +28,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from enum import StrEnum
 
 import msgspec
@@ -102,8 +105,10 @@ class SpeculationStore:
     async def finished(self, name: str, dig: str, recognition: Recognition) -> None:
         await self.kv.put(name, _encoder.encode(_Entry(dig, recognition)))
 
-    async def take(self, name: str, dig: str) -> tuple[Recognition | None, Outcome]:
-        """The speculative recognition of this input, if there is (or soon will be) one."""
+    async def take(self, name: str, dig: str, waiting: Callable[[], None] | None = None,
+                   ) -> tuple[Recognition | None, Outcome]:
+        """The speculative recognition of this input, if there is (or soon will be) one.
+        ``waiting`` is called once, when it turns out the speculation is still running."""
         deadline = time.monotonic() + self.wait_s
         waited = False
         while True:
@@ -114,6 +119,8 @@ class SpeculationStore:
                 return entry.recognition, Outcome.WAITED if waited else Outcome.USED
             if time.monotonic() >= deadline:
                 return None, Outcome.TIMEOUT
+            if not waited and waiting is not None:
+                waiting()
             waited = True
             await asyncio.sleep(POLL_S)
 

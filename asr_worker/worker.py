@@ -129,12 +129,13 @@ class AsrWorker:
                 if msg is None:
                     slots.release()
                     continue
-                task = asyncio.create_task(self._handle(msg), name="job")
+                slot = Slot(slots)
+                task = asyncio.create_task(self._handle(msg, slot), name="job")
                 self._jobs.add(task)
 
-                def done(t: asyncio.Task[None], /) -> None:
+                def done(t: asyncio.Task[None], /, slot: Slot = slot) -> None:
                     self._jobs.discard(t)
-                    slots.release()
+                    slot.release()
 
                 task.add_done_callback(done)
         finally:
@@ -171,7 +172,7 @@ class AsrWorker:
             await stream_usage.measure(self.js)
             await asyncio.sleep(2.0)
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg, slot: Slot) -> None:
         try:
             job = job_decoder.decode(msg.data)
         except msgspec.DecodeError:
@@ -191,7 +192,7 @@ class AsrWorker:
         try:
             like_final = job.is_final or job.speculative
             prompt = await self._context(job.session_id) if like_final else ""
-            rec, decoded = await self._recognise(job, prompt)
+            rec, decoded = await self._recognise(job, prompt, slot)
             await self._publish(job, rec, prompt)
         except Exception:
             self.counts["failed"] += 1
@@ -226,21 +227,23 @@ class AsrWorker:
             log.log(text_level, "session %s final %d text: %r", job.session_id, job.final_index, rec.text,
                     extra={"session_id": job.session_id})
 
-    async def _recognise(self, job: AsrJob, prompt: str) -> tuple[Recognition, bool]:
+    async def _recognise(self, job: AsrJob, prompt: str, slot: Slot) -> tuple[Recognition, bool]:
         """The job's recognition, and whether this call decoded it (False: a final took its
-        speculative decode). A speculative job is decoded like its final and stored for it."""
+        speculative decode). A speculative job is decoded like its final and stored for it. While
+        a final waits for a speculation running elsewhere, its slot serves other jobs."""
         store = self.speculations
         name = speculation.key(job.session_id, job.final_index)
         dig = speculation.digest(job, prompt, repr(self.transcriber.options)) if store else ""
         if job.is_final and store is not None:
             try:
-                ahead, outcome = await store.take(name, dig)
+                ahead, outcome = await store.take(name, dig, waiting=slot.release)
             except (TimeoutError, nats.errors.Error) as exc:  # the cache is optional: decode
                 log.debug("speculation %s unreadable: %s", name, exc)
                 ahead, outcome = None, speculation.Outcome.NONE
             metrics.ASR_SPECULATION.labels(outcome.value).inc()
             if ahead is not None:
                 return ahead, False
+            await slot.take()
         speculative = job.speculative and store is not None
         if speculative:
             assert store is not None
@@ -307,6 +310,26 @@ class AsrWorker:
             return ""
         stored = result_decoder.decode(last.data)
         return stored.context if isinstance(stored, Transcript) else ""
+
+
+class Slot:
+    """One job's claim on one of the worker's ``asr_concurrency`` decoding slots. A final that
+    waits for another worker's speculative decode gives its slot back meanwhile (waiting needs no
+    model) and takes one again only if it must decode after all."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self.held = True  # acquired by the fetch loop before the job was fetched
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._slots.release()
+
+    async def take(self) -> None:
+        if not self.held:
+            await self._slots.acquire()
+            self.held = True
 
 
 async def _optional(call: Awaitable[object], name: str) -> None:

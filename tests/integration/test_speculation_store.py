@@ -49,9 +49,13 @@ async def test_a_running_speculation_is_waited_for(store: SpeculationStore) -> N
 
     later = asyncio.create_task(finish_later())
     t = time.monotonic()
-    assert await store.take("s2.f1", "d") == (REC, Outcome.WAITED)
+    calls: list[float] = []  # the worker gives its decoding slot back here while the final waits
+    assert await store.take("s2.f1", "d", waiting=lambda: calls.append(time.monotonic() - t)) == (REC, Outcome.WAITED)
     assert time.monotonic() - t >= 0.29
+    assert len(calls) == 1 and calls[0] < 0.2
     await later
+    assert await store.take("s2.f1", "d", waiting=lambda: calls.append(0)) == (REC, Outcome.USED)
+    assert len(calls) == 1  # nothing to wait for: the slot is kept
 
 
 async def test_a_speculation_that_never_finishes_is_waited_for_only_so_long(store: SpeculationStore) -> None:
@@ -66,3 +70,4 @@ async def test_a_newer_guess_for_the_same_final_replaces_the_older(store: Specul
     await store.finished("s4.f1", "short", REC)
     await store.started("s4.f1", "longer")  # speech resumed; a second speculation runs
     assert await SpeculationStore(store.kv, wait_s=0.05).take("s4.f1", "short") == (None, Outcome.NONE)
+

@@ -7,6 +7,7 @@ tests' minimum gain of 9 frames would forbid, so they use a 20-frame endpoint.""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from typing import Any
 
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asr_worker import speculation
+from asr_worker.worker import Slot
 from common.messages import AsrJob
 from vad_worker.segmenter import (
     SPECULATION_MIN_GAIN_MS,
@@ -139,3 +141,21 @@ def test_the_digest_changes_with_the_prompt_and_the_decoder_and_not_with_the_job
     # Parts are length-prefixed: moving bytes from the audio to the context is another input.
     assert speculation.digest(job(audio=b"ab", context_audio=b"c"), "", "") != speculation.digest(
         job(audio=b"a", context_audio=b"bc"), "", "")
+
+
+async def test_a_final_s_slot_serves_other_jobs_while_it_waits() -> None:
+    slots = asyncio.Semaphore(1)
+    await slots.acquire()
+    slot = Slot(slots)
+    slot.release()
+    slot.release()  # once only: the semaphore is not over-released
+    assert not slots.locked()
+    await slots.acquire()  # another job takes it
+    taking = asyncio.create_task(slot.take())
+    await asyncio.sleep(0.05)
+    assert not taking.done() and not slot.held  # the final must wait for a free slot to decode
+    slots.release()
+    await asyncio.wait_for(taking, 1)
+    assert slot.held and slots.locked()
+    slot.release()
+    assert not slots.locked()
