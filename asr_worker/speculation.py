@@ -16,7 +16,9 @@ The worker that takes the final job looks its key up (`SpeculationStore.take`):
   ``wait_s`` (a worker killed mid-decode costs the final that much, never the final itself);
   the waiting final's decoding slot serves other jobs meanwhile;
 * no entry, another digest (speech resumed, the prompt changed, the bucket lost it) or a wait
-  that ran out: the final is decoded as usual.
+  that ran out: the final is decoded as usual, and says so in the bucket (`final_taken`), so that
+  a speculative job of it fetched later (it waited for a slot longer than the final did) is
+  skipped instead of decoded for nothing.
 
 A speculation can only save time: the final never depends on it, and a wrong one is never used
 because its digest differs. Entries expire after ``TTL_S``; the bucket is a cache, kept in memory.
@@ -25,7 +27,9 @@ because its digest differs. Entries expire after ``TTL_S``; the bucket is a cach
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -37,7 +41,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BadRequestError, BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from asr_worker.transcriber import Recognition
+from asr_worker.transcriber import Recognition, TranscriberOptions
 from common.messages import AsrJob
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,7 @@ class Outcome(StrEnum):
 class _Entry(msgspec.Struct, frozen=True):
     digest: str
     recognition: Recognition | None = None  # None: still being decoded
+    final_taken: bool = False  # the final found no speculation and is decoded: a later one is moot
 
 
 _encoder = msgspec.msgpack.Encoder()
@@ -68,9 +73,15 @@ def key(session_id: str, final_index: int) -> str:
     return f"{session_id}.f{final_index}"
 
 
+def decoder_id(options: TranscriberOptions) -> str:
+    """The decoder's options as text that is the same in every worker process: sets are sorted
+    (their repr follows the process's string hash seed, which differs between processes)."""
+    return json.dumps(dataclasses.asdict(options), sort_keys=True, default=sorted)
+
+
 def digest(job: AsrJob, prompt: str, decoder: str) -> str:
     """What a final's decode depends on: its audio, its acoustic context, its prompt and the
-    decoder's options (``decoder``, e.g. repr of the transcriber options)."""
+    decoder's options (``decoder``: `decoder_id`)."""
     h = hashlib.blake2b(digest_size=16)
     for part in (job.audio, job.context_audio, prompt.encode(), decoder.encode()):
         h.update(len(part).to_bytes(8, "little"))
@@ -104,6 +115,15 @@ class SpeculationStore:
 
     async def finished(self, name: str, dig: str, recognition: Recognition) -> None:
         await self.kv.put(name, _encoder.encode(_Entry(dig, recognition)))
+
+    async def final_taken(self, name: str) -> None:
+        """The final is decoded without a speculation: one fetched after this is not worth decoding."""
+        await self.kv.put(name, _encoder.encode(_Entry("", final_taken=True)))
+
+    async def moot(self, name: str) -> bool:
+        """The final of ``name`` is already being decoded (`final_taken`): skip its speculation."""
+        entry = await self._get(name)
+        return entry is not None and entry.final_taken
 
     async def take(self, name: str, dig: str, waiting: Callable[[], None] | None = None,
                    ) -> tuple[Recognition | None, Outcome]:

@@ -33,8 +33,12 @@ from common.streams import FINAL_MAX_DELIVER
 log = logging.getLogger(__name__)
 
 ROLE = "asr"
-FINAL_POLL_S = 0.1
-PARTIAL_POLL_S = 0.05
+# The job queues, in the order they are served: finals, finals decoded ahead (speculative), partials.
+JOB_QUEUES = ((subjects.JOBS_FINAL_STREAM, subjects.FINAL_CONSUMER),
+              (subjects.JOBS_SPECULATIVE_STREAM, subjects.SPECULATIVE_CONSUMER),
+              (subjects.JOBS_PARTIAL_STREAM, subjects.PARTIAL_CONSUMER))
+FINAL_POLL_S = 0.03
+PARTIAL_POLL_S = 0.02
 IN_PROGRESS_EVERY_S = 3.0  # well inside the final consumer's ack_wait (common.streams)
 
 
@@ -60,6 +64,7 @@ class AsrWorker:
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
         self.speculations: speculation.SpeculationStore | None = None  # None: speculative_finals off
+        self._decoder_id = speculation.decoder_id(transcriber_options(settings))
         self._jobs: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._pulling = False  # the fetch loop runs (readiness)
@@ -100,25 +105,23 @@ class AsrWorker:
             self.executor.shutdown(wait=True, cancel_futures=True)
 
     async def _pull(self) -> None:
-        """Fetches jobs (finals first) into free slots. Transient bus errors (a reconnect, a 503
-        while JetStream recovers) are retried with bounded backoff; the loop never ends on them."""
+        """Fetches jobs (finals first, then speculative finals, then partials) into free slots.
+        Transient bus errors (a reconnect, a 503 while JetStream recovers) are retried with bounded
+        backoff; the loop never ends on them."""
         assert self.js is not None
         slots = asyncio.Semaphore(self.settings.asr_concurrency)
-        subs: tuple[JetStreamContext.PullSubscription, JetStreamContext.PullSubscription] | None = None
+        subs: list[JetStreamContext.PullSubscription] | None = None
         backoff = Backoff()
         try:
             while True:
                 await slots.acquire()
                 try:
                     if subs is None:
-                        subs = (
-                            await self.js.pull_subscribe_bind(durable=subjects.FINAL_CONSUMER,
-                                                              stream=subjects.JOBS_FINAL_STREAM),
-                            await self.js.pull_subscribe_bind(durable=subjects.PARTIAL_CONSUMER,
-                                                              stream=subjects.JOBS_PARTIAL_STREAM),
-                        )
-                    finals, partials = subs
-                    msg = await _fetch_one(finals, FINAL_POLL_S) or await _fetch_one(partials, PARTIAL_POLL_S)
+                        subs = [await self.js.pull_subscribe_bind(durable=consumer, stream=stream)
+                                for stream, consumer in JOB_QUEUES]
+                    finals, speculative, partials = subs
+                    msg = (await _fetch_one(finals, FINAL_POLL_S) or await _fetch_one(speculative, PARTIAL_POLL_S)
+                           or await _fetch_one(partials, PARTIAL_POLL_S))
                     backoff.reset()
                 except TRANSIENT as exc:
                     slots.release()
@@ -160,8 +163,7 @@ class AsrWorker:
 
     async def _measure_pending(self) -> None:
         assert self.js is not None
-        consumers = {"final": (subjects.JOBS_FINAL_STREAM, subjects.FINAL_CONSUMER),
-                     "partial": (subjects.JOBS_PARTIAL_STREAM, subjects.PARTIAL_CONSUMER)}
+        consumers = dict(zip(("final", "speculative", "partial"), JOB_QUEUES, strict=True))
         while True:
             for kind, (stream, consumer) in consumers.items():
                 try:
@@ -185,6 +187,10 @@ class AsrWorker:
         if not job.is_final and age * 1000 > self.settings.partial_max_age_ms:
             self.counts["stale"] += 1
             metrics.ASR_JOBS.labels(kind, "stale").inc()
+            await msg.ack()
+            return
+        if job.speculative and await self._superseded(job):
+            metrics.ASR_JOBS.labels(kind, "superseded").inc()
             await msg.ack()
             return
         keepalive = asyncio.create_task(_in_progress(msg)) if job.is_final else None
@@ -227,13 +233,22 @@ class AsrWorker:
             log.log(text_level, "session %s final %d text: %r", job.session_id, job.final_index, rec.text,
                     extra={"session_id": job.session_id})
 
+    async def _superseded(self, job: AsrJob) -> bool:
+        """The speculative job's final is already being decoded on its own (it got a slot first)."""
+        if self.speculations is None:
+            return False
+        try:
+            return await self.speculations.moot(speculation.key(job.session_id, job.final_index))
+        except (TimeoutError, nats.errors.Error):
+            return False
+
     async def _recognise(self, job: AsrJob, prompt: str, slot: Slot) -> tuple[Recognition, bool]:
         """The job's recognition, and whether this call decoded it (False: a final took its
         speculative decode). A speculative job is decoded like its final and stored for it. While
         a final waits for a speculation running elsewhere, its slot serves other jobs."""
         store = self.speculations
         name = speculation.key(job.session_id, job.final_index)
-        dig = speculation.digest(job, prompt, repr(self.transcriber.options)) if store else ""
+        dig = speculation.digest(job, prompt, self._decoder_id) if store else ""
         if job.is_final and store is not None:
             try:
                 ahead, outcome = await store.take(name, dig, waiting=slot.release)
@@ -241,8 +256,12 @@ class AsrWorker:
                 log.debug("speculation %s unreadable: %s", name, exc)
                 ahead, outcome = None, speculation.Outcome.NONE
             metrics.ASR_SPECULATION.labels(outcome.value).inc()
+            log.debug("session %s final %d: speculation %s", job.session_id, job.final_index, outcome.value,
+                      extra={"session_id": job.session_id})
             if ahead is not None:
                 return ahead, False
+            if outcome is speculation.Outcome.NONE:
+                await _optional(store.final_taken(name), name)
             await slot.take()
         speculative = job.speculative and store is not None
         if speculative:
@@ -260,6 +279,8 @@ class AsrWorker:
         if speculative:
             assert store is not None
             await _optional(store.finished(name, dig, rec), name)
+            log.debug("session %s final %d decoded ahead in %.2fs", job.session_id, job.final_index, rec.inference_s,
+                      extra={"session_id": job.session_id})
         return rec, True
 
     async def _give_up(self, job: AsrJob, msg: Msg) -> None:

@@ -80,6 +80,18 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             num_replicas=settings.stream_replicas,
         ),
         StreamConfig(
+            # A final decoded ahead of its endpoint (asr_worker.speculation): best effort like a
+            # partial, latest only, but taken before partials.
+            name=subjects.JOBS_SPECULATIVE_STREAM,
+            subjects=["jobs.speculative.*"],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.MEMORY,
+            max_msgs_per_subject=1,
+            discard=DiscardPolicy.OLD,
+            max_age=60.0,
+            num_replicas=settings.stream_replicas,
+        ),
+        StreamConfig(
             name=subjects.RESULTS_STREAM,
             subjects=["results.*.final", "results.*.flushed"],
             retention=RetentionPolicy.LIMITS,
@@ -136,6 +148,15 @@ def consumer_configs(settings: Settings) -> dict[str, list[ConsumerConfig]]:
         subjects.JOBS_PARTIAL_STREAM: [
             ConsumerConfig(
                 durable_name=subjects.PARTIAL_CONSUMER,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=PARTIAL_ACK_WAIT_S,
+                max_deliver=1,
+                max_ack_pending=10000,
+            )
+        ],
+        subjects.JOBS_SPECULATIVE_STREAM: [
+            ConsumerConfig(
+                durable_name=subjects.SPECULATIVE_CONSUMER,
                 ack_policy=AckPolicy.EXPLICIT,
                 ack_wait=PARTIAL_ACK_WAIT_S,
                 max_deliver=1,

@@ -3,6 +3,7 @@
     ingest     -> audio.<shard>.<session>          stream AUDIO (limits, kept for replay)
     vad_worker -> jobs.final                       stream JOBS_FINAL (work queue)
     vad_worker -> jobs.partial.<session>           stream JOBS_PARTIAL (work queue, latest only)
+    vad_worker -> jobs.speculative.<session>       stream JOBS_SPECULATIVE (work queue, latest only)
     asr_worker -> results.<session>.final          stream RESULTS (kept for resume and replay)
     vad_worker -> results.<session>.flushed        stream RESULTS
     asr_worker -> results.<session>.partial        core NATS only (best effort)
@@ -21,12 +22,14 @@ import zlib
 AUDIO_STREAM = "AUDIO"
 JOBS_FINAL_STREAM = "JOBS_FINAL"
 JOBS_PARTIAL_STREAM = "JOBS_PARTIAL"
+JOBS_SPECULATIVE_STREAM = "JOBS_SPECULATIVE"
 RESULTS_STREAM = "RESULTS"
 WORKERS_BUCKET = "asr_workers"
 
 FINAL_JOBS = "jobs.final"
 FINAL_CONSUMER = "asr-final"
 PARTIAL_CONSUMER = "asr-partial"
+SPECULATIVE_CONSUMER = "asr-speculative"
 
 # Headers of audio.* messages (payload = raw PCM s16le 16 kHz mono, or empty for control).
 H_KIND = "Asr-Kind"  # audio | finalize | drain | end
@@ -63,6 +66,10 @@ def vad_consumer(shard: int) -> str:
 
 def partial_job(session_id: str) -> str:
     return f"jobs.partial.{session_id}"
+
+
+def speculative_job(session_id: str) -> str:
+    return f"jobs.speculative.{session_id}"
 
 
 def results(session_id: str) -> str:

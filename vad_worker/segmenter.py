@@ -54,8 +54,10 @@ Semantics:
   before the endpoint, the final will carry exactly that audio. At that frame, when the endpoint
   is still at least ``SPECULATION_MIN_GAIN_MS`` away, a `SpeculativeReady` carries it (with the
   ``final_index`` the final will get), so a recogniser can start decoding before the endpoint.
-  Until the next voiced frame no partial is emitted (its audio would hold nothing new). If speech
-  resumes, the speculation is simply not confirmed: nothing is retracted.
+  With speculation on, partials come only on voiced frames: a partial due in a pause would hold
+  no new speech (the speculation is the pause's update), and its decode would hold up the
+  speculation's. The cadence catches up on the next voiced frame. If speech resumes, the
+  speculation is simply not confirmed: nothing is retracted.
 * `finalize` and `end` close an open utterance like an endpoint (same trailing-pad rule) with
   reason ``"finalize"`` / ``"end"``. `end` first zero-pads a buffered partial frame to classify
   it, but only the real bytes become audio (a dangling odd byte is dropped).
@@ -443,8 +445,8 @@ class Segmenter:
 
     def _maybe_partial(self, events: list[Event]) -> None:
         assert self._utt is not None
-        if self._speculated:
-            return  # nothing said since the speculative final: a partial would repeat it
+        if self._speculate and self._silence_run:
+            return  # in a pause: nothing new to decode (see "Speculative finals")
         total = self._utt_dropped + len(self._utt)  # the cadence counts dropped audio too
         if total >= (self._partials + 1) * self._partial_bytes:
             self._partials = total // self._partial_bytes

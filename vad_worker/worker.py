@@ -476,13 +476,15 @@ class VadWorker:
                     await self.js.publish(subjects.partial_job(sid), encode(job))
                     metrics.VAD_JOBS.labels("partial").inc()
                 case SpeculativeReady():
-                    # Rides the partial queue: best effort, replaced by a newer partial, skipped when stale.
+                    # Best effort like a partial (latest only, skipped when stale), taken before partials.
                     job = AsrJob(session_id=sid, utterance_id=_utt(event.utterance_index), is_final=False,
                                  speculative=True, audio=event.audio, start_s=event.start_s, end_s=event.end_s,
                                  final_index=event.final_index, context_audio=event.context,
                                  created_at=time.time())
-                    await self.js.publish(subjects.partial_job(sid), encode(job))
+                    await self.js.publish(subjects.speculative_job(sid), encode(job))
                     metrics.VAD_JOBS.labels("speculative").inc()
+                    log.debug("session %s final %d speculated %.2f-%.2fs", sid, event.final_index, event.start_s,
+                              event.end_s, extra={"session_id": sid})
                 case FinalReady():
                     now = time.time()
                     job = AsrJob(session_id=sid, utterance_id=_utt(event.utterance_index), is_final=True,

@@ -29,7 +29,8 @@ from tests.nats_cluster import NatsCluster, Node
 pytestmark = pytest.mark.slow
 
 SESSIONS = 4
-STREAMS = (subjects.AUDIO_STREAM, subjects.JOBS_FINAL_STREAM, subjects.JOBS_PARTIAL_STREAM, subjects.RESULTS_STREAM)
+STREAMS = (subjects.AUDIO_STREAM, subjects.JOBS_FINAL_STREAM, subjects.JOBS_PARTIAL_STREAM,
+           subjects.JOBS_SPECULATIVE_STREAM, subjects.RESULTS_STREAM)
 # What a JetStream request may answer while a stream elects a new leader.
 # What a publish gets while the stream has no leader (js.publish turns "no responders" into
 # NoStreamResponseError).

@@ -71,3 +71,13 @@ async def test_a_newer_guess_for_the_same_final_replaces_the_older(store: Specul
     await store.started("s4.f1", "longer")  # speech resumed; a second speculation runs
     assert await SpeculationStore(store.kv, wait_s=0.05).take("s4.f1", "short") == (None, Outcome.NONE)
 
+
+
+async def test_a_speculation_fetched_after_its_final_is_moot(store: SpeculationStore) -> None:
+    assert not await store.moot("s5.f1")
+    await store.started("s5.f1", "d")
+    assert not await store.moot("s5.f1")
+    assert await store.take("s5.f2", "d") == (None, Outcome.NONE)
+    await store.final_taken("s5.f2")  # the worker decodes final 2 itself and says so
+    assert await store.moot("s5.f2")
+    assert await store.take("s5.f2", "d") == (None, Outcome.NONE)  # never mistaken for a decode

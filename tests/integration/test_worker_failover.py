@@ -50,8 +50,10 @@ class Roles:
 
 @pytest.fixture
 async def roles(nats_server: NatsServer) -> AsyncIterator[tuple[Roles, TestServer]]:
+    # speculative_finals off: these models (a stuck one) cannot tell a final's decode from its
+    # speculative decode, and the tests are about final jobs (speculation: test_speculative_finals).
     settings = replace(Settings(), nats_url=nats_server.url, vad_http_port=0, asr_http_port=0,
-                       require_workers_ready=False, end_flush_timeout_seconds=60.0)
+                       require_workers_ready=False, end_flush_timeout_seconds=60.0, speculative_finals=False)
     r = Roles(settings)
     r.start_vad()
     try:

@@ -8,6 +8,9 @@ tests' minimum gain of 9 frames would forbid, so they use a 20-frame endpoint.""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from dataclasses import replace
 from typing import Any
 
@@ -16,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asr_worker import speculation
+from asr_worker.transcriber import TranscriberOptions
 from asr_worker.worker import Slot
 from common.messages import AsrJob
 from vad_worker.segmenter import (
@@ -67,11 +71,12 @@ def test_speech_that_resumes_leaves_the_speculation_unconfirmed() -> None:
     assert final.audio.startswith(first[0].audio)
 
 
-def test_no_partial_repeats_the_speculation_until_speech_resumes() -> None:
+def test_no_partial_in_a_pause_the_cadence_catches_up_when_speech_resumes() -> None:
     s = seg(partial_interval_ms=100)  # a partial every 10 frames of utterance audio
-    events = s.push(pcm("0" * 10 + "1" * 21 + "0" * 19))  # utterance 26 frames, then a long pause
-    spec_at = next(i for i, e in enumerate(events) if isinstance(e, SpeculativeReady))
-    assert of(events[spec_at:], PartialReady) == []  # the pause would have crossed 30 and 40 frames
+    speech = s.push(pcm("0" * 10 + "1" * 21))  # the utterance holds frames 5-30: partials at 10 and 20
+    assert [len(p.audio) // FB for p in of(speech, PartialReady)] == [10, 20]
+    pause = s.push(pcm("0" * 19))  # the pause crosses 30 and 40 frames: no partial, one speculation
+    assert of(pause, PartialReady) == [] and len(of(pause, SpeculativeReady)) == 1
     resumed = s.push(pcm("1"))
     [partial] = of(resumed, PartialReady)  # the cadence catches up with the new word at once
     assert len(partial.audio) == 46 * FB  # frames 5 (pre-roll) to 50
@@ -159,3 +164,14 @@ async def test_a_final_s_slot_serves_other_jobs_while_it_waits() -> None:
     assert slot.held and slots.locked()
     slot.release()
     assert not slots.locked()
+
+
+def test_the_decoder_id_is_the_same_in_every_worker_process() -> None:
+    """Two ASR processes must agree on a final's digest. The hallucination filter holds sets,
+    whose repr order follows each process's string hash seed: the id must not depend on it."""
+    script = ("from asr_worker.speculation import decoder_id; from asr_worker.transcriber import TranscriberOptions; "
+              "print(decoder_id(TranscriberOptions()))")
+    ids = {subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed},
+                          capture_output=True, text=True, check=True).stdout for seed in ("1", "2", "3")}
+    assert len(ids) == 1
+    assert speculation.decoder_id(TranscriberOptions(beam_size=5)) != speculation.decoder_id(TranscriberOptions())
