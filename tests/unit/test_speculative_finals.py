@@ -1,5 +1,5 @@
-"""Speculative finals in the endpointing engine, and the digest that decides whether a final may
-take a speculative decode (asr_worker.speculation).
+"""Speculative finals in the endpointing engine, the digest that decides whether a final may
+take a speculative decode (asr_worker.speculation), and the decoding slot a waiting final lends.
 
 Frames as in test_segmenter: 8 kHz, 10 ms, "1" speech, "0" non-speech. Pad 4 frames, endpoint 10:
 the speculation comes on the 4th non-speech frame, 6 frames (60 ms) before the endpoint, which the
