@@ -68,29 +68,11 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             duplicate_window=120.0,
             num_replicas=settings.stream_replicas,
         ),
-        StreamConfig(
-            # Latest only: a newer partial of a session replaces the one still waiting.
-            name=subjects.JOBS_PARTIAL_STREAM,
-            subjects=["jobs.partial.*"],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.MEMORY,
-            max_msgs_per_subject=1,
-            discard=DiscardPolicy.OLD,
-            max_age=60.0,
-            num_replicas=settings.stream_replicas,
-        ),
-        StreamConfig(
-            # A final decoded ahead of its endpoint (asr_worker.speculation): best effort like a
-            # partial, latest only, but taken before partials.
-            name=subjects.JOBS_SPECULATIVE_STREAM,
-            subjects=["jobs.speculative.*"],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.MEMORY,
-            max_msgs_per_subject=1,
-            discard=DiscardPolicy.OLD,
-            max_age=60.0,
-            num_replicas=settings.stream_replicas,
-        ),
+        # Latest only: a newer partial of a session replaces the one still waiting.
+        _best_effort_jobs(subjects.JOBS_PARTIAL_STREAM, "jobs.partial.*", settings),
+        # A final decoded ahead of its endpoint (asr_worker.speculation): best effort like a
+        # partial, but taken before partials.
+        _best_effort_jobs(subjects.JOBS_SPECULATIVE_STREAM, "jobs.speculative.*", settings),
         StreamConfig(
             name=subjects.RESULTS_STREAM,
             subjects=["results.*.final", "results.*.flushed"],
@@ -105,6 +87,31 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
         ),
     ]
     return [_recording_policy(settings, config) for config in configs]
+
+
+def _best_effort_jobs(name: str, subject: str, settings: Settings) -> StreamConfig:
+    """A work queue in memory that keeps one job per subject (session): the newest."""
+    return StreamConfig(
+        name=name,
+        subjects=[subject],
+        retention=RetentionPolicy.WORK_QUEUE,
+        storage=StorageType.MEMORY,
+        max_msgs_per_subject=1,
+        discard=DiscardPolicy.OLD,
+        max_age=60.0,
+        num_replicas=settings.stream_replicas,
+    )
+
+
+def _best_effort_consumer(durable: str) -> ConsumerConfig:
+    """Delivered once: a job lost with its worker is not worth redoing (a newer one follows)."""
+    return ConsumerConfig(
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=PARTIAL_ACK_WAIT_S,
+        max_deliver=1,
+        max_ack_pending=10000,
+    )
 
 
 RECORD_AUDIO_KEY = "asr_record_audio"  # AUDIO stream metadata: "false" when record_audio is off
@@ -145,24 +152,8 @@ def consumer_configs(settings: Settings) -> dict[str, list[ConsumerConfig]]:
                 max_ack_pending=10000,
             )
         ],
-        subjects.JOBS_PARTIAL_STREAM: [
-            ConsumerConfig(
-                durable_name=subjects.PARTIAL_CONSUMER,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=PARTIAL_ACK_WAIT_S,
-                max_deliver=1,
-                max_ack_pending=10000,
-            )
-        ],
-        subjects.JOBS_SPECULATIVE_STREAM: [
-            ConsumerConfig(
-                durable_name=subjects.SPECULATIVE_CONSUMER,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=PARTIAL_ACK_WAIT_S,
-                max_deliver=1,
-                max_ack_pending=10000,
-            )
-        ],
+        subjects.JOBS_PARTIAL_STREAM: [_best_effort_consumer(subjects.PARTIAL_CONSUMER)],
+        subjects.JOBS_SPECULATIVE_STREAM: [_best_effort_consumer(subjects.SPECULATIVE_CONSUMER)],
     }
 
 
