@@ -27,6 +27,7 @@ because its digest differs. Entries expire after ``TTL_S``; the bucket is a cach
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -38,7 +39,7 @@ from enum import StrEnum
 import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BadRequestError, BucketNotFoundError, KeyNotFoundError
+from nats.js.errors import BadRequestError, BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from asr_worker.transcriber import Recognition, TranscriberOptions
@@ -115,6 +116,21 @@ class SpeculationStore:
 
     async def finished(self, name: str, dig: str, recognition: Recognition) -> None:
         await self.kv.put(name, _encoder.encode(_Entry(dig, recognition)))
+
+    async def failed(self, name: str, dig: str) -> None:
+        """The speculation of ``dig`` will not finish (its decode failed or was cancelled): a final
+        waiting for it decodes at once. A newer speculation of the same final is left alone."""
+        try:
+            found = await self.kv.get(name)
+        except KeyNotFoundError:
+            return
+        try:
+            entry = _decoder.decode(found.value) if found.value else None
+        except msgspec.DecodeError:
+            return
+        if entry is not None and entry.digest == dig and entry.recognition is None:
+            with contextlib.suppress(KeyWrongLastSequenceError):  # replaced meanwhile: not ours
+                await self.kv.delete(name, last=found.revision)
 
     async def final_taken(self, name: str) -> None:
         """The final is decoded without a speculation: one fetched after this is not worth decoding."""

@@ -274,6 +274,11 @@ class AsrWorker:
                 self.executor, lambda: self.transcriber.transcribe(
                     job.audio, is_final=job.is_final or speculative, prompt=prompt, context=job.context_audio)
             )
+        except BaseException:
+            if speculative:  # a final waiting for this decode should not wait out speculation_wait_ms
+                assert store is not None
+                await asyncio.shield(_optional(store.failed(name, dig), name))
+            raise
         finally:
             metrics.ASR_BUSY.dec()
         if speculative:

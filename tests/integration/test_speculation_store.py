@@ -81,3 +81,16 @@ async def test_a_speculation_fetched_after_its_final_is_moot(store: SpeculationS
     await store.final_taken("s5.f2")  # the worker decodes final 2 itself and says so
     assert await store.moot("s5.f2")
     assert await store.take("s5.f2", "d") == (None, Outcome.NONE)  # never mistaken for a decode
+
+
+async def test_a_failed_speculation_releases_the_final_at_once(store: SpeculationStore) -> None:
+    await store.started("s6.f1", "d")
+    await store.failed("s6.f1", "other")  # not this speculation: left alone
+    assert await SpeculationStore(store.kv, wait_s=0.05).take("s6.f1", "d") == (None, Outcome.TIMEOUT)
+    await store.failed("s6.f1", "d")
+    t = time.monotonic()
+    assert await store.take("s6.f1", "d") == (None, Outcome.NONE)
+    assert time.monotonic() - t < 1.0  # not the 2 s wait
+    await store.finished("s6.f2", "d", REC)
+    await store.failed("s6.f2", "d")  # a finished one stays usable
+    assert await store.take("s6.f2", "d") == (REC, Outcome.USED)
