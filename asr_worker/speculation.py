@@ -38,17 +38,18 @@ from enum import StrEnum
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BadRequestError, BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from asr_worker.transcriber import Recognition, TranscriberOptions
+from common import subjects
+from common.kv import ensure_bucket
 from common.messages import AsrJob
 
 log = logging.getLogger(__name__)
 
-BUCKET = "asr_speculative"
-TTL_S = 60.0
+BUCKET = subjects.SPECULATION_BUCKET
+TTL_S = subjects.SPECULATION_TTL_S
 POLL_S = 0.01
 """How often a waiting final looks at a running speculation."""
 
@@ -90,17 +91,10 @@ def digest(job: AsrJob, prompt: str, decoder: str) -> str:
     return h.hexdigest()
 
 
-async def bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
-    """The bucket, created in memory if missing (a cache: losing it costs only time)."""
-    try:
-        return await js.key_value(BUCKET)
-    except BucketNotFoundError:
-        pass
-    try:
-        return await js.create_key_value(KeyValueConfig(bucket=BUCKET, ttl=TTL_S, history=1, replicas=replicas,
-                                                        storage=StorageType.MEMORY))
-    except BadRequestError:  # another worker created it meanwhile
-        return await js.key_value(BUCKET)
+async def bucket(js: JetStreamContext, replicas: int | None = None) -> KeyValue:
+    """The bucket, in memory (a cache: losing it costs only time); ``common.streams`` creates it
+    (again after a reconnect: a lone nats-server that restarts loses it)."""
+    return await ensure_bucket(js, BUCKET, TTL_S, replicas, memory=True)
 
 
 class SpeculationStore:

@@ -11,20 +11,25 @@ from __future__ import annotations
 import logging
 
 from nats.js import JetStreamContext
+from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import BadRequestError, BucketNotFoundError
 from nats.js.kv import KeyValue
 
 log = logging.getLogger(__name__)
 
 
-async def ensure_bucket(js: JetStreamContext, name: str, ttl: float, replicas: int | None) -> KeyValue:
+async def ensure_bucket(js: JetStreamContext, name: str, ttl: float, replicas: int | None, *,
+                        memory: bool = False) -> KeyValue:
+    """``memory``: a cache kept in memory (lost when a lone nats-server restarts)."""
     if replicas is None:
         try:
             return await js.key_value(name)
         except BucketNotFoundError:
             replicas = 1
     try:
-        return await js.create_key_value(bucket=name, ttl=ttl, history=1, replicas=replicas)
+        storage = StorageType.MEMORY if memory else StorageType.FILE
+        return await js.create_key_value(KeyValueConfig(bucket=name, ttl=ttl, history=1, replicas=replicas,
+                                                        storage=storage))
     except BadRequestError:
         # Exists with another config: keep everything, change the replica count in place.
         stream = f"KV_{name}"

@@ -34,6 +34,7 @@ from nats.js.errors import (
 )
 
 from common import presence, subjects
+from common.kv import ensure_bucket
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -206,3 +207,5 @@ async def _ensure_once(js: JetStreamContext, settings: Settings) -> None:
     # The presence bucket every role reads, with the same replicas as the streams (the edge and
     # workers then bind to it as it is).
     await presence.bucket(js, settings.stream_replicas)
+    await ensure_bucket(js, subjects.SPECULATION_BUCKET, subjects.SPECULATION_TTL_S, settings.stream_replicas,
+                        memory=True)

@@ -25,6 +25,8 @@ JOBS_PARTIAL_STREAM = "JOBS_PARTIAL"
 JOBS_SPECULATIVE_STREAM = "JOBS_SPECULATIVE"
 RESULTS_STREAM = "RESULTS"
 WORKERS_BUCKET = "asr_workers"
+SPECULATION_BUCKET = "asr_speculative"  # speculative decodes of finals (asr_worker.speculation)
+SPECULATION_TTL_S = 60.0
 
 FINAL_JOBS = "jobs.final"
 FINAL_CONSUMER = "asr-final"

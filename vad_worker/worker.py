@@ -26,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -82,6 +83,7 @@ class VadWorker:
         self.executor = ThreadPoolExecutor(settings.vad_thread_pool_size, thread_name_prefix="vad")
         self.sessions: dict[str, SessionVad] = {}
         self.nc: NATS | None = None
+        self._dropping: set[str] = set()  # kinds of best-effort job whose queue does not answer
         self.js: JetStreamContext | None = None
         self.checkpoints: KeyValue | None = None
         self.leases: shard_leases.ShardLeases | None = None
@@ -447,6 +449,23 @@ class VadWorker:
         await self.js.publish(subjects.result_flushed(state.session_id), encode(flushed),
                               headers={subjects.H_MSG_ID: f"{state.session_id}.flushed"})
 
+    async def _best_effort(self, subject: str, job: AsrJob, kind: str) -> None:
+        """A partial or speculative job, if its queue takes it. A queue that is missing (a memory
+        stream lost with a restart of a lone nats-server, until the reconnect re-creates it) drops
+        the job, never the batch: finals must not wait on best-effort work."""
+        assert self.js is not None
+        try:
+            await self.js.publish(subject, encode(job))
+        except (TimeoutError, nats.errors.Error) as exc:
+            if kind not in self._dropping:
+                self._dropping.add(kind)
+                log.warning("%s jobs are dropped: their queue does not answer (%s)", kind, type(exc).__name__)
+            return
+        if kind in self._dropping:
+            self._dropping.discard(kind)
+            log.info("%s jobs are queued again", kind)
+        metrics.VAD_JOBS.labels(kind).inc()
+
     async def _publish(self, state: SessionVad, events: list[Event]) -> None:
         assert self.nc is not None and self.js is not None
         sid = state.session_id
@@ -473,16 +492,14 @@ class VadWorker:
                     job = AsrJob(session_id=sid, utterance_id=_utt(event.utterance_index), is_final=False,
                                  audio=event.audio, start_s=event.start_s, end_s=event.end_s,
                                  created_at=time.time())
-                    await self.js.publish(subjects.partial_job(sid), encode(job))
-                    metrics.VAD_JOBS.labels("partial").inc()
+                    await self._best_effort(subjects.partial_job(sid), job, "partial")
                 case SpeculativeReady():
                     # Best effort like a partial (latest only, skipped when stale), taken before partials.
                     job = AsrJob(session_id=sid, utterance_id=_utt(event.utterance_index), is_final=False,
                                  speculative=True, audio=event.audio, start_s=event.start_s, end_s=event.end_s,
                                  final_index=event.final_index, context_audio=event.context,
                                  created_at=time.time())
-                    await self.js.publish(subjects.speculative_job(sid), encode(job))
-                    metrics.VAD_JOBS.labels("speculative").inc()
+                    await self._best_effort(subjects.speculative_job(sid), job, "speculative")
                     log.debug("session %s final %d speculated %.2f-%.2fs", sid, event.final_index, event.start_s,
                               event.end_s, extra={"session_id": sid})
                 case FinalReady():
