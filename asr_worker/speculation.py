@@ -114,17 +114,10 @@ class SpeculationStore:
     async def failed(self, name: str, dig: str) -> None:
         """The speculation of ``dig`` will not finish (its decode failed or was cancelled): a final
         waiting for it decodes at once. A newer speculation of the same final is left alone."""
-        try:
-            found = await self.kv.get(name)
-        except KeyNotFoundError:
-            return
-        try:
-            entry = _decoder.decode(found.value) if found.value else None
-        except msgspec.DecodeError:
-            return
-        if entry is not None and entry.digest == dig and entry.recognition is None:
+        found = await self._read(name)
+        if found is not None and found[0].digest == dig and found[0].recognition is None:
             with contextlib.suppress(KeyWrongLastSequenceError):  # replaced meanwhile: not ours
-                await self.kv.delete(name, last=found.revision)
+                await self.kv.delete(name, last=found[1])
 
     async def final_taken(self, name: str) -> None:
         """The final is decoded without a speculation: one fetched after this is not worth decoding."""
@@ -155,14 +148,19 @@ class SpeculationStore:
             await asyncio.sleep(POLL_S)
 
     async def _get(self, name: str) -> _Entry | None:
+        found = await self._read(name)
+        return found[0] if found is not None else None
+
+    async def _read(self, name: str) -> tuple[_Entry, int] | None:
+        """The entry and its revision; None when there is none (deleted, expired, unreadable)."""
         try:
             found = await self.kv.get(name)
-        except KeyNotFoundError:  # also a deleted or expired entry
+        except KeyNotFoundError:
             return None
         if not found.value:
             return None
         try:
-            return _decoder.decode(found.value)
+            return _decoder.decode(found.value), found.revision or 0
         except msgspec.DecodeError:
             log.warning("speculation %s is unreadable; decoding the final", name)
             return None

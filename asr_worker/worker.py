@@ -82,7 +82,8 @@ class AsrWorker:
         self.nc, self.js = await bus.connect_jetstream(s, f"asr-{self.worker_id}")
         kv = await presence.bucket(self.js)
         if s.speculative_finals:
-            self.speculations = speculation.SpeculationStore(await speculation.bucket(self.js, s.stream_replicas),
+            # ensure_streams (bus.connect_jetstream) created the bucket: bind to it as it is.
+            self.speculations = speculation.SpeculationStore(await speculation.bucket(self.js),
                                                              s.speculation_wait_ms / 1000)
         beat = asyncio.create_task(presence.heartbeat(kv, ROLE, self.worker_id), name="heartbeat")
         puller = asyncio.create_task(self._supervised_pull(), name="pull")
@@ -248,7 +249,8 @@ class AsrWorker:
         a final waits for a speculation running elsewhere, its slot serves other jobs."""
         store = self.speculations
         name = speculation.key(job.session_id, job.final_index)
-        dig = speculation.digest(job, prompt, self._decoder_id) if store else ""
+        # Hashing the audio is for finals and speculations only, never for plain partials.
+        dig = speculation.digest(job, prompt, self._decoder_id) if store and (job.is_final or job.speculative) else ""
         if job.is_final and store is not None:
             try:
                 ahead, outcome = await store.take(name, dig, waiting=slot.release)
