@@ -24,7 +24,7 @@ from nats.js.errors import NotFoundError
 
 from asr_worker import speculation
 from asr_worker.transcriber import Recognition, Transcriber, TranscriberOptions
-from common import bus, health, metrics, presence, stream_usage, subjects, tasks
+from common import bus, health, metrics, presence, stream_usage, streams, subjects, tasks
 from common.messages import AsrJob, Transcript, TranscriptionFailed, Word, encode, job_decoder, result_decoder
 from common.retry import TRANSIENT, Backoff
 from common.settings import Settings
@@ -80,11 +80,12 @@ class AsrWorker:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         self.nc, self.js = await bus.connect_jetstream(s, f"asr-{self.worker_id}")
-        kv = await presence.bucket(self.js)
+        js = self.js
+        kv = await streams.when_ready(lambda: presence.bucket(js), s)
         if s.speculative_finals:
             # ensure_streams (bus.connect_jetstream) created the bucket: bind to it as it is.
-            self.speculations = speculation.SpeculationStore(await speculation.bucket(self.js),
-                                                             s.speculation_wait_ms / 1000)
+            self.speculations = speculation.SpeculationStore(
+                await streams.when_ready(lambda: speculation.bucket(js), s), s.speculation_wait_ms / 1000)
         beat = asyncio.create_task(presence.heartbeat(kv, ROLE, self.worker_id), name="heartbeat")
         puller = asyncio.create_task(self._supervised_pull(), name="pull")
         gauges = asyncio.create_task(self._measure_pending(), name="pending")

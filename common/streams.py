@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -38,6 +40,7 @@ from common.kv import ensure_bucket
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FINAL_ACK_WAIT_S = 10.0  # a dead ASR worker's final goes to another this soon; live ones send in-progress
 PARTIAL_ACK_WAIT_S = 10.0
@@ -175,21 +178,26 @@ def is_transient(exc: Exception) -> bool:
     return isinstance(exc, APIError) and exc.err_code in (NO_SUITABLE_PEERS, CLUSTER_NOT_AVAILABLE)
 
 
-async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
-    """Creates or updates every stream, consumer and bucket; waits out a cluster that is not
-    ready for up to ``bus_outage_timeout_seconds``, then raises what it last saw."""
+async def when_ready(op: Callable[[], Awaitable[T]], settings: Settings) -> T:
+    """Runs ``op`` (a JetStream call at start-up); waits out a cluster that is not ready (forming,
+    electing a leader, slow to answer) for up to ``bus_outage_timeout_seconds``, then raises what
+    it last saw."""
     deadline = time.monotonic() + settings.bus_outage_timeout_seconds
     wait = RETRY_FIRST_S
     while True:
         try:
-            await _ensure_once(js, settings)
-            return
+            return await op()
         except Exception as exc:
             if not is_transient(exc) or time.monotonic() + wait > deadline:
                 raise
             log.warning("JetStream not ready (%s): trying again in %.2fs", exc or type(exc).__name__, wait)
             await asyncio.sleep(wait)
             wait = min(wait * 2, RETRY_MAX_S)
+
+
+async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
+    """Creates or updates every stream, consumer and bucket (``when_ready``)."""
+    await when_ready(lambda: _ensure_once(js, settings), settings)
 
 
 async def _ensure_once(js: JetStreamContext, settings: Settings) -> None:

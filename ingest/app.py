@@ -17,7 +17,7 @@ from aiohttp import web
 from nats.js.kv import KeyValue
 from redis.exceptions import RedisError
 
-from common import bus, metrics, presence, redis_client, tasks
+from common import bus, metrics, presence, redis_client, streams, tasks
 from common.health import healthz, metrics_handler
 from common.settings import Settings
 from ingest import captions, deepgram, pages
@@ -164,7 +164,7 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
     metrics.MAX_SESSIONS_PER_EDGE.set(settings.max_sessions_per_worker)
     ctx = app[CONTEXT] = EdgeContext(settings=settings, nc=nc, js=js, store=store, edge_id=edge_id,
                                      gate=Gatekeeper.from_settings(settings))
-    kv = await presence.bucket(js)
+    kv = await streams.when_ready(lambda: presence.bucket(js), settings)
     poller = asyncio.create_task(_poll_workers(ctx, kv), name="poll-workers")
     keeper = asyncio.create_task(_keep_store(ctx), name="session-store")
     log.info("edge %s connected to NATS %s", edge_id, nc.connected_url.netloc if nc.connected_url else "?")

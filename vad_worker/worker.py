@@ -34,7 +34,7 @@ from nats.js.api import RawStreamMsg
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
-from common import bus, continuity, health, metrics, presence, subjects, tasks
+from common import bus, continuity, health, metrics, presence, streams, subjects, tasks
 from common.messages import AsrJob, SessionFlushed, SpeechStarted, UtteranceEnd, encode
 from common.retry import TRANSIENT, Backoff
 from common.settings import Settings
@@ -106,10 +106,13 @@ class VadWorker:
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
         self.nc, self.js = await bus.connect_jetstream(s, f"vad-{self.worker_id}")
-        workers_kv = await presence.bucket(self.js)
-        self.checkpoints = await continuity.bucket(self.js, float(s.audio_retention_seconds), s.stream_replicas)
-        self.leases = shard_leases.ShardLeases(await shard_leases.bucket(self.js, s.stream_replicas),
-                                               shard_leases.token_for(self.worker_id), s.audio_shards)
+        js = self.js
+        workers_kv = await streams.when_ready(lambda: presence.bucket(js), s)
+        self.checkpoints = await streams.when_ready(
+            lambda: continuity.bucket(js, float(s.audio_retention_seconds), s.stream_replicas), s)
+        self.leases = shard_leases.ShardLeases(
+            await streams.when_ready(lambda: shard_leases.bucket(js, s.stream_replicas), s),
+            shard_leases.token_for(self.worker_id), s.audio_shards)
         beat = asyncio.create_task(presence.heartbeat(workers_kv, ROLE, self.worker_id), name="heartbeat")
         self._manager = asyncio.create_task(self._supervise(lambda: self._manage_shards(workers_kv)),
                                             name="shards")
