@@ -39,6 +39,10 @@ JOB_QUEUES = ((subjects.JOBS_FINAL_STREAM, subjects.FINAL_CONSUMER),
               (subjects.JOBS_PARTIAL_STREAM, subjects.PARTIAL_CONSUMER))
 FINAL_POLL_S = 0.03
 PARTIAL_POLL_S = 0.02
+# After a round of polls finds every queue empty, the worker parks until the VAD's doorbell rings
+# (it rings after storing jobs) or this long, for jobs that come without a ring: a final
+# redelivered after a worker died, a retried final, a VAD worker of an older version.
+PARK_S = 0.5
 IN_PROGRESS_EVERY_S = 3.0  # well inside the final consumer's ack_wait (common.streams)
 
 
@@ -107,13 +111,21 @@ class AsrWorker:
             self.executor.shutdown(wait=True, cancel_futures=True)
 
     async def _pull(self) -> None:
-        """Fetches jobs (finals first, then speculative finals, then partials) into free slots.
+        """Fetches jobs (finals first, then speculative finals, then partials) into free slots;
+        parks while the queues are empty (``PARK_S``).
         Transient bus errors (a reconnect, a 503 while JetStream recovers) are retried with bounded
         backoff; the loop never ends on them."""
         assert self.js is not None
+        assert self.nc is not None
         slots = asyncio.Semaphore(self.settings.asr_concurrency)
         subs: list[JetStreamContext.PullSubscription] | None = None
         backoff = Backoff()
+        doorbell = asyncio.Event()
+
+        async def rang(_msg: Msg) -> None:
+            doorbell.set()
+
+        bell = await self.nc.subscribe(subjects.JOBS_DOORBELL, cb=rang)
         try:
             while True:
                 await slots.acquire()
@@ -122,6 +134,7 @@ class AsrWorker:
                         subs = [await self.js.pull_subscribe_bind(durable=consumer, stream=stream)
                                 for stream, consumer in JOB_QUEUES]
                     finals, speculative, partials = subs
+                    doorbell.clear()  # a ring from now on may be for a job these polls miss
                     msg = (await _fetch_one(finals, FINAL_POLL_S) or await _fetch_one(speculative, PARTIAL_POLL_S)
                            or await _fetch_one(partials, PARTIAL_POLL_S))
                     backoff.reset()
@@ -133,6 +146,9 @@ class AsrWorker:
                     continue
                 if msg is None:
                     slots.release()
+                    # Every queue was empty: no polling until jobs are stored (idle cost ~0).
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(doorbell.wait(), PARK_S)
                     continue
                 slot = Slot(slots)
                 task = asyncio.create_task(self._handle(msg, slot), name="job")
@@ -145,7 +161,7 @@ class AsrWorker:
                 task.add_done_callback(done)
         finally:
             # Unsubscribe so that draining the connection does not wait on fetch inboxes.
-            for sub in subs or ():
+            for sub in (*(subs or ()), bell):
                 with contextlib.suppress(nats.errors.Error):
                     await sub.unsubscribe()
 

@@ -4,6 +4,7 @@
     vad_worker -> jobs.final                       stream JOBS_FINAL (work queue)
     vad_worker -> jobs.partial.<session>           stream JOBS_PARTIAL (work queue, latest only)
     vad_worker -> jobs.speculative.<session>       stream JOBS_SPECULATIVE (work queue, latest only)
+    vad_worker -> jobs.doorbell                    core NATS: jobs were stored (wakes idle ASR workers)
     asr_worker -> results.<session>.final          stream RESULTS (kept for resume and replay)
     vad_worker -> results.<session>.flushed        stream RESULTS
     asr_worker -> results.<session>.partial        core NATS only (best effort)
@@ -29,6 +30,7 @@ SPECULATION_BUCKET = "asr_speculative"  # speculative decodes of finals (asr_wor
 SPECULATION_TTL_S = 60.0
 
 FINAL_JOBS = "jobs.final"
+JOBS_DOORBELL = "jobs.doorbell"  # no stream captures it (core NATS, empty payload)
 FINAL_CONSUMER = "asr-final"
 PARTIAL_CONSUMER = "asr-partial"
 SPECULATIVE_CONSUMER = "asr-speculative"

@@ -291,7 +291,7 @@ class VadWorker:
     async def _process_groups(self, shard: int, groups: dict[str, list[Chunk]], options: dict[str, str],
                               mine: set[str]) -> None:
         """Runs each session's new chunks through its state, publishes, and checkpoints."""
-        assert self.leases is not None
+        assert self.leases is not None and self.nc is not None
         loop = asyncio.get_running_loop()
         work: list[tuple[SessionVad, asyncio.Future[list[Event]]]] = []
         for session_id, chunks in groups.items():
@@ -320,7 +320,9 @@ class VadWorker:
                 log.warning("session %s: %.2f s of audio missing from the stream, counted as silence",
                             state.session_id, state.missing_bytes / 32000, extra={"session_id": state.session_id})
                 state.missing_bytes = 0
-            await self._publish(state, events)
+            if await self._publish(state, events):
+                # Its jobs are stored (each publish was acknowledged): wake the idle ASR workers.
+                await self.nc.publish(subjects.JOBS_DOORBELL, b"")
             if state.ended and state.flush_due:
                 await self._flushed(state)
             elif state.drained:
@@ -452,7 +454,7 @@ class VadWorker:
         await self.js.publish(subjects.result_flushed(state.session_id), encode(flushed),
                               headers={subjects.H_MSG_ID: f"{state.session_id}.flushed"})
 
-    async def _best_effort(self, subject: str, job: AsrJob, kind: str) -> None:
+    async def _best_effort(self, subject: str, job: AsrJob, kind: str) -> bool:
         """A partial or speculative job, if its queue takes it. A queue that is missing (a memory
         stream lost with a restart of a lone nats-server, until the reconnect re-creates it) drops
         the job, never the batch: finals must not wait on best-effort work."""
@@ -463,14 +465,17 @@ class VadWorker:
             if kind not in self._dropping:
                 self._dropping.add(kind)
                 log.warning("%s jobs are dropped: their queue does not answer (%s)", kind, type(exc).__name__)
-            return
+            return False
         if kind in self._dropping:
             self._dropping.discard(kind)
             log.info("%s jobs are queued again", kind)
         metrics.VAD_JOBS.labels(kind).inc()
+        return True
 
-    async def _publish(self, state: SessionVad, events: list[Event]) -> None:
+    async def _publish(self, state: SessionVad, events: list[Event]) -> bool:
+        """Publishes the session's events; True if an ASR job was among them."""
         assert self.nc is not None and self.js is not None
+        jobs = False
         sid = state.session_id
         metrics.VAD_FRAMES.inc(state.frames)
         state.frames = 0
@@ -495,14 +500,14 @@ class VadWorker:
                     job = AsrJob(session_id=sid, utterance_id=_utt(event.utterance_index), is_final=False,
                                  audio=event.audio, start_s=event.start_s, end_s=event.end_s,
                                  created_at=time.time())
-                    await self._best_effort(subjects.partial_job(sid), job, "partial")
+                    jobs |= await self._best_effort(subjects.partial_job(sid), job, "partial")
                 case SpeculativeReady():
                     # Best effort like a partial (latest only, skipped when stale), taken before partials.
                     job = AsrJob(session_id=sid, utterance_id=_utt(event.utterance_index), is_final=False,
                                  speculative=True, audio=event.audio, start_s=event.start_s, end_s=event.end_s,
                                  final_index=event.final_index, context_audio=event.context,
                                  created_at=time.time())
-                    await self._best_effort(subjects.speculative_job(sid), job, "speculative")
+                    jobs |= await self._best_effort(subjects.speculative_job(sid), job, "speculative")
                     log.debug("session %s final %d speculated %.2f-%.2fs", sid, event.final_index, event.start_s,
                               event.end_s, extra={"session_id": sid})
                 case FinalReady():
@@ -515,9 +520,11 @@ class VadWorker:
                     # The id makes a final re-emitted by a new owner (after a crash) harmless.
                     await self.js.publish(subjects.FINAL_JOBS, encode(job),
                                           headers={subjects.H_MSG_ID: f"{sid}.f{event.final_index}"})
+                    jobs = True
                     metrics.VAD_JOBS.labels("final").inc()
                     log.info("session %s final %d (%s) %.2f-%.2fs", sid, event.final_index, event.reason,
                              event.start_s, event.end_s, extra={"session_id": sid})
+        return jobs
 
 
 def _chunk(headers: dict[str, str] | None, data: bytes, stream_seq: int, subject: str) -> Chunk | None:

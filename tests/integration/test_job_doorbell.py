@@ -1,0 +1,99 @@
+"""An idle ASR worker does not poll: it parks until the VAD worker's doorbell says jobs were stored.
+On a real nats-server; the park is made long (60 s) so that only the doorbell can wake the worker
+within these tests' bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from asr_worker import worker as asr
+from asr_worker.transcriber import Recognition
+from asr_worker.worker import AsrWorker
+from common import bus, subjects
+from common.messages import AsrJob, encode
+from common.nats_server import NatsServer
+from common.settings import Settings, replace
+from tests.conftest import pcm_of
+from tests.helpers import connect, edge_server, ws_url
+from vad_worker.worker import VadWorker
+
+
+class Recorder:
+    """A stand-in model: records the finals it is given."""
+
+    def __init__(self) -> None:
+        self.finals: list[bytes] = []
+        self.called = threading.Event()
+
+    def transcribe(self, pcm: bytes, *, is_final: bool, **_kwargs: Any) -> Recognition:
+        if is_final:
+            self.finals.append(pcm)
+            self.called.set()
+        return Recognition("words", "words", len(pcm) / 32000, 0.01, "en", ())
+
+
+@pytest.fixture
+def settings(nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setattr(asr, "PARK_S", 60.0)
+    return replace(Settings(), nats_url=nats_server.url, vad_http_port=0, asr_http_port=0,
+                   require_workers_ready=False, speculative_finals=False, partial_interval_ms=0,
+                   context_chars=0)
+
+
+@pytest.fixture
+async def parked(settings: Settings) -> AsyncIterator[Recorder]:
+    """An ASR worker that has found the queues empty and parked."""
+    model = Recorder()
+    stop = asyncio.Event()
+    task = asyncio.create_task(AsrWorker(replace(settings, worker_id="parked"), model).run(stop))  # type: ignore[arg-type]
+    await asyncio.sleep(2.0)  # connected, polled the three queues once, parked
+    try:
+        yield model
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def _queued_finals(settings: Settings) -> int:
+    nc, js = await bus.connect_jetstream(settings, "test-probe")
+    try:
+        return int((await js.consumer_info(subjects.JOBS_FINAL_STREAM, subjects.FINAL_CONSUMER)).num_pending or 0)
+    finally:
+        await bus.close(nc)
+
+
+async def test_a_parked_worker_wakes_on_the_doorbell_only(settings: Settings, parked: Recorder) -> None:
+    nc, js = await bus.connect_jetstream(settings, "test-vad")
+    try:
+        job = AsrJob(session_id="s-doorbell", utterance_id="u0", is_final=True, audio=b"\0\0" * 16000,
+                     start_s=0.0, end_s=1.0, final_index=1)
+        await js.publish(subjects.FINAL_JOBS, encode(job))
+        await asyncio.sleep(1.5)
+        # Stored, not rung: the parked worker does not look (it would, PARK_S later).
+        assert await _queued_finals(settings) == 1 and not parked.finals
+        await nc.publish(subjects.JOBS_DOORBELL, b"")
+        assert await asyncio.to_thread(parked.called.wait, 10.0)
+        assert parked.finals == [job.audio]
+    finally:
+        await bus.close(nc)
+
+
+async def test_the_vad_worker_rings_after_storing_jobs(settings: Settings, parked: Recorder) -> None:
+    stop = asyncio.Event()
+    vad = asyncio.create_task(VadWorker(replace(settings, worker_id="vad1")).run(stop))
+    try:
+        async with edge_server(settings) as server, aiohttp.ClientSession() as http:
+            client = await connect(http, ws_url(server))
+            await client.stream(pcm_of("one_sentence.wav"))
+            await client.send_json({"type": "end"})
+            await client.until("session_ended", timeout=30)  # well within the 60 s park
+        assert len(client.finals()) == 1 and len(parked.finals) == 1
+    finally:
+        stop.set()
+        await asyncio.wait_for(vad, 30)
