@@ -16,6 +16,7 @@ import jiwer
 from aiohttp.test_utils import TestServer
 
 from cli.dev import Stack
+from common import bus, subjects
 from common.settings import Settings
 from ingest.app import init
 
@@ -218,3 +219,12 @@ def running_stack(data_dir: Path, port: int, *, ready_timeout: float = 120.0, **
         stack.stop()
         log.close()
         print((data_dir / "stack.log").read_text()[-6000:])
+
+
+async def final_jobs_waiting(settings: Settings) -> int:
+    """Final jobs the ASR consumer has not been given yet (stored, unacknowledged)."""
+    nc, js = await bus.connect_jetstream(settings, "test-probe")
+    try:
+        return int((await js.consumer_info(subjects.JOBS_FINAL_STREAM, subjects.FINAL_CONSUMER)).num_pending or 0)
+    finally:
+        await bus.close(nc)

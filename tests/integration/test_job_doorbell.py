@@ -20,7 +20,7 @@ from common.messages import AsrJob, encode
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
 from tests.conftest import pcm_of
-from tests.helpers import connect, edge_server, ws_url
+from tests.helpers import connect, edge_server, final_jobs_waiting, ws_url
 from vad_worker.worker import VadWorker
 
 
@@ -60,14 +60,6 @@ async def parked(settings: Settings) -> AsyncIterator[Recorder]:
         await asyncio.wait_for(task, 30)
 
 
-async def _queued_finals(settings: Settings) -> int:
-    nc, js = await bus.connect_jetstream(settings, "test-probe")
-    try:
-        return int((await js.consumer_info(subjects.JOBS_FINAL_STREAM, subjects.FINAL_CONSUMER)).num_pending or 0)
-    finally:
-        await bus.close(nc)
-
-
 async def test_a_parked_worker_wakes_on_the_doorbell_only(settings: Settings, parked: Recorder) -> None:
     nc, js = await bus.connect_jetstream(settings, "test-vad")
     try:
@@ -76,7 +68,7 @@ async def test_a_parked_worker_wakes_on_the_doorbell_only(settings: Settings, pa
         await js.publish(subjects.FINAL_JOBS, encode(job))
         await asyncio.sleep(1.5)
         # Stored, not rung: the parked worker does not look (it would, PARK_S later).
-        assert await _queued_finals(settings) == 1 and not parked.finals
+        assert await final_jobs_waiting(settings) == 1 and not parked.finals
         await nc.publish(subjects.JOBS_DOORBELL, b"")
         assert await asyncio.to_thread(parked.called.wait, 10.0)
         assert parked.finals == [job.audio]

@@ -16,11 +16,11 @@ from aiohttp.test_utils import TestServer
 
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import AsrWorker, transcriber_options
-from common import bus, streams, subjects
+from common import streams
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
 from tests.conftest import ONE_SENTENCE, pcm_of
-from tests.helpers import connect, edge_server, wer, ws_url
+from tests.helpers import connect, edge_server, final_jobs_waiting, wer, ws_url
 from vad_worker.worker import VadWorker
 
 pytestmark = pytest.mark.slow
@@ -66,15 +66,6 @@ async def roles(nats_server: NatsServer) -> AsyncIterator[tuple[Roles, TestServe
         await asyncio.gather(*r.tasks, return_exceptions=True)
 
 
-async def _final_jobs_waiting(settings: Settings) -> int:
-    """Final jobs the ASR consumer has not been given yet (stored, unacknowledged)."""
-    nc, js = await bus.connect_jetstream(settings, "test-probe")
-    try:
-        return int((await js.consumer_info(subjects.JOBS_FINAL_STREAM, subjects.FINAL_CONSUMER)).num_pending or 0)
-    finally:
-        await bus.close(nc)
-
-
 async def test_finals_wait_for_an_asr_worker(roles: tuple[Roles, TestServer], transcriber: Transcriber) -> None:
     r, server = roles
     async with aiohttp.ClientSession() as http:
@@ -83,7 +74,7 @@ async def test_finals_wait_for_an_asr_worker(roles: tuple[Roles, TestServer], tr
         await client.send_json({"type": "end"})
         # The VAD queues the final job; with no ASR worker it waits in the durable queue, unacked.
         async with asyncio.timeout(30):
-            while (await _final_jobs_waiting(r.settings)) < 1:
+            while (await final_jobs_waiting(r.settings)) < 1:
                 await asyncio.sleep(0.1)
         r.start_asr("late", transcriber)
         await client.until("session_ended", timeout=60)
