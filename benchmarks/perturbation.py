@@ -29,8 +29,8 @@ from asr_worker.worker import transcriber_options
 from benchmarks.accuracy import corpus_wer
 from benchmarks.context_replay import pcm_of
 from benchmarks.corpus import build
-from benchmarks.trailing_pad import finals
-from common.settings import Settings, load
+from benchmarks.trailing_pad import replay_text
+from common.settings import load
 
 
 def perturbed(pcm: np.ndarray, seed: int | None) -> np.ndarray:
@@ -40,15 +40,6 @@ def perturbed(pcm: np.ndarray, seed: int | None) -> np.ndarray:
     noisy = pcm.astype(np.int32) + np.random.default_rng(seed).integers(-1, 2, len(pcm))
     out: np.ndarray = np.clip(noisy, -32768, 32767).astype("<i2")
     return out
-
-
-def pipeline_text(pcm: np.ndarray, transcriber: Transcriber, settings: Settings) -> str:
-    texts, prompt = [], ""
-    for final in finals(pcm.tobytes(), settings.trailing_pad_ms, settings):
-        text = transcriber.transcribe(final.audio, is_final=True, prompt=prompt, context=final.context).text
-        texts.append(text)
-        prompt = f"{prompt} {text}".strip()[-settings.context_chars:]
-    return " ".join(texts)
 
 
 def main() -> None:
@@ -76,7 +67,7 @@ def main() -> None:
                 pcm = perturbed(pcm_of(clip.path), seed)
                 segments, _ = model.transcribe(pcm.astype(np.float32) / 32768)
                 direct.append(" ".join(s.text.strip() for s in segments))
-                piped.append(pipeline_text(pcm, transcriber, settings))
+                piped.append(replay_text(pcm.tobytes(), settings.trailing_pad_ms, transcriber, settings))
             for way, hyps in (("direct", direct), ("pipeline", piped)):
                 results.setdefault((kind, way), []).append(corpus_wer(refs, hyps))
             print(f"{kind} noise seed {seed}: direct {results[kind, 'direct'][-1]:.3f}, "

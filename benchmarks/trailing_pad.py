@@ -41,6 +41,17 @@ def finals(pcm: bytes, pad_ms: int, settings: Settings) -> list[FinalReady]:
     return [e for e in events if isinstance(e, FinalReady)]
 
 
+def replay_text(pcm: bytes, pad_ms: int, transcriber: Transcriber, settings: Settings) -> str:
+    """The clip's finals (``finals``), each decoded as the ASR worker decodes it, with the prompt
+    it would give (the session's recent text), joined."""
+    texts, prompt = [], ""
+    for final in finals(pcm, pad_ms, settings):
+        text = transcriber.transcribe(final.audio, is_final=True, prompt=prompt, context=final.context).text
+        texts.append(text)
+        prompt = f"{prompt} {text}".strip()[-settings.context_chars:]
+    return " ".join(texts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kinds", default="conversation,sentence,continuous,noisy20,noisy10,telephone")
@@ -58,12 +69,7 @@ def main() -> None:
         pcm = pcm_of(clip.path).tobytes()
         refs[clip.kind].append(clip.reference)
         for pad in pads:
-            texts, prompt = [], ""
-            for final in finals(pcm, pad, settings):
-                text = transcriber.transcribe(final.audio, is_final=True, prompt=prompt, context=final.context).text
-                texts.append(text)
-                prompt = f"{prompt} {text}".strip()[-settings.context_chars:]
-            hyps[pad][clip.kind].append(" ".join(texts))
+            hyps[pad][clip.kind].append(replay_text(pcm, pad, transcriber, settings))
         print(f"{clip.name} ({time.perf_counter() - started:.0f} s)", flush=True)
     print(f"\n| pad (ms) | {' | '.join(kinds)} | all |\n| ---: |{' ---: |' * (len(kinds) + 1)}")
     for pad in pads:

@@ -315,14 +315,21 @@ class VadWorker:
         metrics.VAD_SECONDS.observe(time.perf_counter() - t0)
         if not self.leases.holds(shard):
             raise ShardLost(shard)
+        rung = ring_again = False
         for (state, _), events in zip(work, results, strict=True):
             if state.missing_bytes:
                 log.warning("session %s: %.2f s of audio missing from the stream, counted as silence",
                             state.session_id, state.missing_bytes / 32000, extra={"session_id": state.session_id})
                 state.missing_bytes = 0
             if await self._publish(state, events):
-                # Its jobs are stored (each publish was acknowledged): wake the idle ASR workers.
-                await self.nc.publish(subjects.JOBS_DOORBELL, b"")
+                # Its jobs are stored (each publish was acknowledged): wake the idle ASR workers at
+                # the batch's first jobs; for later ones, once after the loop (a worker woken by the
+                # first ring may have polled and parked before they were stored).
+                if rung:
+                    ring_again = True
+                else:
+                    await self.nc.publish(subjects.JOBS_DOORBELL, b"")
+                    rung = True
             if state.ended and state.flush_due:
                 await self._flushed(state)
             elif state.drained:
@@ -331,6 +338,8 @@ class VadWorker:
                 drained = SessionFlushed(session_id=state.session_id, finals_total=state.segmenter.finals_emitted,
                                          audio_s=state.segmenter.samples_seen / state.sample_rate, ended=False)
                 await self.nc.publish(subjects.result_event(state.session_id), encode(drained))
+        if ring_again:
+            await self.nc.publish(subjects.JOBS_DOORBELL, b"")
         # Each session's results are out: record where each stands (concurrently, one key each).
         await asyncio.gather(*(self._save(state) for state, _ in work))
         for state, _ in work:
