@@ -7,9 +7,12 @@ them run in parallel inside CTranslate2, further ones wait there.
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from faster_whisper import WhisperModel
@@ -25,6 +28,10 @@ MIN_AUDIO_S = 0.1
 MIN_CONTEXT_S = 0.5
 """Shorter context is not worth its word alignment: the utterance is decoded alone."""
 BUNDLED_MODEL = "tiny.en"
+FULL_WINDOW_S = 30.0
+"""Whisper's encoder window: faster-whisper pads every decode's features to it."""
+WINDOW_MARGIN_S = 1.0
+"""Audio longer than the configured window gets a window this much longer, in whole seconds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +55,8 @@ class TranscriberOptions:
     """Finals also return each word's times and probability (`Recognition.words`)."""
     filter: HallucinationFilter = field(default_factory=HallucinationFilter)
     """Thresholds that tell speech from Whisper's non-speech hallucinations."""
+    window_s: float = FULL_WINDOW_S
+    """Seconds the encoder hears per decode (`encoder_window`); 30 is Whisper's own window."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +114,29 @@ def _in_utterance(start: float, end: float, skip_s: float) -> bool:
     return (start + end) / 2 >= skip_s
 
 
+def encoder_window(audio_s: float, window_s: float) -> int:
+    """Mel frames (100 per second) the encoder hears for ``audio_s`` of audio: ``window_s``, or for
+    longer audio the whole seconds past it plus ``WINDOW_MARGIN_S``; never more than Whisper's 30 s.
+    (Whisper pads every input to 30 s; the encoder's cost grows with the window, and a window just
+    the length of the audio makes tiny.en repeat itself.)"""
+    seconds = max(window_s, math.ceil(audio_s + WINDOW_MARGIN_S))
+    return int(min(seconds, FULL_WINDOW_S) * 100)
+
+
+class _WindowedWhisper(WhisperModel):  # type: ignore[misc]  # faster-whisper has no types
+    """faster-whisper's model, whose encoder hears only the first ``frames`` mel frames of the
+    padded 30 s window that faster-whisper hands it (per thread: set by ``Transcriber._decode``
+    around each call, which runs in one executor thread)."""
+
+    window = threading.local()
+
+    def encode(self, features: Any) -> Any:
+        frames = getattr(self.window, "frames", 0)
+        if frames and features.shape[-1] > frames:
+            features = np.ascontiguousarray(features[..., :frames])
+        return super().encode(features)
+
+
 def _looks_like_path(model: str) -> bool:
     return model.startswith((os.sep, ".", "~")) or os.path.isabs(model)
 
@@ -118,7 +150,7 @@ class Transcriber:
         if _looks_like_path(path) and not os.path.isdir(os.path.expanduser(path)):
             raise ModelLoadError(options.model, f"no such folder {path!r}")
         try:
-            self._model = WhisperModel(
+            self._model = _WindowedWhisper(
                 os.path.expanduser(path),
                 device=options.device,
                 compute_type=options.compute_type,
@@ -162,22 +194,26 @@ class Transcriber:
         """Decodes ``samples``; keeps the words whose middle lies after ``skip_s`` (the context)."""
         opts = self.options
         flt = opts.filter
-        segments, info = self._model.transcribe(
-            samples.astype(np.float32) / 32768.0,
-            language=opts.language,
-            beam_size=opts.beam_size if is_final else 1,
-            temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if is_final else 0.0,
-            compression_ratio_threshold=flt.compression_ratio_threshold,
-            log_prob_threshold=flt.logprob_threshold,
-            no_speech_threshold=flt.no_speech_threshold,
-            condition_on_previous_text=False,
-            initial_prompt=prompt or None,
-            without_timestamps=False,
-            # The words tell the context from the utterance.
-            word_timestamps=is_final and (opts.word_timestamps or skip_s > 0),
-            vad_filter=False,
-        )
-        decoded = list(segments)
+        self._model.window.frames = encoder_window(samples.size / SAMPLE_RATE, opts.window_s)
+        try:
+            segments, info = self._model.transcribe(
+                samples.astype(np.float32) / 32768.0,
+                language=opts.language,
+                beam_size=opts.beam_size if is_final else 1,
+                temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if is_final else 0.0,
+                compression_ratio_threshold=flt.compression_ratio_threshold,
+                log_prob_threshold=flt.logprob_threshold,
+                no_speech_threshold=flt.no_speech_threshold,
+                condition_on_previous_text=False,
+                initial_prompt=prompt or None,
+                without_timestamps=False,
+                # The words tell the context from the utterance.
+                word_timestamps=is_final and (opts.word_timestamps or skip_s > 0),
+                vad_filter=False,
+            )
+            decoded = list(segments)  # the generator decodes here, in this thread
+        finally:
+            self._model.window.frames = 0
         # Per segment, the words of the utterance (all of them when there is no context).
         heard = [[w for w in (seg.words or ()) if _in_utterance(w.start, w.end, skip_s)] for seg in decoded]
         if skip_s > 0:

@@ -56,6 +56,7 @@ def transcriber_options(settings: Settings) -> TranscriberOptions:
         num_workers=settings.asr_concurrency,
         language=settings.language or None,
         word_timestamps=settings.word_timestamps,
+        window_s=settings.encoder_window_seconds,
     )
 
 

@@ -182,3 +182,24 @@ def test_the_asr_worker_refuses_to_start_without_its_model(tmp_path: Path) -> No
                          text=True, timeout=60, check=False)
     assert out.returncode == 3
     assert "no-such-model" in out.stderr and "Nothing is downloaded at run time" in out.stderr
+
+
+def test_the_encoder_hears_the_configured_window_not_whispers_30_s(monkeypatch: pytest.MonkeyPatch):
+    from faster_whisper import WhisperModel
+
+    heard: list[int] = []
+    encode = WhisperModel.encode
+
+    def spy(self: WhisperModel, features: np.ndarray) -> object:
+        heard.append(features.shape[-1])
+        return encode(self, features)
+
+    monkeypatch.setattr(WhisperModel, "encode", spy)
+    windowed = Transcriber(TranscriberOptions(cpu_threads=1, window_s=15))
+    result = windowed.transcribe(read_pcm("three_utterances.wav"), is_final=True)
+    assert wer(THREE_UTTERANCES, result.text) <= MAX_WER, result
+    assert heard and set(heard) == {1500}, heard  # 15 s of 10 ms mel frames, not faster-whisper's 3000
+    heard.clear()
+    full = Transcriber(TranscriberOptions(cpu_threads=1)).transcribe(read_pcm("one_sentence.wav"), is_final=False)
+    assert wer(ONE_SENTENCE, full.text) <= MAX_WER, full
+    assert set(heard) == {3000}, heard
