@@ -24,7 +24,7 @@ from asr_worker.worker import transcriber_options
 from benchmarks.accuracy import corpus_wer
 from benchmarks.context_replay import pcm_of
 from benchmarks.corpus import build
-from benchmarks.trailing_pad import finals
+from benchmarks.trailing_pad import decode_finals, finals
 from common.settings import load
 
 
@@ -46,14 +46,9 @@ def main() -> None:
         cuts = finals(pcm_of(clip.path).tobytes(), settings.trailing_pad_ms, settings)
         refs[clip.kind].append(clip.reference)
         for window, transcriber in transcribers.items():
-            texts, prompt = [], ""
             cpu_start = time.process_time()
-            for final in cuts:
-                text = transcriber.transcribe(final.audio, is_final=True, prompt=prompt, context=final.context).text
-                texts.append(text)
-                prompt = f"{prompt} {text}".strip()[-settings.context_chars:]
+            hyps[window, clip.kind].append(decode_finals(cuts, transcriber, settings.context_chars))
             cpu[window, clip.kind] += time.process_time() - cpu_start
-            hyps[window, clip.kind].append(" ".join(texts))
         print(f"{clip.name} ({time.perf_counter() - started:.0f} s)", flush=True)
     print(f"\nWER (decoding CPU s) by kind; beam {settings.beam_size}, model {settings.model} "
           f"{settings.compute_type}\n")

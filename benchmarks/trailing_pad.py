@@ -42,13 +42,18 @@ def finals(pcm: bytes, pad_ms: int, settings: Settings) -> list[FinalReady]:
 
 
 def replay_text(pcm: bytes, pad_ms: int, transcriber: Transcriber, settings: Settings) -> str:
-    """The clip's finals (``finals``), each decoded as the ASR worker decodes it, with the prompt
-    it would give (the session's recent text), joined."""
+    """The clip's finals (``finals``), each decoded as the ASR worker decodes it, joined."""
+    return decode_finals(finals(pcm, pad_ms, settings), transcriber, settings.context_chars)
+
+
+def decode_finals(cuts: list[FinalReady], transcriber: Transcriber, context_chars: int) -> str:
+    """Each final decoded as the ASR worker decodes it, with the prompt it would give (the
+    session's recent text), joined."""
     texts, prompt = [], ""
-    for final in finals(pcm, pad_ms, settings):
+    for final in cuts:
         text = transcriber.transcribe(final.audio, is_final=True, prompt=prompt, context=final.context).text
         texts.append(text)
-        prompt = f"{prompt} {text}".strip()[-settings.context_chars:]
+        prompt = f"{prompt} {text}".strip()[-context_chars:]
     return " ".join(texts)
 
 
