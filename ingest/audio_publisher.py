@@ -1,6 +1,6 @@
 """A session's way onto the bus: audio and control messages into JetStream, in order, acknowledged.
 
-Publishes are pipelined (``publish_async``) with at most ``window`` unacknowledged; when the
+Publishes are pipelined (``ingest.jetstream_pipe``) with at most ``window`` unacknowledged; when the
 window is full, ``publish`` waits for the oldest acknowledgement, so the connection stops reading
 its socket and TCP pushes back on the client instead of the edge buffering without bound.
 
@@ -22,10 +22,9 @@ from dataclasses import dataclass
 
 import nats
 from nats.aio.client import Client as NATS
-from nats.js import JetStreamContext
-from nats.js.api import PubAck
 
 from common import metrics, subjects
+from ingest.jetstream_pipe import JetStreamPipe
 
 log = logging.getLogger(__name__)
 
@@ -47,16 +46,16 @@ class _Pending:
     payload: bytes
     headers: dict[str, str]
     end_offset: int  # session audio bytes (16 kHz) once this message is stored
-    future: asyncio.Future[PubAck]
+    future: asyncio.Future[int]  # the stream sequence it was stored at
     sent_at: float  # monotonic time of the (latest) publish
 
 
 class AudioPublisher:
     def __init__(
-        self, nc: NATS, js: JetStreamContext, session_id: str, *, window: int, ack_timeout_s: float,
+        self, nc: NATS, pipe: JetStreamPipe, session_id: str, *, window: int, ack_timeout_s: float,
         outage_timeout_s: float, seq: int = 0, offset: int = 0, options_header: str = "",
     ) -> None:
-        self.nc, self.js = nc, js
+        self.nc, self.pipe = nc, pipe
         self.window = window
         self.ack_timeout_s = ack_timeout_s
         self.outage_timeout_s = outage_timeout_s
@@ -124,15 +123,16 @@ class AudioPublisher:
             pending.future.cancel()
         self._pending.clear()
 
-    async def _send(self, subject: str, payload: bytes, headers: dict[str, str]) -> asyncio.Future[PubAck]:
-        return await self.js.publish_async(subject, payload, headers=headers)
+    async def _send(self, subject: str, payload: bytes, headers: dict[str, str]) -> asyncio.Future[int]:
+        return await self.pipe.send(subject, payload, headers)
 
     async def _settle_oldest(self) -> None:
         if self._abandoned:
             raise _closed()
         head = self._pending[0]
         try:
-            await asyncio.wait_for(asyncio.shield(head.future), self.ack_timeout_s)
+            if not head.future.done():  # usually it is (see _head_due): no timer, no extra loop turn
+                await asyncio.wait_for(asyncio.shield(head.future), self.ack_timeout_s)
             head.future.result()
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
             await self._ride_out(exc)
