@@ -37,6 +37,7 @@ from ingest import stored_results
 from ingest.audio_publisher import AudioPublisher, BusUnavailable
 from ingest.context import STORE_ERRORS, EdgeContext
 from ingest.delivery import Delivery, DeliveryOptions, GiveUp, Repair
+from ingest.idle_deadline import IdleDeadline
 from ingest.outbox import Closing, Outbox
 from ingest.rate_limit import RateLimiter, RateLimitOptions
 from ingest.session_store import Admit, ResumeError, SessionRecord, hash_token
@@ -221,40 +222,37 @@ class Connection:
 
     async def _read_loop(self) -> Closing:
         idle = self.settings.idle_timeout_seconds
-        loop = asyncio.get_running_loop()
-        last_message = loop.time()
-        while True:
-            if self._out.fatal is not None:
-                return self._out.fatal
-            try:
-                # Our own deadline: aiohttp restarts its receive timeout on every pong, so a client
-                # that only answers pings would never be idle.
-                async with asyncio.timeout_at(last_message + idle):
-                    msg = await self.ws.receive()
-            except TimeoutError:
-                return Closing(p.CLOSE_NORMAL, f"Idle timeout: no audio or keepalive for {idle:g} s")
-            last_message = loop.time()
-            if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
-                return Closing(p.CLOSE_NORMAL, "Client closed")
-            if msg.type == WSMsgType.ERROR:
-                return self._frame_error(msg.data)
-            t0 = time.perf_counter()
-            self._messages_seen += 1
-            try:
-                command = self.wire.parse(msg.data, self.settings.max_chunk_bytes)
-                done = await self._handle(command)
-            except p.ProtocolError as exc:
-                self._client_error(exc.code, exc.message)
-                done = None
-            except (BusUnavailable, nats.errors.Error):
-                raise
-            except Exception:  # a bug of ours: tell the client, keep the session and the log
-                self.log.exception("failed to handle a message")
-                self._client_error(p.INTERNAL, "Internal error handling this message")
-                done = None
-            metrics.REQUEST_LATENCY.observe(time.perf_counter() - t0)
-            if done is not None:
-                return done
+        # Our own deadline: aiohttp restarts its receive timeout on every pong, so a client that
+        # only answers pings would never be idle.
+        with IdleDeadline(idle) as deadline:
+            while True:
+                if self._out.fatal is not None:
+                    return self._out.fatal
+                try:
+                    msg = await deadline.receive(self.ws.receive)
+                except TimeoutError:
+                    return Closing(p.CLOSE_NORMAL, f"Idle timeout: no audio or keepalive for {idle:g} s")
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    return Closing(p.CLOSE_NORMAL, "Client closed")
+                if msg.type == WSMsgType.ERROR:
+                    return self._frame_error(msg.data)
+                t0 = time.perf_counter()
+                self._messages_seen += 1
+                try:
+                    command = self.wire.parse(msg.data, self.settings.max_chunk_bytes)
+                    done = await self._handle(command)
+                except p.ProtocolError as exc:
+                    self._client_error(exc.code, exc.message)
+                    done = None
+                except (BusUnavailable, nats.errors.Error):
+                    raise
+                except Exception:  # a bug of ours: tell the client, keep the session and the log
+                    self.log.exception("failed to handle a message")
+                    self._client_error(p.INTERNAL, "Internal error handling this message")
+                    done = None
+                metrics.REQUEST_LATENCY.observe(time.perf_counter() - t0)
+                if done is not None:
+                    return done
 
     def _frame_error(self, exc: BaseException) -> Closing:
         code = getattr(exc, "code", None)
@@ -428,7 +426,7 @@ class Connection:
 
     def _publisher_for(self, session_id: str) -> AudioPublisher:
         s = self.settings
-        return AudioPublisher(self.ctx.nc, self.ctx.js, session_id, window=s.max_pending_publishes,
+        return AudioPublisher(self.ctx.nc, self.ctx.pipe, session_id, window=s.max_pending_publishes,
                               ack_timeout_s=s.publish_timeout_seconds, outage_timeout_s=s.bus_outage_timeout_seconds,
                               options_header=self.options_header)
 
