@@ -25,6 +25,7 @@ from ingest import protocol as p
 from ingest.auth import SUBPROTOCOLS, Gatekeeper, Refusal
 from ingest.connection import Connection, NativeWire, Wire
 from ingest.context import EdgeContext
+from ingest.jetstream_pipe import JetStreamPipe
 from ingest.redis_store import RedisSessionStore
 from ingest.session_store import MemorySessionStore, SessionStore
 from ingest.websocket import EdgeWebSocket
@@ -163,7 +164,7 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
     metrics.MAX_SESSIONS.set(_cluster_limit(settings))
     metrics.MAX_SESSIONS_PER_EDGE.set(settings.max_sessions_per_worker)
     ctx = app[CONTEXT] = EdgeContext(settings=settings, nc=nc, js=js, store=store, edge_id=edge_id,
-                                     gate=Gatekeeper.from_settings(settings))
+                                     gate=Gatekeeper.from_settings(settings), pipe=JetStreamPipe(nc))
     kv = await streams.when_ready(lambda: presence.bucket(js), settings)
     poller = asyncio.create_task(_poll_workers(ctx, kv), name="poll-workers")
     keeper = asyncio.create_task(_keep_store(ctx), name="session-store")
@@ -172,6 +173,7 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await tasks.stop(poller, keeper)
+        await ctx.pipe.close()
         await store.close()
         await bus.close(nc)
 

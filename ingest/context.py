@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from common.settings import Settings
 from ingest.auth import Gatekeeper
+from ingest.jetstream_pipe import JetStreamPipe
 from ingest.session_store import SessionStore
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ class EdgeContext:
     store: SessionStore
     edge_id: str
     gate: Gatekeeper
+    pipe: JetStreamPipe  # every session's audio publishes, over this edge's NATS connection
     started_at: float = field(default_factory=time.time)
     draining: bool = False
     connections: set[Connection] = field(default_factory=set)

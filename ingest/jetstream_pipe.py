@@ -1,0 +1,102 @@
+"""Pipelined JetStream publishes for the edge's audio path: send now, the stored sequence later.
+
+nats-py's ``publish_async`` does the same for any caller, at a price paid on every audio chunk:
+a random token (``os.urandom``), a semaphore wait, the reply's JSON parsed into a ``PubAck``
+dataclass, and bookkeeping callbacks (together about 6 % of the edge's CPU at 1,000 sessions,
+py-spy on ``benchmarks.edge_load``). The edge bounds its unacknowledged publishes per session
+itself (``max_pending_publishes``), and needs only to know that JetStream stored the message, so
+here one subscription per NATS connection takes every reply, a counter names each request, and a
+reply that is a plain acknowledgement is taken without parsing it.
+
+A reply that is not one (an API error, a missing stream) is parsed and raised the way nats-py
+raises it: a subclass of ``nats.js.errors.APIError``, or ``NoStreamResponseError``. (nats-py's
+own handler lets ``APIError.from_error`` raise inside its callback, so such a future never
+resolves and the caller waits out its timeout.) A future the caller gives up
+on (cancelled) is forgotten; its reply, if it ever comes, is ignored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import json
+
+import nats.js.errors
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+_ACK_START = b'{"stream":'  # JetStream's PubAck; an error reply starts with {"error": or has a status
+_NO_RESPONDERS = "503"
+
+
+class JetStreamPipe:
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self._prefix = ""
+        self._futures: dict[str, asyncio.Future[int]] = {}
+        self._tokens = itertools.count(1)
+        self._sub: Subscription | None = None
+
+    def __repr__(self) -> str:
+        return f"<JetStreamPipe waiting={len(self._futures)}>"
+
+    @property
+    def waiting(self) -> int:
+        return len(self._futures)
+
+    async def send(self, subject: str, payload: bytes, headers: dict[str, str]) -> asyncio.Future[int]:
+        """Publishes; the future gets the stream sequence JetStream stored the message at."""
+        if self._sub is None:
+            await self._start()
+        token = str(next(self._tokens))
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._futures[token] = future
+        future.add_done_callback(functools.partial(self._forget, token))
+        try:
+            await self.nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+        except BaseException:
+            future.cancel()
+            raise
+        return future
+
+    async def close(self) -> None:
+        if self._sub is not None:
+            sub, self._sub = self._sub, None
+            await sub.unsubscribe()
+        for future in list(self._futures.values()):
+            future.cancel()
+
+    def _forget(self, token: str, _: asyncio.Future[int]) -> None:
+        self._futures.pop(token, None)
+
+    async def _start(self) -> None:
+        self._prefix = f"{self.nc.new_inbox()}."
+        self._sub = await self.nc.subscribe(self._prefix + "*", cb=self._on_reply)
+
+    async def _on_reply(self, msg: Msg) -> None:
+        future = self._futures.get(msg.subject[len(self._prefix):])
+        if future is None or future.done():
+            return
+        data = msg.data
+        if not msg.headers and data.startswith(_ACK_START) and b'"error"' not in data:
+            seq = data.find(b'"seq":')
+            future.set_result(int(data[seq + 6:].split(b",", 1)[0].split(b"}", 1)[0]) if seq >= 0 else 0)
+            return
+        if msg.headers and msg.headers.get("Status") == _NO_RESPONDERS:
+            future.set_exception(nats.js.errors.NoStreamResponseError())
+            return
+        try:
+            reply = json.loads(data)
+        except ValueError:
+            future.set_exception(nats.js.errors.Error(f"unreadable JetStream reply: {data[:200]!r}"))
+            return
+        if "error" in reply:
+            try:  # it raises the error's own class (BadRequestError, ServiceUnavailableError, ...)
+                error = nats.js.errors.APIError.from_error(reply["error"])
+            except nats.js.errors.Error as exc:
+                error = exc
+            future.set_exception(error)
+        else:
+            future.set_result(int(reply.get("seq", 0)))
