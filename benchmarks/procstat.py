@@ -37,3 +37,15 @@ def snapshot(pids: Mapping[str, int]) -> dict[str, float]:
 
 def delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
     return {name: after[name] - before.get(name, 0.0) for name in after}
+
+
+def cpu_busy_seconds(cpus: set[int]) -> float:
+    """Seconds the given CPUs spent busy (not idle, not waiting for I/O) since boot, summed."""
+    busy = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            name, *fields = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+                ticks = [int(x) for x in fields[:8]]
+                busy += sum(ticks) - ticks[3] - ticks[4]  # idle, iowait
+    return busy / _TICK
