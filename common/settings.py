@@ -145,6 +145,11 @@ class Settings:
     vad_thread_pool_size: int = 1
     """Threads running webrtcvad in each VAD worker process (never the event loop); webrtcvad holds
     the GIL, so more threads add no throughput: run more VAD worker processes instead."""
+    vad_checkpoint_seconds: float = 1.0
+    """A session's VAD checkpoint is written, and its audio acknowledged, at most this often (and
+    at once when the session ends); 0 writes one after every batch, a key-value write per audio
+    message at low load. 1 s took a fifth off the VAD worker's CPU per message (docs/benchmarks.md).
+    After a crash, the new owner re-reads up to this much more audio from the stream."""
     vad_reorder_wait_seconds: float = 40.0
     """A session's audio message missing from the stream while later ones are there (an edge
     publishes audio again after a bus outage, so it can land after newer messages) is waited for
@@ -345,6 +350,8 @@ def _validate(s: Settings) -> list[str]:
                "use 0 (unlimited) or 60-600."))
     add(_range("vad_thread_pool_size", s.vad_thread_pool_size, 1, 256,
                "webrtcvad holds the GIL: use 1 and more VAD worker processes."))
+    add(_range("vad_checkpoint_seconds", s.vad_checkpoint_seconds, 0, 2.0,
+               "its audio waits unacknowledged meanwhile, well inside the 5 s ack wait: use 0-2."))
     add(_range("vad_reorder_wait_seconds", s.vad_reorder_wait_seconds, 0, 300,
                "longer than an edge retries after a bus outage (bus_outage_timeout_seconds + "
                "publish_timeout_seconds), e.g. 40."))

@@ -3,9 +3,10 @@ bounded executor, and publishes ASR jobs and VAD events.
 
 Per shard, one task fetches batches from the shard's durable consumer (in order), groups them by
 session, runs the sessions of a batch concurrently in the executor (each session sequentially),
-publishes what came out, writes each session's checkpoint (common.continuity), and only then
-acknowledges the audio. Before it publishes and before it acknowledges it checks that it still
-holds the shard's lease (vad_worker.shards).
+and publishes what came out. Each session's checkpoint (common.continuity) is written at most
+every ``vad_checkpoint_seconds`` and when it ends, and only then is the audio it covers
+acknowledged (vad_worker.unsaved). Before it publishes and before it acknowledges it checks that it
+still holds the shard's lease (vad_worker.shards); a shard handed over saves everything first.
 
 A session this worker has no state for (new, or carried on after another owner, a restart, a
 failed batch or an idle eviction) is loaded from its checkpoint: the open utterance's audio is
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +46,7 @@ from vad_worker.segmenter import SpeechStarted as VadSpeechStarted
 from vad_worker.segmenter import UtteranceEnded as VadUtteranceEnded
 from vad_worker.seq_order import Chunk
 from vad_worker.session import SessionVad, parse_overrides, segmenter_options
+from vad_worker.unsaved import Unsaved
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,7 @@ class VadWorker:
         self._stopping = False
         # In-memory state of a session silent this long is dropped (its checkpoint stays).
         self.evict_after_s = settings.idle_timeout_seconds * 2 + 10
+        self.checkpoint_every_s = settings.vad_checkpoint_seconds
 
     def __repr__(self) -> str:
         return f"<VadWorker {self.worker_id} shards={sorted(self._shard_tasks)} sessions={len(self.sessions)}>"
@@ -206,6 +210,7 @@ class VadWorker:
         assert self.js is not None and self.leases is not None
         stop = self._shard_stop[shard]
         mine: set[str] = set()
+        unsaved: Unsaved[Msg] = Unsaved()
         backoff = Backoff()
         last_sweep = time.monotonic()
         sub: JetStreamContext.PullSubscription | None = None
@@ -223,22 +228,29 @@ class VadWorker:
                     except TimeoutError:
                         msgs = []
                     if msgs:
-                        await self._process_batch(shard, msgs, mine)
-                    await self._catch_up(shard, mine)
+                        await self._process_batch(shard, msgs, mine, unsaved)
+                    await self._catch_up(shard, mine, unsaved)
+                    await self._save_due(shard, mine, unsaved, time.monotonic() - self.checkpoint_every_s)
                     backoff.reset()
                 except ShardLost:
-                    log.warning("shard %d: lease not renewed in time; its batch is left unacknowledged", shard)
+                    log.warning("shard %d: lease not renewed in time; its unsaved audio is left unacknowledged",
+                                shard)
                     return
                 except RETRYABLE as exc:
-                    # Nothing of this batch is acknowledged: forget its sessions' state, they are
-                    # rebuilt from their checkpoints and the stream.
+                    # Nothing unsaved is acknowledged: forget the sessions' state, they are rebuilt
+                    # from their checkpoints and the stream.
                     delay = backoff.next_delay()
                     log.warning("shard %d: %s (%s); retrying in %.1f s", shard, type(exc).__name__, exc, delay)
                     self._evict(mine)
+                    unsaved.clear()
                     await asyncio.sleep(delay)
                 if time.monotonic() - last_sweep > SWEEP_EVERY_S:
                     last_sweep = time.monotonic()
-                    self._evict_idle(mine)
+                    self._evict_idle(mine, unsaved)
+            # Stopping (hand-over, shutdown): what was processed is saved for the next owner.
+            if unsaved and self.leases.holds(shard):
+                with contextlib.suppress(ShardLost, *RETRYABLE):
+                    await self._save_due(shard, mine, unsaved, math.inf)
         finally:
             if sub is not None:
                 with contextlib.suppress(Exception):
@@ -251,46 +263,78 @@ class VadWorker:
         mine.clear()
         metrics.VAD_SESSIONS.set(len(self.sessions))
 
-    def _evict_idle(self, mine: set[str]) -> None:
+    def _evict_idle(self, mine: set[str], unsaved: Unsaved[Msg]) -> None:
         """Drops the memory of sessions silent for ``evict_after_s``; they are NOT ended: their
         checkpoint stays, and their next audio carries on numbering and time."""
         cutoff = time.monotonic() - self.evict_after_s
-        for session_id in [s for s in mine if self.sessions[s].last_seen < cutoff]:
+        for session_id in [s for s in mine if self.sessions[s].last_seen < cutoff and s not in unsaved]:
             log.info("session %s silent for %.0f s: dropping its VAD state from memory (checkpoint kept)",
                      session_id, self.evict_after_s, extra={"session_id": session_id})
             self.sessions.pop(session_id)
             mine.discard(session_id)
         metrics.VAD_SESSIONS.set(len(self.sessions))
 
-    async def _process_batch(self, shard: int, msgs: list[Msg], mine: set[str]) -> None:
+    async def _process_batch(self, shard: int, msgs: list[Msg], mine: set[str], unsaved: Unsaved[Msg]) -> None:
         assert self.leases is not None
         now = time.time()
         groups: dict[str, list[Chunk]] = {}
         options: dict[str, str] = {}
         metrics.VAD_BATCH_SIZE.observe(len(msgs))
+        malformed: list[Msg] = []
+        good: list[tuple[str, Msg]] = []
         for msg in msgs:
             session_id = msg.subject.rsplit(".", 1)[-1]
             chunk = _chunk(msg.headers, msg.data, msg.metadata.sequence.stream, msg.subject)
             if chunk is None:
+                malformed.append(msg)
                 continue
+            good.append((session_id, msg))
             with contextlib.suppress(KeyError, ValueError):
                 metrics.VAD_STAGE_LATENCY.observe(max(0.0, now - float((msg.headers or {})[subjects.H_SENT_AT])))
             groups.setdefault(session_id, []).append(chunk)
             if msg.headers and subjects.H_OPTIONS in msg.headers:
                 options.setdefault(session_id, msg.headers[subjects.H_OPTIONS])
-        await self._process_groups(shard, groups, options, mine)
-        # Only now is the audio safe to forget: its jobs are stored and its checkpoint written.
-        await asyncio.gather(*(msg.ack() for msg in msgs))
+        await self._process_groups(shard, groups, options, mine, unsaved)
+        # A message is acknowledged once its session's checkpoint covers it (_save_due).
+        for session_id, msg in good:
+            unsaved.hold(session_id, msg)
+        await asyncio.gather(*(msg.ack() for msg in malformed))
 
-    async def _catch_up(self, shard: int, mine: set[str]) -> None:
+    async def _catch_up(self, shard: int, mine: set[str], unsaved: Unsaved[Msg]) -> None:
         """Sessions waiting for a missing message (a hole in their seqs) look at the stream again."""
         waiting: dict[str, list[Chunk]] = {sid: [] for sid in mine if self.sessions[sid].order.waiting}
         if waiting:
-            await self._process_groups(shard, waiting, {}, mine)
+            await self._process_groups(shard, waiting, {}, mine, unsaved)
+
+    async def _save_due(self, shard: int, mine: set[str], unsaved: Unsaved[Msg], before: float) -> None:
+        """Writes the checkpoints of the sessions processed since their last one, if that was
+        before ``before`` (monotonic) or they ended, then acknowledges the audio they cover: only
+        now is it safe to forget, its jobs stored and where the session stands recorded."""
+        due_ids = set(unsaved.due(before)) | {sid for sid in unsaved.sessions()
+                                               if sid in self.sessions and self.sessions[sid].ended}
+        for sid in [sid for sid in due_ids if sid not in self.sessions]:
+            unsaved.saved(sid)  # no state to save (cannot happen): left unacknowledged, redelivered
+            due_ids.discard(sid)
+        due = [self.sessions[sid] for sid in due_ids]
+        if not due:
+            return
+        assert self.leases is not None
+        if not self.leases.holds(shard):
+            raise ShardLost(shard)
+        # Concurrently, one key each.
+        await asyncio.gather(*(self._save(state) for state in due))
+        acks = [msg for state in due for msg in unsaved.saved(state.session_id)]
+        await asyncio.gather(*(msg.ack() for msg in acks))
+        for state in due:
+            if state.ended:
+                self.sessions.pop(state.session_id, None)
+                mine.discard(state.session_id)
+        metrics.VAD_SESSIONS.set(len(self.sessions))
 
     async def _process_groups(self, shard: int, groups: dict[str, list[Chunk]], options: dict[str, str],
-                              mine: set[str]) -> None:
-        """Runs each session's new chunks through its state, publishes, and checkpoints."""
+                              mine: set[str], unsaved: Unsaved[Msg]) -> None:
+        """Runs each session's new chunks through its state and publishes; the sessions' checkpoints
+        are due from now on."""
         assert self.leases is not None and self.nc is not None
         loop = asyncio.get_running_loop()
         work: list[tuple[SessionVad, asyncio.Future[list[Event]]]] = []
@@ -340,13 +384,8 @@ class VadWorker:
                 await self.nc.publish(subjects.result_event(state.session_id), encode(drained))
         if ring_again:
             await self.nc.publish(subjects.JOBS_DOORBELL, b"")
-        # Each session's results are out: record where each stands (concurrently, one key each).
-        await asyncio.gather(*(self._save(state) for state, _ in work))
-        for state, _ in work:
-            if state.ended:
-                self.sessions.pop(state.session_id, None)
-                mine.discard(state.session_id)
-        metrics.VAD_SESSIONS.set(len(self.sessions))
+        for state, _ in work:  # their results are out: where they stand is to be recorded
+            unsaved.processed(state.session_id)
         if not self.leases.holds(shard):
             raise ShardLost(shard)
 
