@@ -32,6 +32,10 @@ session is connected and streaming:
 The generator and this process run on uvloop, as the edge does (the consumer took 43 % of a core
 at 1,000 sessions on asyncio's loop).
 
+With ``--vad`` a real VAD worker (default settings) takes the ack-only consumer's place, on the
+other CPUs; the generator's low noise holds no speech, so it publishes no ASR job, and each row's
+JSON has the VAD worker's CPU per message (``vad_cpu_us_per_msg``).
+
 A level passes when every session connected and stayed open, the stored rate is at least 95 % of
 the offered one and p99 < ``--p99-ms``. Levels run in ascending order and stop at the first failure.
 With ``--pin`` (default when the machine has 2+ cores) the edge runs on CPU 0 and everything else
@@ -62,7 +66,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from benchmarks import procstat
 from benchmarks.pipeline_latency import machine
-from cli.dev import Stack, free_port
+from cli.dev import Stack, _ready, free_port
 from common import subjects
 
 CHUNK_MS = 100
@@ -258,7 +262,8 @@ async def level(n: int, args: argparse.Namespace, stack: Stack, nats_url: str, o
     nc = await nats.connect(nats_url)
     js = nc.jetstream()
     stop_consumer = asyncio.Event()
-    consumer = asyncio.create_task(ack_consumer(nc, stop_consumer))
+    vad = stack.procs["vad_worker"].pid if args.vad else 0
+    consumer = asyncio.create_task(ack_consumer(nc, stop_consumer) if not vad else asyncio.sleep(0, 0))
     rss_before = procstat.rss_bytes(edge)
     cmd = [sys.executable, "-m", "benchmarks.edge_load", "--loadgen", f"ws://127.0.0.1:{stack.port}/v1/stream",
            "--sessions", str(n), "--seconds", str(args.seconds), "--ramp", str(args.ramp), "--warmup", str(args.warmup)]
@@ -272,7 +277,7 @@ async def level(n: int, args: argparse.Namespace, stack: Stack, nats_url: str, o
     probe: asyncio.Task[None] | None = None
     rss_task: asyncio.Task[None] | None = None
     rss_peak = 0
-    cpu0 = cpu1 = nats0 = nats1 = gen0 = gen1 = rest0 = rest1 = own0 = own1 = 0.0
+    cpu0 = cpu1 = nats0 = nats1 = gen0 = gen1 = rest0 = rest1 = own0 = own1 = vad0 = vad1 = 0.0
     seq0 = seq1 = 0
     gc0: dict[float, float] = {}
     gc1: dict[float, float] = {}
@@ -286,7 +291,7 @@ async def level(n: int, args: argparse.Namespace, stack: Stack, nats_url: str, o
                 seq0 = await stream_last_seq(js) + 1
                 cpu0, nats0 = procstat.cpu_seconds(edge), procstat.cpu_seconds(nats_pid)
                 gen0, rest0 = procstat.cpu_seconds(gen.pid), procstat.cpu_busy_seconds(others)
-                own0 = procstat.cpu_seconds(os.getpid())
+                own0, vad0 = procstat.cpu_seconds(os.getpid()), procstat.cpu_seconds(vad)
                 gc0 = await gc_buckets(stack.port)
                 probe = asyncio.create_task(probe_lag(stack.port, stop_probe, lags))
 
@@ -300,7 +305,7 @@ async def level(n: int, args: argparse.Namespace, stack: Stack, nats_url: str, o
             elif ev["event"] == "done":
                 cpu1, nats1 = procstat.cpu_seconds(edge), procstat.cpu_seconds(nats_pid)
                 gen1, rest1 = procstat.cpu_seconds(gen.pid), procstat.cpu_busy_seconds(others)
-                own1 = procstat.cpu_seconds(os.getpid())
+                own1, vad1 = procstat.cpu_seconds(os.getpid()), procstat.cpu_seconds(vad)
                 gc1 = await gc_buckets(stack.port)
                 stop_probe.set()
                 await asyncio.sleep(1.0)  # the last chunks reach the stream
@@ -325,6 +330,8 @@ async def level(n: int, args: argparse.Namespace, stack: Stack, nats_url: str, o
         "nats_cpu_pct": (nats1 - nats0) / window * 100,
         "generator_cpu_pct": (gen1 - gen0) / window * 100,
         "consumer_cpu_pct": (own1 - own0) / window * 100,  # this process: the ack-only consumer, probes
+        "vad_cpu_pct": (vad1 - vad0) / window * 100 if vad else None,
+        "vad_cpu_us_per_msg": (vad1 - vad0) / max(stored, 1) * 1e6 if vad else None,
         # How busy the CPUs that are not the edge's were (generator, nats-server, this process):
         # near 100 % of them, latency is theirs, not the edge's.
         "other_cpus_busy_pct": (rest1 - rest0) / window / max(len(others), 1) * 100 if others else float("nan"),
@@ -378,6 +385,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="edge on CPU 0, everything else on the others (default when there are 2+)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--label", default="")
+    p.add_argument("--vad", action="store_true",
+                   help="a real VAD worker consumes the audio instead of the ack-only consumer (on the other "
+                        "CPUs); the rows' JSON then has its CPU per message")
     p.add_argument("--loadgen", default="", help=argparse.SUPPRESS)  # internal: run as the load generator
     args = p.parse_args(argv)
     args.levels = sorted({int(x) for x in args.sessions.split(",") if x.strip()})
@@ -411,11 +421,22 @@ def main(argv: list[str] | None = None) -> int:
             stack = Stack("127.0.0.1", free_port(), Path(tmp), out=log, env=env, workers=False)
             try:
                 stack.start()
+                if args.vad:
+                    stack.add_worker("vad_worker")
                 stack.wait_ready(timeout=60)
+                if args.vad:  # its shards leased and consumed
+                    vad_ready = f"http://127.0.0.1:{stack.http_ports['vad_worker']}/readyz"
+                    deadline = time.monotonic() + 60
+                    while not _ready(vad_ready):
+                        if time.monotonic() > deadline:
+                            raise RuntimeError("the VAD worker was not ready within 60 s")
+                        time.sleep(0.25)
                 if others:
                     pin(stack.procs["ingest"].pid, edge_cpus)
                     assert stack.nats.proc is not None
                     pin(stack.nats.proc.pid, others)
+                    if args.vad:
+                        pin(stack.procs["vad_worker"].pid, others)
                     os.sched_setaffinity(0, others)
                 print(f"edge on CPU {sorted(edge_cpus)}, the rest on {sorted(others) or 'the same'}\n{HEADER}",
                       flush=True)
@@ -439,7 +460,8 @@ def main(argv: list[str] | None = None) -> int:
         best = r["sessions"]
     print(f"\n### Edge load {when} {args.label}\n\nCommand: `{command}`\n")
     print("\n".join(f"- {k}: {v}" for k, v in info.items()))
-    print(f"- pinning: edge on CPU {sorted(edge_cpus)}, generator, nats-server and the ack-only consumer on "
+    consumer = "a VAD worker" if args.vad else "the ack-only consumer"
+    print(f"- pinning: edge on CPU {sorted(edge_cpus)}, generator, nats-server and {consumer} on "
           f"{sorted(others) or 'the same CPUs'}\n\n{HEADER}")
     for r in results:
         print(row(r))
