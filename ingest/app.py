@@ -165,6 +165,7 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
     metrics.MAX_SESSIONS_PER_EDGE.set(settings.max_sessions_per_worker)
     ctx = app[CONTEXT] = EdgeContext(settings=settings, nc=nc, js=js, store=store, edge_id=edge_id,
                                      gate=Gatekeeper.from_settings(settings), pipe=JetStreamPipe(nc))
+    await ctx.pipe.start()
     kv = await streams.when_ready(lambda: presence.bucket(js), settings)
     poller = asyncio.create_task(_poll_workers(ctx, kv), name="poll-workers")
     keeper = asyncio.create_task(_keep_store(ctx), name="session-store")

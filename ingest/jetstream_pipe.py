@@ -38,6 +38,7 @@ class JetStreamPipe:
         self._futures: dict[str, asyncio.Future[int]] = {}
         self._tokens = itertools.count(1)
         self._sub: Subscription | None = None
+        self._starting = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"<JetStreamPipe waiting={len(self._futures)}>"
@@ -49,7 +50,7 @@ class JetStreamPipe:
     async def send(self, subject: str, payload: bytes, headers: dict[str, str]) -> asyncio.Future[int]:
         """Publishes; the future gets the stream sequence JetStream stored the message at."""
         if self._sub is None:
-            await self._start()
+            await self.start()
         token = str(next(self._tokens))
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._futures[token] = future
@@ -71,9 +72,12 @@ class JetStreamPipe:
     def _forget(self, token: str, _: asyncio.Future[int]) -> None:
         self._futures.pop(token, None)
 
-    async def _start(self) -> None:
-        self._prefix = f"{self.nc.new_inbox()}."
-        self._sub = await self.nc.subscribe(self._prefix + "*", cb=self._on_reply)
+    async def start(self) -> None:
+        """Subscribes to the replies (once; the first send does it if nobody did)."""
+        async with self._starting:
+            if self._sub is None:
+                self._prefix = f"{self.nc.new_inbox()}."
+                self._sub = await self.nc.subscribe(self._prefix + "*", cb=self._on_reply)
 
     async def _on_reply(self, msg: Msg) -> None:
         future = self._futures.get(msg.subject[len(self._prefix):])

@@ -62,6 +62,9 @@ async def test_a_future_given_up_on_is_forgotten(bus: tuple[Any, Any, JetStreamP
     assert await asyncio.wait_for(kept, 5) == 2
     assert pipe.waiting == 0
     closed = JetStreamPipe(nc)
+    subscriptions = len(nc._subs)
+    await asyncio.gather(*(closed.start() for _ in range(3)))  # concurrent starts: one subscription
+    assert len(nc._subs) == subscriptions + 1
     pending = await closed.send("nowhere.at.all", b"", {})
     await closed.close()
     assert pending.cancelled()
