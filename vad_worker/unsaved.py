@@ -9,6 +9,7 @@ every ``vad_checkpoint_seconds`` (at once when it ends), and its messages are he
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Generic, TypeVar
 
@@ -32,6 +33,10 @@ class Unsaved(Generic[M]):
     def processed(self, session_id: str, now: float | None = None) -> None:
         """The session's state moved: its checkpoint is due ``vad_checkpoint_seconds`` from now."""
         self._since.setdefault(session_id, time.monotonic() if now is None else now)
+
+    def ended(self, session_id: str) -> None:
+        """The session ended: its checkpoint is due at the next save, whatever the interval."""
+        self._since[session_id] = -math.inf
 
     def hold(self, session_id: str, message: M) -> None:
         """A message of the session, processed, to acknowledge once its checkpoint is written."""

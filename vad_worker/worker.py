@@ -310,12 +310,12 @@ class VadWorker:
         """Writes the checkpoints of the sessions processed since their last one, if that was
         before ``before`` (monotonic) or they ended, then acknowledges the audio they cover: only
         now is it safe to forget, its jobs stored and where the session stands recorded."""
-        due_ids = set(unsaved.due(before)) | {sid for sid in unsaved.sessions()
-                                               if sid in self.sessions and self.sessions[sid].ended}
-        for sid in [sid for sid in due_ids if sid not in self.sessions]:
-            unsaved.saved(sid)  # no state to save (cannot happen): left unacknowledged, redelivered
-            due_ids.discard(sid)
-        due = [self.sessions[sid] for sid in due_ids]
+        due: list[SessionVad] = []
+        for sid in unsaved.due(before):
+            if sid in self.sessions:
+                due.append(self.sessions[sid])
+            else:  # no state to save (cannot happen): left unacknowledged, JetStream redelivers it
+                unsaved.saved(sid)
         if not due:
             return
         assert self.leases is not None
@@ -385,7 +385,10 @@ class VadWorker:
         if ring_again:
             await self.nc.publish(subjects.JOBS_DOORBELL, b"")
         for state, _ in work:  # their results are out: where they stand is to be recorded
-            unsaved.processed(state.session_id)
+            if state.ended:
+                unsaved.ended(state.session_id)
+            else:
+                unsaved.processed(state.session_id)
         if not self.leases.holds(shard):
             raise ShardLost(shard)
 

@@ -38,3 +38,10 @@ def test_clear_forgets_without_handing_anything_out() -> None:
     assert u and sorted(u.sessions()) == ["a"]
     u.clear()
     assert not u and u.sessions() == [] and u.saved("a") == []
+
+
+def test_an_ended_session_is_due_at_once() -> None:
+    u: Unsaved[int] = Unsaved()
+    u.processed("a", now=100.0)
+    u.ended("a")
+    assert u.due(before=0.0) == ["a"]
