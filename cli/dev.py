@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import re
 import signal
 import socket
@@ -25,7 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO
 
@@ -57,16 +58,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "less one core in eight; each loads the model)")
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_FIRST_PRIVATE_PORT = 10000  # below it sit well-known services' ports
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel picks from for outgoing connections (Linux's default if unreadable)."""
+    try:
+        low, high = (int(x) for x in EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999
+    return low, high
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket() as s:
+    """A TCP port nobody listens on right now, for a child process to bind a moment later.
+
+    Picked outside the kernel's ephemeral range: a port the OS hands out for ``bind(0)`` is also
+    one it may give the next outgoing connection of any process (a browser's, a client's) in the
+    moment before the child binds it, and then the child dies with "address already in use"
+    (seen in CI). Ports are random, never handed out twice by this process, and free when picked.
+    """
+    low, high = _ephemeral_range()
+    spans = [span for span in ((_FIRST_PRIVATE_PORT, low - 1), (high + 1, 65535)) if span[1] - span[0] > 1000]
+    port = _first_free(host, (random.randint(*random.choice(spans)) for _ in range(200))) if spans else None
+    if port is not None:
+        return port
+    with socket.socket() as s:  # no room outside the ephemeral range: let the OS pick
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
-def _port_taken(host: str, port: int) -> bool:
+def _first_free(host: str, candidates: Iterable[int]) -> int | None:
+    """The first candidate not handed out before and free to bind now; remembered as handed out."""
+    with _handed_out_lock:
+        for port in candidates:
+            if port not in _handed_out and not _port_taken(host, port, reuse=False):
+                _handed_out.add(port)
+                return port
+    return None
+
+
+def _port_taken(host: str, port: int, reuse: bool = True) -> bool:
     with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
