@@ -182,7 +182,8 @@ def our_stack(pool: str, env: dict[str, str], log: Any, tmp: Path) -> Iterator[t
     else:
         procs, conc = (int(x) for x in pool.split("x"))
         worker_env = {"ASR_ASR_CONCURRENCY": str(conc), "ASR_CPU_THREADS": "1"}
-    stack_env = {**env, **worker_env}
+    # Every stream comes from this one address: the edge's per-address cap (50) would refuse them.
+    stack_env = {"ASR_MAX_CONNECTIONS_PER_IP": "0", **env, **worker_env}
     stack = Stack("127.0.0.1", free_port(), tmp / f"stack-{pool}-{uuid.uuid4().hex[:6]}", out=log, env=stack_env)
     log.flush()
     offset = Path(log.name).stat().st_size
