@@ -217,6 +217,7 @@ async def test_a_dropped_connection_resumes_without_losing_a_final(stack: Stack,
 
 async def test_a_viewer_page_shows_the_same_finals(stack: Stack, browser: Any) -> None:
     page = await new_page(browser, f"http://127.0.0.1:{stack.port}/")
+    assert await page.locator("#share").is_hidden()  # no link to share before a session starts
     # Keyboard only: focus the microphone button and press Space.
     await page.focus("#mic")
     await page.keyboard.press("Space")
