@@ -45,6 +45,11 @@ class Unsaved(Generic[M]):
     def sessions(self) -> list[str]:
         return list(self._since.keys() | self._held.keys())
 
+    def next_due(self, interval: float) -> float | None:
+        """When the first checkpoint falls due (monotonic; -inf for an ended session), or None when
+        no session waits for one."""
+        return min(self._since.values()) + interval if self._since else None
+
     def due(self, before: float) -> list[str]:
         """Sessions first processed after their last save at or before ``before``."""
         return [sid for sid, since in self._since.items() if since <= before]

@@ -51,7 +51,13 @@ from vad_worker.unsaved import Unsaved
 log = logging.getLogger(__name__)
 
 BATCH = 512
-FETCH_TIMEOUT_S = 1.0
+# How long one fetch waits for audio. Audio that arrives is delivered at once whatever the wait;
+# the wait only bounds how often a quiet shard asks again (each ask is a pull request that
+# nats-server answers when it expires: 16 shards at 1 s were most of an idle stack's bus traffic).
+IDLE_FETCH_S = 3.0  # a quiet shard; its loop notices a stop within this (HANDOVER_TIMEOUT_S is 5)
+HOLE_FETCH_S = 1.0  # while a session waits for a message missing from its order (_catch_up)
+MIN_FETCH_S = 0.01
+PENDING_EVERY_S = 10.0  # how often asr_vad_pending is read from the consumers (a request per shard)
 SWEEP_EVERY_S = 5.0
 HANDOVER_TIMEOUT_S = 5.0  # a shard loop stopping (hand-over, lost lease) finishes its batch within this
 ROLE = "vad"
@@ -152,6 +158,7 @@ class VadWorker:
     async def _manage_shards(self, workers_kv: KeyValue) -> None:
         assert self.leases is not None
         leases = self.leases
+        measured_at = -math.inf
         while True:
             try:
                 live = max(1, len((await presence.live_workers(workers_kv)).get(ROLE, [])))
@@ -180,7 +187,9 @@ class VadWorker:
             if gained or lost:
                 log.info("shards owned: %s", sorted(self._shard_tasks))
             metrics.VAD_SHARDS.set(len(self._shard_tasks))
-            await self._measure_pending()
+            if time.monotonic() >= measured_at + PENDING_EVERY_S:
+                measured_at = time.monotonic()
+                await self._measure_pending()
             await asyncio.sleep(shard_leases.REFRESH_S)
 
     async def _measure_pending(self) -> None:
@@ -223,8 +232,10 @@ class VadWorker:
                     if sub is None:
                         sub = await self.js.pull_subscribe_bind(durable=subjects.vad_consumer(shard),
                                                                 stream=subjects.AUDIO_STREAM)
+                    waiting = any(self.sessions[sid].order.waiting for sid in mine)
+                    wait = fetch_wait(time.monotonic(), unsaved.next_due(self.checkpoint_every_s), waiting)
                     try:
-                        msgs = await sub.fetch(BATCH, timeout=FETCH_TIMEOUT_S)
+                        msgs = await sub.fetch(BATCH, timeout=wait)
                     except TimeoutError:
                         msgs = []
                     if msgs:
@@ -590,3 +601,13 @@ def _chunk(headers: dict[str, str] | None, data: bytes, stream_seq: int, subject
 
 def _utt(index: int) -> str:
     return f"u{index}"
+
+
+def fetch_wait(now: float, next_due: float | None, waiting: bool) -> float:
+    """Seconds a shard's next fetch may wait for audio: ``IDLE_FETCH_S``, ``HOLE_FETCH_S`` while a
+    session waits for a missing message, and never past the first checkpoint that falls due
+    (``next_due``, monotonic), so a quiet session's audio is saved and acknowledged on time."""
+    wait = HOLE_FETCH_S if waiting else IDLE_FETCH_S
+    if next_due is not None:
+        wait = min(wait, next_due - now)
+    return max(MIN_FETCH_S, wait)
