@@ -11,14 +11,10 @@ imported, so this must run before that; an operator's own OPENBLAS_NUM_THREADS i
 
 from __future__ import annotations
 
-import logging
 import os
-import sys
 
 VARIABLE = "OPENBLAS_NUM_THREADS"
 
 
 def one_blas_thread() -> None:
-    if "numpy" in sys.modules and VARIABLE not in os.environ:
-        logging.getLogger(__name__).debug("numpy was imported first: its BLAS keeps its own thread count")
     os.environ.setdefault(VARIABLE, "1")

@@ -223,6 +223,7 @@ class VadWorker:
         backoff = Backoff()
         last_sweep = time.monotonic()
         sub: JetStreamContext.PullSubscription | None = None
+        holes = False  # a session of this shard waits for a missing message (_catch_up)
         try:
             while not stop.is_set() and not self._stopping:
                 if not self.leases.holds(shard):
@@ -232,15 +233,14 @@ class VadWorker:
                     if sub is None:
                         sub = await self.js.pull_subscribe_bind(durable=subjects.vad_consumer(shard),
                                                                 stream=subjects.AUDIO_STREAM)
-                    waiting = any(self.sessions[sid].order.waiting for sid in mine)
-                    wait = fetch_wait(time.monotonic(), unsaved.next_due(self.checkpoint_every_s), waiting)
+                    wait = fetch_wait(time.monotonic(), unsaved.next_due(self.checkpoint_every_s), holes)
                     try:
                         msgs = await sub.fetch(BATCH, timeout=wait)
                     except TimeoutError:
                         msgs = []
                     if msgs:
                         await self._process_batch(shard, msgs, mine, unsaved)
-                    await self._catch_up(shard, mine, unsaved)
+                    holes = await self._catch_up(shard, mine, unsaved)
                     await self._save_due(shard, mine, unsaved, time.monotonic() - self.checkpoint_every_s)
                     backoff.reset()
                 except ShardLost:
@@ -254,6 +254,7 @@ class VadWorker:
                     log.warning("shard %d: %s (%s); retrying in %.1f s", shard, type(exc).__name__, exc, delay)
                     self._evict(mine)
                     unsaved.clear()
+                    holes = False
                     await asyncio.sleep(delay)
                 if time.monotonic() - last_sweep > SWEEP_EVERY_S:
                     last_sweep = time.monotonic()
@@ -311,11 +312,14 @@ class VadWorker:
             unsaved.hold(session_id, msg)
         await asyncio.gather(*(msg.ack() for msg in malformed))
 
-    async def _catch_up(self, shard: int, mine: set[str], unsaved: Unsaved[Msg]) -> None:
-        """Sessions waiting for a missing message (a hole in their seqs) look at the stream again."""
+    async def _catch_up(self, shard: int, mine: set[str], unsaved: Unsaved[Msg]) -> bool:
+        """Sessions waiting for a missing message (a hole in their seqs) look at the stream again;
+        true if one still waits."""
         waiting: dict[str, list[Chunk]] = {sid: [] for sid in mine if self.sessions[sid].order.waiting}
-        if waiting:
-            await self._process_groups(shard, waiting, {}, mine, unsaved)
+        if not waiting:
+            return False
+        await self._process_groups(shard, waiting, {}, mine, unsaved)
+        return any(self.sessions[sid].order.waiting for sid in waiting if sid in self.sessions)
 
     async def _save_due(self, shard: int, mine: set[str], unsaved: Unsaved[Msg], before: float) -> None:
         """Writes the checkpoints of the sessions processed since their last one, if that was
