@@ -41,8 +41,14 @@ FINAL_POLL_S = 0.03
 PARTIAL_POLL_S = 0.02
 # After a round of polls finds every queue empty, the worker parks until the VAD's doorbell rings
 # (it rings after storing jobs) or this long, for jobs that come without a ring: a final
-# redelivered after a worker died, a retried final, a VAD worker of an older version.
-PARK_S = 0.5
+# redelivered after a worker died (already FINAL_ACK_WAIT_S late), a VAD worker of an older
+# version. Each look is three pull requests that nats-server answers on expiry: at 0.5 s, the idle
+# ASR processes were the bus's busiest clients after the VAD worker. A final this worker put back
+# for another try is looked for when its retry is due (`park_wait`).
+PARK_S = 2.0
+RETRY_DELAY_S = 1.0  # a failed final's next try (nak delay)
+RETRY_SLACK_S = 0.1  # looked for this long after it is due
+PENDING_EVERY_S = 10.0  # how often asr_jobs_pending and the stream sizes are read (5 requests)
 IN_PROGRESS_EVERY_S = 3.0  # well inside the final consumer's ack_wait (common.streams)
 
 
@@ -73,6 +79,7 @@ class AsrWorker:
         self._jobs: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._pulling = False  # the fetch loop runs (readiness)
+        self._retry_at = 0.0  # time.monotonic() when the last final this worker put back is due again
         self.counts = {"final": 0, "partial": 0, "stale": 0, "failed": 0}
 
     def __repr__(self) -> str:
@@ -136,6 +143,7 @@ class AsrWorker:
                                 for stream, consumer in JOB_QUEUES]
                     finals, speculative, partials = subs
                     doorbell.clear()  # a ring from now on may be for a job these polls miss
+                    polled_at = time.monotonic()
                     msg = (await _fetch_one(finals, FINAL_POLL_S) or await _fetch_one(speculative, PARTIAL_POLL_S)
                            or await _fetch_one(partials, PARTIAL_POLL_S))
                     backoff.reset()
@@ -149,7 +157,7 @@ class AsrWorker:
                     slots.release()
                     # Every queue was empty: no polling until jobs are stored (idle cost ~0).
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(doorbell.wait(), PARK_S)
+                        await asyncio.wait_for(doorbell.wait(), park_wait(time.monotonic(), polled_at, self._retry_at))
                     continue
                 slot = Slot(slots)
                 task = asyncio.create_task(self._handle(msg, slot), name="job")
@@ -191,7 +199,7 @@ class AsrWorker:
                 except (TimeoutError, nats.errors.Error) as exc:
                     log.debug("consumer info of %s failed: %s", consumer, exc)
             await stream_usage.measure(self.js)
-            await asyncio.sleep(2.0)
+            await asyncio.sleep(PENDING_EVERY_S)
 
     async def _handle(self, msg: Msg, slot: Slot) -> None:
         try:
@@ -229,7 +237,8 @@ class AsrWorker:
                     if _deliveries(msg) >= FINAL_MAX_DELIVER:
                         await self._give_up(job, msg)
                     else:
-                        await msg.nak(delay=1.0)  # another try, possibly on another worker
+                        await msg.nak(delay=RETRY_DELAY_S)  # another try, possibly on another worker
+                        self._retry_at = time.monotonic() + RETRY_DELAY_S
             return
         finally:
             if keepalive is not None:
@@ -385,6 +394,15 @@ async def _optional(call: Awaitable[object], name: str) -> None:
         await call
     except (TimeoutError, nats.errors.Error) as exc:
         log.warning("speculation %s not stored: %s", name, exc)
+
+
+def park_wait(now: float, polled_at: float, retry_at: float) -> float:
+    """Seconds an idle fetch loop waits for the doorbell after a round of polls that began at
+    ``polled_at`` found nothing: ``PARK_S``, or until just past ``retry_at`` (monotonic), when a
+    final this worker put back for another try comes due that the round was too early for."""
+    if retry_at < polled_at:
+        return PARK_S
+    return max(RETRY_SLACK_S, min(PARK_S, retry_at - now + RETRY_SLACK_S))
 
 
 async def _fetch_one(sub: JetStreamContext.PullSubscription, timeout: float) -> Msg | None:

@@ -1,6 +1,6 @@
-"""An idle ASR worker does not poll: it parks until the VAD worker's doorbell says jobs were stored.
-On a real nats-server; the park is made long (60 s) so that only the doorbell can wake the worker
-within these tests' bounds."""
+"""An idle ASR worker does not poll: it parks until the VAD worker's doorbell says jobs were stored,
+or a final it put back for another try comes due. On a real nats-server; the park is made long
+(60 s) so that only the doorbell or the retry can wake the worker within these tests' bounds."""
 
 from __future__ import annotations
 
@@ -25,15 +25,18 @@ from vad_worker.worker import VadWorker
 
 
 class Recorder:
-    """A stand-in model: records the finals it is given."""
+    """A stand-in model: records the finals it is given; fails the first ``failures`` of them."""
 
-    def __init__(self) -> None:
+    def __init__(self, failures: int = 0) -> None:
         self.finals: list[bytes] = []
         self.called = threading.Event()
+        self.failures = failures
 
     def transcribe(self, pcm: bytes, *, is_final: bool, **_kwargs: Any) -> Recognition:
         if is_final:
             self.finals.append(pcm)
+            if len(self.finals) <= self.failures:
+                raise RuntimeError("decoder failed")
             self.called.set()
         return Recognition("words", "words", len(pcm) / 32000, 0.01, "en", ())
 
@@ -47,9 +50,14 @@ def settings(nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch) -> Settin
 
 
 @pytest.fixture
-async def parked(settings: Settings) -> AsyncIterator[Recorder]:
+def failures() -> int:
+    return 0
+
+
+@pytest.fixture
+async def parked(settings: Settings, failures: int) -> AsyncIterator[Recorder]:
     """An ASR worker that has found the queues empty and parked."""
-    model = Recorder()
+    model = Recorder(failures)
     stop = asyncio.Event()
     task = asyncio.create_task(AsrWorker(replace(settings, worker_id="parked"), model).run(stop))  # type: ignore[arg-type]
     await asyncio.sleep(2.0)  # connected, polled the three queues once, parked
@@ -72,6 +80,22 @@ async def test_a_parked_worker_wakes_on_the_doorbell_only(settings: Settings, pa
         await nc.publish(subjects.JOBS_DOORBELL, b"")
         assert await asyncio.to_thread(parked.called.wait, 10.0)
         assert parked.finals == [job.audio]
+    finally:
+        await bus.close(nc)
+
+
+@pytest.mark.parametrize("failures", [1])
+async def test_a_parked_worker_retries_a_failed_final_when_it_is_due(settings: Settings, parked: Recorder) -> None:
+    nc, js = await bus.connect_jetstream(settings, "test-vad")
+    try:
+        job = AsrJob(session_id="s-retry", utterance_id="u0", is_final=True, audio=b"\0\0" * 16000,
+                     start_s=0.0, end_s=1.0, final_index=1)
+        await js.publish(subjects.FINAL_JOBS, encode(job))
+        await nc.publish(subjects.JOBS_DOORBELL, b"")  # rung once: the first try fails
+        # The retry is stored RETRY_DELAY_S later, with no ring; the worker looks when it is due,
+        # not after its 60 s park.
+        assert await asyncio.to_thread(parked.called.wait, 10.0)
+        assert parked.finals == [job.audio, job.audio]
     finally:
         await bus.close(nc)
 
