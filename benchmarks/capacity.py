@@ -28,10 +28,13 @@
    through its WebSocket protocol (int16 PCM at 16 kHz, END_OF_AUDIO after ``--peer-tail-s`` of
    silence, as a microphone left open would send). Its finals are its ``completed`` segments. It
    runs every level any pool of ours ran (not stopping at a failure), so the ratios compare equal loads.
-5. Overhead (``--overhead-streams`` > 0): the default stack twice more with that many streams, once
-   with partials off (``ASR_PARTIAL_INTERVAL_MS=0``), once with them on: pipeline CPU per audio
-   second (all processes) against direct per-utterance CPU of the same conversations; the
-   partials' share is the difference.
+5. Overhead (``--overhead-streams`` > 0): the default stack three more times with that many
+   streams: with partials and speculative finals off (``ASR_PARTIAL_INTERVAL_MS=0
+   ASR_SPECULATIVE_FINALS=false``: every final decoded once, at its endpoint), with partials off
+   (the default speculation on), and as it is: pipeline CPU per audio second (all processes)
+   against direct per-utterance CPU of the same conversations. Speculation's and the partials'
+   budgets are the differences; the ASR workers' counters say how many speculative decodes ran and
+   how many finals took one.
 
 Prints markdown tables and writes everything to ``--json``. Nothing here is a test: numbers depend
 on the machine and what else runs on it, which the output records.
@@ -194,6 +197,7 @@ def our_stack(pool: str, env: dict[str, str], log: Any, tmp: Path) -> Iterator[t
         for i in range(len(existing), procs):
             e = extra_asr_env(stack, worker_env)
             stack.spawn(f"asr_worker-extra{i + 1}", "asr_worker", e)
+            stack.http_ports[f"asr_worker-extra{i + 1}"] = int(e["ASR_ASR_HTTP_PORT"])
             wait_http_ready(int(e["ASR_ASR_HTTP_PORT"]))
         want = sum(1 for n in stack.procs if n.startswith("asr"))
         deadline = time.monotonic() + 30
@@ -656,11 +660,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nRatios, whisper-live against {system} at the same streams:\n")
             print("\n".join(ratios(levels, peer_levels)))
     if overhead:
-        print(f"- overhead at {args.overhead_streams} streams: pipeline {overhead['finals_only_cpu_per_audio_s']:.3f} "
-              f"CPU-s per audio-s with partials off = {overhead['ratio_vs_direct_cut']:.2f}x direct per-utterance "
-              f"({overhead['direct_cut_cpu_per_audio_s']:.3f}); partials add "
-              f"{overhead['partials_cpu_per_audio_s']:.3f} ({overhead['with_partials_cpu_per_audio_s']:.3f} in all); "
-              f"by process, partials off: {overhead['finals_only_by_process']}")
+        o = overhead
+        print(f"- overhead at {args.overhead_streams} streams, CPU-s per audio-s against direct per-utterance "
+              f"{o['direct_cut_cpu_per_audio_s']:.3f}: every final decoded once (partials and speculation off) "
+              f"{o['no_speculation_cpu_per_audio_s']:.3f} = {o['ratio_no_speculation_vs_direct_cut']:.2f}x; "
+              f"partials off (the default speculation on) {o['finals_only_cpu_per_audio_s']:.3f} = "
+              f"{o['ratio_vs_direct_cut']:.2f}x; speculation adds {o['speculation_cpu_per_audio_s']:.3f}, partials "
+              f"add {o['partials_cpu_per_audio_s']:.3f} ({o['with_partials_cpu_per_audio_s']:.3f} in all); by "
+              f"process, every final once: {o['no_speculation_by_process']}; partials off: "
+              f"{o['finals_only_by_process']}")
     out = args.json or Path(tempfile.mkstemp(prefix="capacity-", suffix=".json")[1])
     out.write_text(json.dumps({
         "when": when, "command": command, "label": args.label, "machine": info, "pools": pools_real,
@@ -726,30 +734,70 @@ def ratios(ours: list[LevelResult], peer: list[LevelResult]) -> list[str]:
     return rows
 
 
+OVERHEAD_RUNS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("no_speculation", {"ASR_PARTIAL_INTERVAL_MS": "0", "ASR_SPECULATIVE_FINALS": "false"}),
+    ("finals_only", {"ASR_PARTIAL_INTERVAL_MS": "0"}),
+    ("with_partials", {}),
+)
+"""The overhead runs: label -> environment over the default stack's."""
+
+
+def asr_counters(stack: Stack) -> dict[str, float]:
+    """The ASR workers' job and speculation counters, summed over the workers."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for name, port in stack.http_ports.items():
+        if not name.startswith("asr_worker"):
+            continue
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "asr_jobs_total":
+                    key = f"jobs_{sample.labels['kind']}_{sample.labels['outcome']}"
+                elif sample.name == "asr_speculative_finals_total":
+                    key = f"finals_speculation_{sample.labels['outcome']}"
+                else:
+                    continue
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
 def run_overhead(args: argparse.Namespace, convs: list[Conversation], direct: Direct, env: dict[str, str], log: Any,
                  tmp: Path, endpointing_s: float) -> dict[str, Any]:
     n = args.overhead_streams
     picked = [convs[i % len(convs)] for i in range(n)]
     audio_s = sum(c.duration_s for c in picked)
     res: dict[str, Any] = {"streams": n, "audio_s": audio_s}
-    for label, extra in (("finals_only", {"ASR_PARTIAL_INTERVAL_MS": "0"}), ("with_partials", {})):
+    for label, extra in OVERHEAD_RUNS:
         with our_stack("default", {**env, **extra}, log, tmp) as (stack, pids, _):
             url = f"ws://127.0.0.1:{stack.port}/v1/stream"
             asyncio.run(warm_up(url))
             idle0 = procstat.snapshot(pids)
             time.sleep(5.0)
             idle = sum(procstat.delta(idle0, procstat.snapshot(pids)).values()) / 5.0
+            counts0 = asr_counters(stack)
             streams, wall, cpu = asyncio.run(run_level(n, convs, url, None, 0.0, True, pids))
+            counts = {k: v - counts0.get(k, 0.0) for k, v in asr_counters(stack).items()}
             lv = summarise(label, streams, wall, cpu, direct.whole_text, endpointing_s, args.p95, args.wer_margin)
         res[f"{label}_cpu_per_audio_s"] = sum(cpu.values()) / audio_s
         res[f"{label}_by_process"] = {k: round(v / audio_s, 4) for k, v in sorted(cpu.items())}
         res[f"{label}_idle_cores"] = idle
         res[f"{label}_wer"] = lv.wer
         res[f"{label}_finals"] = lv.finals
+        res[f"{label}_final_p50_ms"] = round(lv.p(50) * 1000)
+        res[f"{label}_asr_counters"] = {k: v for k, v in sorted(counts.items()) if v}
         print(f"  overhead {label}: {res[f'{label}_cpu_per_audio_s']:.3f} CPU-s per audio-s "
-              f"(idle stack {idle:.3f} cores)", flush=True)
-    res["direct_cut_cpu_per_audio_s"] = sum(direct.cut_cpu_s[c.name] for c in picked) / audio_s
-    res["ratio_vs_direct_cut"] = res["finals_only_cpu_per_audio_s"] / res["direct_cut_cpu_per_audio_s"]
+              f"(idle stack {idle:.3f} cores), final p50 {res[f'{label}_final_p50_ms']} ms; "
+              f"ASR counters {res[f'{label}_asr_counters']}", flush=True)
+    direct_cut = sum(direct.cut_cpu_s[c.name] for c in picked) / audio_s
+    res["direct_cut_cpu_per_audio_s"] = direct_cut
+    res["ratio_no_speculation_vs_direct_cut"] = res["no_speculation_cpu_per_audio_s"] / direct_cut
+    res["ratio_vs_direct_cut"] = res["finals_only_cpu_per_audio_s"] / direct_cut
+    res["speculation_cpu_per_audio_s"] = res["finals_only_cpu_per_audio_s"] - res["no_speculation_cpu_per_audio_s"]
     res["partials_cpu_per_audio_s"] = res["with_partials_cpu_per_audio_s"] - res["finals_only_cpu_per_audio_s"]
     return res
 
