@@ -23,6 +23,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from asr_worker import speculation
+from asr_worker.prompt import next_prompt
 from asr_worker.transcriber import Recognition, Transcriber, TranscriberOptions
 from common import bus, health, metrics, presence, stream_usage, streams, subjects, tasks
 from common.messages import AsrJob, Transcript, TranscriptionFailed, Word, encode, job_decoder, result_decoder
@@ -335,7 +336,7 @@ class AsrWorker:
 
     async def _publish(self, job: AsrJob, rec: Recognition, prompt: str) -> None:
         assert self.nc is not None and self.js is not None
-        context = f"{prompt} {rec.text}".strip()[-self.settings.context_chars:] if job.is_final else ""
+        context = next_prompt(prompt, rec.text, self.settings.context_chars) if job.is_final else ""
         result = Transcript(
             session_id=job.session_id, utterance_id=job.utterance_id, is_final=job.is_final,
             text=rec.text, start_s=job.start_s, end_s=job.end_s, final_index=job.final_index,

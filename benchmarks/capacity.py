@@ -66,6 +66,7 @@ import aiohttp
 import jiwer
 import numpy as np
 
+from asr_worker.prompt import next_prompt
 from asr_worker.transcriber import Transcriber, resolve_model_path
 from asr_worker.worker import transcriber_options
 from benchmarks import procstat
@@ -455,7 +456,7 @@ def run_direct(convs: list[Conversation], settings: Settings) -> Direct:
         for cut in cuts:
             text = transcriber.transcribe(cut.audio, is_final=True, prompt=context).text
             texts.append(text)
-            context = f"{context} {text}".strip()[-settings.context_chars :]
+            context = next_prompt(context, text, settings.context_chars)
         out.cut_cpu_s[conv.name] = time.process_time() - c0
         out.cut_text[conv.name] = " ".join(texts)
         out.cuts[conv.name] = len(cuts)

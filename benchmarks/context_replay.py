@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from faster_whisper.audio import decode_audio
 
+from asr_worker.prompt import next_prompt
 from asr_worker.transcriber import SAMPLE_RATE, Transcriber
 from asr_worker.worker import transcriber_options
 from benchmarks.accuracy import corpus_wer
@@ -63,11 +64,12 @@ def replay(clip: dict[str, Any], transcriber: Transcriber, context_s: float, max
     out = {}
     for way in WAYS:
         texts: list[str] = []
+        prompt = ""
         start = time.perf_counter()
         for cut, context in zip(cuts, heard, strict=True):
-            prompt = " ".join(texts)[-context_chars:] if context_chars else ""
             texts.append(transcriber.transcribe(cut, is_final=True, prompt=prompt,
                                                 context=context if way == "context" else b"").text)
+            prompt = next_prompt(prompt, texts[-1], context_chars)
         out[way] = (" ".join(t for t in texts if t), time.perf_counter() - start)
     return out
 

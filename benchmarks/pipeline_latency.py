@@ -41,6 +41,7 @@ import aiohttp
 import numpy as np
 import webrtcvad
 
+from asr_worker.prompt import next_prompt
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import transcriber_options
 from cli.dev import Stack
@@ -98,7 +99,7 @@ def run_baseline(cuts: list[Cut], settings: Settings, repeats: int) -> Baseline:
             times.append(rec.inference_s)
         result.inference_s.append(times)
         result.texts.append(rec.text)
-        context = f"{context} {rec.text}".strip()[-settings.context_chars :]
+        context = next_prompt(context, rec.text, settings.context_chars)
     return result
 
 

@@ -16,6 +16,7 @@ import argparse
 import time
 from dataclasses import replace
 
+from asr_worker.prompt import next_prompt
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import transcriber_options
 from benchmarks.accuracy import corpus_wer
@@ -53,7 +54,7 @@ def decode_finals(cuts: list[FinalReady], transcriber: Transcriber, context_char
     for final in cuts:
         text = transcriber.transcribe(final.audio, is_final=True, prompt=prompt, context=final.context).text
         texts.append(text)
-        prompt = f"{prompt} {text}".strip()[-context_chars:]
+        prompt = next_prompt(prompt, text, context_chars)
     return " ".join(texts)
 
 
