@@ -213,7 +213,7 @@ class Settings:
     """Spoken language code; empty lets the model detect it (multilingual models only)."""
     word_timestamps: bool = False
     """Finals carry per-word start/end times and confidence (`words`); costs some decoding time."""
-    context_chars: int = 200
+    context_chars: int = 400
     """Characters of the session's recent finals given to the next final as prompt."""
     partial_max_age_ms: int = 2000
     """Partial jobs older than this are skipped: a newer one is already on its way."""
@@ -420,7 +420,7 @@ def _validate(s: Settings) -> list[str]:
     add(_range("encoder_window_seconds", s.encoder_window_seconds, 5, 30,
                "use 15: it decodes in half the time of 30; at 10 noisy audio needed more fallback decodes."))
     add(_range("asr_concurrency", s.asr_concurrency, 1, 64, "match it to the cores or GPU streams."))
-    add(_range("context_chars", s.context_chars, 0, 2000, "200 gives the model the last sentence."))
+    add(_range("context_chars", s.context_chars, 0, 2000, "400 gives the model the last few sentences; Whisper's own limit is 223 tokens."))
     add(_range("trailing_pad_ms", s.trailing_pad_ms, 0, 1000, "use 60-300."))
     add(_range("partial_max_age_ms", s.partial_max_age_ms, 100, 60000, "use 1000-5000."))
     add(_range("speculation_wait_ms", s.speculation_wait_ms, 0, 60000,
