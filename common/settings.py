@@ -420,7 +420,7 @@ def _validate(s: Settings) -> list[str]:
     add(_range("encoder_window_seconds", s.encoder_window_seconds, 5, 30,
                "use 15: it decodes in half the time of 30; at 10 noisy audio needed more fallback decodes."))
     add(_range("asr_concurrency", s.asr_concurrency, 1, 64, "match it to the cores or GPU streams."))
-    add(_range("context_chars", s.context_chars, 0, 2000, "400 gives the model the last few sentences; Whisper's own limit is 223 tokens."))
+    add(_range("context_chars", s.context_chars, 0, 2000, "400 gives the last few sentences."))
     add(_range("trailing_pad_ms", s.trailing_pad_ms, 0, 1000, "use 60-300."))
     add(_range("partial_max_age_ms", s.partial_max_age_ms, 100, 60000, "use 1000-5000."))
     add(_range("speculation_wait_ms", s.speculation_wait_ms, 0, 60000,
