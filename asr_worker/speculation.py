@@ -14,7 +14,9 @@ The worker that takes the final job looks its key up (`SpeculationStore.take`):
 * a stored recognition with the same digest is the final: nothing is decoded twice;
 * a speculation with the same digest still running on some worker is waited for, at most
   ``wait_s`` (a worker killed mid-decode costs the final that much, never the final itself);
-  the waiting final's decoding slot serves other jobs meanwhile;
+  the waiting final's decoding slot serves other jobs meanwhile. The speculating worker says on
+  core NATS (``subjects.speculation_stored``) when the entry is decided, so the final reads the
+  bucket again then, not every few milliseconds; a word that is lost costs at most ``POLL_S``;
 * no entry, another digest (speech resumed, the prompt changed, the bucket lost it) or a wait
   that ran out: the final is decoded as usual, and says so in the bucket (`final_taken`), so that
   a speculative job of it fetched later (it waited for a slot longer than the final did) is
@@ -33,10 +35,14 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 
 import msgspec
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
@@ -50,8 +56,10 @@ log = logging.getLogger(__name__)
 
 BUCKET = subjects.SPECULATION_BUCKET
 TTL_S = subjects.SPECULATION_TTL_S
-POLL_S = 0.01
-"""How often a waiting final looks at a running speculation."""
+POLL_S = 0.25
+"""How often a waiting final looks at a running speculation without being told it is decided."""
+NO_NOTICE_POLL_S = 0.01
+"""The same for a store with no NATS connection to be told on."""
 
 
 class Outcome(StrEnum):
@@ -69,6 +77,12 @@ class _Entry(msgspec.Struct, frozen=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(_Entry)
+
+
+def _setter(event: asyncio.Event) -> Callable[[Msg], Awaitable[None]]:
+    async def told(_msg: Msg) -> None:
+        event.set()
+    return told
 
 
 def key(session_id: str, final_index: int) -> str:
@@ -98,11 +112,17 @@ async def bucket(js: JetStreamContext, replicas: int | None = None) -> KeyValue:
 
 
 class SpeculationStore:
-    """Speculative recognitions in ``kv``; a final waits at most ``wait_s`` for a running one."""
+    """Speculative recognitions in ``kv``; a final waits at most ``wait_s`` for a running one.
+    With ``nc``, a decided entry is announced and a waiting final listens for it."""
 
-    def __init__(self, kv: KeyValue, wait_s: float) -> None:
+    def __init__(self, kv: KeyValue, wait_s: float, nc: NATS | None = None) -> None:
         self.kv = kv
         self.wait_s = wait_s
+        self.nc = nc
+
+    async def _decided(self, name: str) -> None:
+        if self.nc is not None:
+            await self.nc.publish(subjects.speculation_stored(name), b"")
 
     async def started(self, name: str, dig: str) -> None:
         """A speculation of ``dig`` is being decoded (a final of the same input will wait)."""
@@ -110,6 +130,7 @@ class SpeculationStore:
 
     async def finished(self, name: str, dig: str, recognition: Recognition) -> None:
         await self.kv.put(name, _encoder.encode(_Entry(dig, recognition)))
+        await self._decided(name)
 
     async def failed(self, name: str, dig: str) -> None:
         """The speculation of ``dig`` will not finish (its decode failed or was cancelled): a final
@@ -118,6 +139,7 @@ class SpeculationStore:
         if found is not None and found[0].digest == dig and found[0].recognition is None:
             with contextlib.suppress(KeyWrongLastSequenceError):  # replaced meanwhile: not ours
                 await self.kv.delete(name, last=found[1])
+                await self._decided(name)
 
     async def final_taken(self, name: str) -> None:
         """The final is decoded without a speculation: one fetched after this is not worth decoding."""
@@ -134,18 +156,33 @@ class SpeculationStore:
         ``waiting`` is called once, when it turns out the speculation is still running."""
         deadline = time.monotonic() + self.wait_s
         waited = False
-        while True:
-            entry = await self._get(name)
-            if entry is None or entry.digest != dig:
-                return None, Outcome.NONE
-            if entry.recognition is not None:
-                return entry.recognition, Outcome.WAITED if waited else Outcome.USED
-            if time.monotonic() >= deadline:
-                return None, Outcome.TIMEOUT
-            if not waited and waiting is not None:
-                waiting()
-            waited = True
-            await asyncio.sleep(POLL_S)
+        told = asyncio.Event()
+        notices: Subscription | None = None
+        try:
+            while True:
+                entry = await self._get(name)
+                if entry is None or entry.digest != dig:
+                    return None, Outcome.NONE
+                if entry.recognition is not None:
+                    return entry.recognition, Outcome.WAITED if waited else Outcome.USED
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None, Outcome.TIMEOUT
+                if not waited and waiting is not None:
+                    waiting()
+                if self.nc is None:
+                    await asyncio.sleep(min(NO_NOTICE_POLL_S, left))
+                elif notices is None:  # listen first, then look again: a notice in between is not missed
+                    notices = await self.nc.subscribe(subjects.speculation_stored(name), cb=_setter(told))
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(told.wait(), min(POLL_S, left))
+                    told.clear()
+                waited = True
+        finally:
+            if notices is not None:
+                with contextlib.suppress(nats.errors.Error):
+                    await notices.unsubscribe()
 
     async def _get(self, name: str) -> _Entry | None:
         found = await self._read(name)

@@ -6,6 +6,7 @@
     vad_worker -> jobs.speculative.<session>       stream JOBS_SPECULATIVE (work queue, latest only)
     vad_worker -> jobs.doorbell                    core NATS: jobs were stored (wakes idle ASR workers)
     asr_worker -> results.<session>.final          stream RESULTS (kept for resume and replay)
+    asr_worker -> speculation.<session>.f<index>   core NATS: a speculative decode is stored (wakes its final)
     vad_worker -> results.<session>.flushed        stream RESULTS
     asr_worker -> results.<session>.partial        core NATS only (best effort)
     vad_worker -> results.<session>.event          core NATS only (speech_started, utterance_end)
@@ -13,6 +14,7 @@
     workers    -> KV bucket asr_workers            heartbeats (key <role>.<worker_id>, TTL)
     vad_worker -> KV bucket vad_shards             shard leases (vad_worker.shards)
     vad_worker -> KV bucket vad_sessions           session checkpoints (common.continuity)
+    asr_worker -> KV bucket asr_speculative        speculative decodes of finals (asr_worker.speculation)
 """
 
 from __future__ import annotations
@@ -100,6 +102,11 @@ def result_partial(session_id: str) -> str:
 
 def result_event(session_id: str) -> str:
     return f"results.{session_id}.event"
+
+
+def speculation_stored(key: str) -> str:
+    """Core NATS, empty payload: the speculation ``key`` (``<session>.f<index>``) is decided."""
+    return f"speculation.{key}"
 
 
 def takeover(session_id: str) -> str:

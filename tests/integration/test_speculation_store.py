@@ -17,12 +17,14 @@ from common.nats_server import NatsServer
 REC = Recognition("Hello there.", "Hello there.", 1.2, 0.3, "en", (RecognisedWord("Hello", 0.1, 0.4, 0.9),))
 
 
-@pytest.fixture
-async def store(nats_server: NatsServer) -> AsyncIterator[SpeculationStore]:
+@pytest.fixture(params=["told", "polling"])
+async def store(nats_server: NatsServer, request: pytest.FixtureRequest) -> AsyncIterator[SpeculationStore]:
+    """As the worker runs it (told on core NATS when a speculation is decided), and without NATS
+    to be told on (it polls)."""
     nc = await nats.connect(nats_server.url)
     try:
         kv = await speculation.bucket(nc.jetstream())
-        yield SpeculationStore(kv, wait_s=2.0)
+        yield SpeculationStore(kv, wait_s=2.0, nc=nc if request.param == "told" else None)
     finally:
         await nc.close()
 
@@ -94,3 +96,27 @@ async def test_a_failed_speculation_releases_the_final_at_once(store: Speculatio
     await store.finished("s6.f2", "d", REC)
     await store.failed("s6.f2", "d")  # a finished one stays usable
     assert await store.take("s6.f2", "d") == (REC, Outcome.USED)
+
+
+async def test_a_waiting_final_is_told_when_its_speculation_is_stored(
+        nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the polls made rare (10 s), only the speculating worker's notice can end the wait soon."""
+    monkeypatch.setattr(speculation, "POLL_S", 10.0)
+    waiter, decoder = await nats.connect(nats_server.url), await nats.connect(nats_server.url)
+    try:
+        final = SpeculationStore(await speculation.bucket(waiter.jetstream()), wait_s=30.0, nc=waiter)
+        speculating = SpeculationStore(await speculation.bucket(decoder.jetstream()), wait_s=30.0, nc=decoder)
+        for name, end in (("s7.f1", "finished"), ("s7.f2", "failed")):
+            await speculating.started(name, "d")
+            taking = asyncio.create_task(final.take(name, "d"))
+            await asyncio.sleep(0.5)  # the final is waiting
+            assert not taking.done()
+            if end == "finished":
+                await speculating.finished(name, "d", REC)
+            else:
+                await speculating.failed(name, "d")
+            got = await asyncio.wait_for(taking, 5.0)  # told: not the 10 s poll
+            assert got == ((REC, Outcome.WAITED) if end == "finished" else (None, Outcome.NONE))
+    finally:
+        await waiter.close()
+        await decoder.close()
