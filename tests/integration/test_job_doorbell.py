@@ -11,6 +11,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
 
 from asr_worker import worker as asr
 from asr_worker.transcriber import Recognition
@@ -68,36 +70,45 @@ async def parked(settings: Settings, failures: int) -> AsyncIterator[Recorder]:
         await asyncio.wait_for(task, 30)
 
 
-async def test_a_parked_worker_wakes_on_the_doorbell_only(settings: Settings, parked: Recorder) -> None:
+@pytest.fixture
+async def vad_side(settings: Settings) -> AsyncIterator[tuple[NATS, JetStreamContext]]:
+    """The VAD worker's end of the bus: stores final jobs, rings the doorbell."""
     nc, js = await bus.connect_jetstream(settings, "test-vad")
     try:
-        job = AsrJob(session_id="s-doorbell", utterance_id="u0", is_final=True, audio=b"\0\0" * 16000,
-                     start_s=0.0, end_s=1.0, final_index=1)
-        await js.publish(subjects.FINAL_JOBS, encode(job))
-        await asyncio.sleep(1.5)
-        # Stored, not rung: the parked worker does not look (it would, PARK_S later).
-        assert await final_jobs_waiting(settings) == 1 and not parked.finals
-        await nc.publish(subjects.JOBS_DOORBELL, b"")
-        assert await asyncio.to_thread(parked.called.wait, 10.0)
-        assert parked.finals == [job.audio]
+        yield nc, js
     finally:
         await bus.close(nc)
+
+
+async def store_final(js: JetStreamContext, session_id: str) -> AsrJob:
+    job = AsrJob(session_id=session_id, utterance_id="u0", is_final=True, audio=b"\0\0" * 16000,
+                 start_s=0.0, end_s=1.0, final_index=1)
+    await js.publish(subjects.FINAL_JOBS, encode(job))
+    return job
+
+
+async def test_a_parked_worker_wakes_on_the_doorbell_only(
+        settings: Settings, parked: Recorder, vad_side: tuple[NATS, JetStreamContext]) -> None:
+    nc, js = vad_side
+    job = await store_final(js, "s-doorbell")
+    await asyncio.sleep(1.5)
+    # Stored, not rung: the parked worker does not look (it would, PARK_S later).
+    assert await final_jobs_waiting(settings) == 1 and not parked.finals
+    await nc.publish(subjects.JOBS_DOORBELL, b"")
+    assert await asyncio.to_thread(parked.called.wait, 10.0)
+    assert parked.finals == [job.audio]
 
 
 @pytest.mark.parametrize("failures", [1])
-async def test_a_parked_worker_retries_a_failed_final_when_it_is_due(settings: Settings, parked: Recorder) -> None:
-    nc, js = await bus.connect_jetstream(settings, "test-vad")
-    try:
-        job = AsrJob(session_id="s-retry", utterance_id="u0", is_final=True, audio=b"\0\0" * 16000,
-                     start_s=0.0, end_s=1.0, final_index=1)
-        await js.publish(subjects.FINAL_JOBS, encode(job))
-        await nc.publish(subjects.JOBS_DOORBELL, b"")  # rung once: the first try fails
-        # The retry is stored RETRY_DELAY_S later, with no ring; the worker looks when it is due,
-        # not after its 60 s park.
-        assert await asyncio.to_thread(parked.called.wait, 10.0)
-        assert parked.finals == [job.audio, job.audio]
-    finally:
-        await bus.close(nc)
+async def test_a_parked_worker_retries_a_failed_final_when_it_is_due(
+        parked: Recorder, vad_side: tuple[NATS, JetStreamContext]) -> None:
+    nc, js = vad_side
+    job = await store_final(js, "s-retry")
+    await nc.publish(subjects.JOBS_DOORBELL, b"")  # rung once: the first try fails
+    # The retry is stored RETRY_DELAY_S later, with no ring; the worker looks when it is due, not
+    # after its 60 s park.
+    assert await asyncio.to_thread(parked.called.wait, 10.0)
+    assert parked.finals == [job.audio, job.audio]
 
 
 async def test_the_vad_worker_rings_after_storing_jobs(settings: Settings, parked: Recorder) -> None:
