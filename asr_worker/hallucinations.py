@@ -111,6 +111,12 @@ class HallucinationFilter:
     """... or when its avg_logprob is below this: real "thank you"s decode near -0.3."""
     phrases: frozenset[str] = KNOWN_HALLUCINATIONS
     """Normalised phrases (see `normalise`) that are only trusted from loud, confident audio."""
+    repeat_min_words: int = 3
+    """A text ending in a phrase of at least this many words said twice in a row ... (`repeated_tail`)"""
+    max_words_per_second: float = 4.5
+    """... while it holds more words than its audio could at this rate, loses the repeat: Whisper
+    says a sentence again into the padding after the speech. Conversation runs at 2-3.5 words a
+    second; a real repeat ("Hello? Hello?") leaves the text well under this."""
 
 
 def strip_annotations(text: str) -> str:
@@ -184,6 +190,26 @@ def is_loop(text: str, options: HallucinationFilter) -> bool:
         if count >= options.loop_min_repeats and count * n >= options.loop_min_share * len(words):
             return True
     return False
+
+
+def repeated_tail(words: Sequence[str], audio_s: float, options: HallucinationFilter) -> int:
+    """How many words at the end of ``words`` to drop: each time the text ends in a phrase of at
+    least `repeat_min_words` words said twice in a row, and has more words than ``audio_s`` of
+    audio holds at `max_words_per_second`, the second copy goes. 0 when the text is left as it is.
+
+    ``"Is there a pharmacy open late near the station? Is there a pharmacy open late near the
+    station?"`` from 2.9 s of audio (6.1 words a second; the second copy's words all lie at the
+    very end of the audio) becomes the sentence once."""
+    norm = [normalise(w) for w in words]
+    n = len(norm)
+    while n and n > options.max_words_per_second * audio_s:
+        for size in range(n // 2, options.repeat_min_words - 1, -1):
+            if norm[n - 2 * size:n - size] == norm[n - size:n]:
+                n -= size
+                break
+        else:
+            break
+    return len(norm) - n
 
 
 def level_dbfs(pcm: bytes) -> float:

