@@ -16,7 +16,7 @@ The worker that takes the final job looks its key up (`SpeculationStore.take`):
   ``wait_s`` (a worker killed mid-decode costs the final that much, never the final itself);
   the waiting final's decoding slot serves other jobs meanwhile. The speculating worker says on
   core NATS (``subjects.speculation_stored``) when the entry is decided, so the final reads the
-  bucket again then, not every few milliseconds; a word that is lost costs at most ``POLL_S``;
+  bucket again then, not every few milliseconds; a notice that is lost costs at most ``POLL_S``;
 * no entry, another digest (speech resumed, the prompt changed, the bucket lost it) or a wait
   that ran out: the final is decoded as usual, and says so in the bucket (`final_taken`), so that
   a speculative job of it fetched later (it waited for a slot longer than the final did) is
