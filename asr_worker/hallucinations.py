@@ -200,6 +200,8 @@ def repeated_tail(words: Sequence[str], audio_s: float, options: HallucinationFi
     ``"Is there a pharmacy open late near the station? Is there a pharmacy open late near the
     station?"`` from 2.9 s of audio (6.1 words a second; the second copy's words all lie at the
     very end of the audio) becomes the sentence once."""
+    if len(words) <= options.max_words_per_second * audio_s:
+        return 0  # the audio has time for every word: nothing to compare
     norm = [normalise(w) for w in words]
     n = len(norm)
     while n and n > options.max_words_per_second * audio_s:

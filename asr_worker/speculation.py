@@ -35,20 +35,19 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from enum import StrEnum
 
 import msgspec
 import nats
 from nats.aio.client import Client as NATS
-from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from asr_worker.transcriber import Recognition, TranscriberOptions
-from common import subjects
+from common import bus, subjects
 from common.kv import ensure_bucket
 from common.messages import AsrJob
 
@@ -77,12 +76,6 @@ class _Entry(msgspec.Struct, frozen=True):
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(_Entry)
-
-
-def _setter(event: asyncio.Event) -> Callable[[Msg], Awaitable[None]]:
-    async def told(_msg: Msg) -> None:
-        event.set()
-    return told
 
 
 def key(session_id: str, final_index: int) -> str:
@@ -173,7 +166,7 @@ class SpeculationStore:
                 if self.nc is None:
                     await asyncio.sleep(min(NO_NOTICE_POLL_S, left))
                 elif notices is None:  # listen first, then look again: a notice in between is not missed
-                    notices = await self.nc.subscribe(subjects.speculation_stored(name), cb=_setter(told))
+                    notices = await self.nc.subscribe(subjects.speculation_stored(name), cb=bus.setter(told))
                 else:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(told.wait(), min(POLL_S, left))

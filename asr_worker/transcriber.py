@@ -239,6 +239,7 @@ class Transcriber:
             RecognisedWord(w.word.strip(), round(w.start - skip_s, 3), round(w.end - skip_s, 3),
                            round(w.probability, 3))
             for i, _ in kept for w in heard[i] if w.word.strip()
-        )[: None if not repeat else -repeat]  # a dropped repeat takes its words with it
+        )
+        words = words[: len(words) - repeat]  # a dropped repeat takes its words with it
         return Recognition(text, raw_text, audio_s, time.perf_counter() - start, info.language,
                            words if opts.word_timestamps else ())

@@ -49,7 +49,6 @@ PARTIAL_POLL_S = 0.02
 PARK_S = 2.0
 RETRY_DELAY_S = 1.0  # a failed final's next try (nak delay)
 RETRY_SLACK_S = 0.1  # looked for this long after it is due
-PENDING_EVERY_S = 10.0  # how often asr_jobs_pending and the stream sizes are read (5 requests)
 IN_PROGRESS_EVERY_S = 3.0  # well inside the final consumer's ack_wait (common.streams)
 
 
@@ -130,11 +129,7 @@ class AsrWorker:
         subs: list[JetStreamContext.PullSubscription] | None = None
         backoff = Backoff()
         doorbell = asyncio.Event()
-
-        async def rang(_msg: Msg) -> None:
-            doorbell.set()
-
-        bell = await self.nc.subscribe(subjects.JOBS_DOORBELL, cb=rang)
+        bell = await self.nc.subscribe(subjects.JOBS_DOORBELL, cb=bus.setter(doorbell))
         try:
             while True:
                 await slots.acquire()
@@ -200,7 +195,7 @@ class AsrWorker:
                 except (TimeoutError, nats.errors.Error) as exc:
                     log.debug("consumer info of %s failed: %s", consumer, exc)
             await stream_usage.measure(self.js)
-            await asyncio.sleep(PENDING_EVERY_S)
+            await asyncio.sleep(metrics.PENDING_EVERY_S)
 
     async def _handle(self, msg: Msg, slot: Slot) -> None:
         try:

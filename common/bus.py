@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import nats
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from common.settings import Settings
@@ -21,6 +22,14 @@ from common.streams import ensure_streams
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 5.0
+
+
+def setter(event: asyncio.Event) -> Callable[[Msg], Awaitable[None]]:
+    """A subscription callback that sets ``event``: a core-NATS notice that something happened."""
+    async def notice(_msg: Msg) -> None:
+        event.set()
+    return notice
+
 # Work started by a reconnect, per connection; `close` cancels what is left of it.
 _after_reconnect: weakref.WeakKeyDictionary[NATS, set[asyncio.Task[None]]] = weakref.WeakKeyDictionary()
 

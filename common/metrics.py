@@ -66,6 +66,9 @@ VAD_AUDIO_SECONDS = Counter("asr_vad_audio_seconds_total", "Seconds of audio run
 VAD_OVERFLOW_BYTES = Counter(
     "asr_vad_overflow_bytes_total", "Oldest utterance audio dropped at vad_max_buffer_bytes"
 )
+PENDING_EVERY_S = 10.0
+"""How often the workers read the queue gauges below from nats-server (each read is a request per
+consumer): often enough for dashboards, alerts and autoscaling, which look every 15 s or more."""
 VAD_PENDING = Gauge("asr_vad_consumer_pending", "Audio messages waiting or unacknowledged on owned shards")
 VAD_STAGE_LATENCY = Histogram(
     "asr_stage_edge_to_vad_seconds", "Edge publish to VAD processing", buckets=LATENCY_BUCKETS

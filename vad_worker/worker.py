@@ -57,7 +57,6 @@ BATCH = 512
 IDLE_FETCH_S = 3.0  # a quiet shard; its loop notices a stop within this (HANDOVER_TIMEOUT_S is 5)
 HOLE_FETCH_S = 1.0  # while a session waits for a message missing from its order (_catch_up)
 MIN_FETCH_S = 0.01
-PENDING_EVERY_S = 10.0  # how often asr_vad_consumer_pending is read from the consumers (a request per shard)
 SWEEP_EVERY_S = 5.0
 HANDOVER_TIMEOUT_S = 5.0  # a shard loop stopping (hand-over, lost lease) finishes its batch within this
 ROLE = "vad"
@@ -187,7 +186,7 @@ class VadWorker:
             if gained or lost:
                 log.info("shards owned: %s", sorted(self._shard_tasks))
             metrics.VAD_SHARDS.set(len(self._shard_tasks))
-            if time.monotonic() >= measured_at + PENDING_EVERY_S:
+            if time.monotonic() >= measured_at + metrics.PENDING_EVERY_S:
                 measured_at = time.monotonic()
                 await self._measure_pending()
             await asyncio.sleep(shard_leases.REFRESH_S)

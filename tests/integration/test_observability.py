@@ -65,7 +65,8 @@ async def test_every_role_counts_real_traffic(stack: Stack) -> None:
             body = await resp.json()
     assert len(client.finals()) == 3
     partials = len([m for m in client.of_type("transcript") if not m["is_final"]])
-    # Worker gauges refresh every 2 s: wait until they show the finished session.
+    # Worker gauges refresh every few seconds (queue gauges every metrics.PENDING_EVERY_S): wait
+    # until they show the finished session.
     async with asyncio.timeout(20):
         while True:
             after = {role: scrape(port) for role, port in ports.items()}
