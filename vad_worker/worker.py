@@ -38,6 +38,7 @@ from nats.js.kv import KeyValue
 
 from common import bus, continuity, health, metrics, presence, streams, subjects, tasks
 from common.messages import AsrJob, SessionFlushed, SpeechStarted, UtteranceEnd, encode
+from common.pull import Credit, Puller
 from common.retry import TRANSIENT, Backoff
 from common.settings import Settings
 from vad_worker import shards as shard_leases
@@ -50,10 +51,13 @@ from vad_worker.unsaved import Unsaved
 
 log = logging.getLogger(__name__)
 
-BATCH = 512
-# How long one fetch waits for audio. Audio that arrives is delivered at once whatever the wait;
-# the wait only bounds how often a quiet shard asks again (each ask is a pull request that
-# nats-server answers when it expires: 16 shards at 1 s were most of an idle stack's bus traffic).
+BATCH = 512  # the most messages one pass of a shard's loop takes, and the standing pull's size
+# Each shard keeps one pull request standing (common.pull): audio is delivered as it is stored,
+# with no request per batch. Asked again when used up or expired; lost if silent past 2 heartbeats.
+PULL_EXPIRES_S = 30.0
+PULL_HEARTBEAT_S = 5.0
+# How long one pass of a shard's loop waits for audio. Audio that arrives is handed over at once
+# whatever the wait; the wait bounds how late a quiet shard's loop sees a stop or a lost lease.
 IDLE_FETCH_S = 3.0  # a quiet shard; its loop notices a stop within this (HANDOVER_TIMEOUT_S is 5)
 HOLE_FETCH_S = 1.0  # while a session waits for a message missing from its order (_catch_up)
 MIN_FETCH_S = 0.01
@@ -221,22 +225,19 @@ class VadWorker:
         unsaved: Unsaved[Msg] = Unsaved()
         backoff = Backoff()
         last_sweep = time.monotonic()
-        sub: JetStreamContext.PullSubscription | None = None
+        assert self.nc is not None
+        puller = Puller(self.nc, subjects.AUDIO_STREAM, subjects.vad_consumer(shard),
+                        Credit(batch=BATCH, expires_s=PULL_EXPIRES_S, heartbeat_s=PULL_HEARTBEAT_S))
         holes = False  # a session of this shard waits for a missing message (_catch_up)
         try:
+            await puller.open()
             while not stop.is_set() and not self._stopping:
                 if not self.leases.holds(shard):
                     log.warning("shard %d: lease not renewed in time; stopping it", shard)
                     return
                 try:
-                    if sub is None:
-                        sub = await self.js.pull_subscribe_bind(durable=subjects.vad_consumer(shard),
-                                                                stream=subjects.AUDIO_STREAM)
                     wait = fetch_wait(time.monotonic(), unsaved.next_due(self.checkpoint_every_s), holes)
-                    try:
-                        msgs = await sub.fetch(BATCH, timeout=wait)
-                    except TimeoutError:
-                        msgs = []
+                    msgs = await puller.next_batch(BATCH, wait)
                     if msgs:
                         await self._process_batch(shard, msgs, mine, unsaved)
                     holes = await self._catch_up(shard, mine, unsaved)
@@ -263,9 +264,7 @@ class VadWorker:
                 with contextlib.suppress(ShardLost, *RETRYABLE):
                     await self._save_due(shard, mine, unsaved, math.inf)
         finally:
-            if sub is not None:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+            await puller.close()  # what it holds but was not processed goes back to the consumer
             self._evict(mine)
 
     def _evict(self, mine: set[str]) -> None:
