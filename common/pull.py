@@ -120,6 +120,7 @@ class Puller:
         return f"<Puller {self.subject} owed={self.credit.owed} buffered={len(self._buffer)}>"
 
     async def open(self) -> None:
+        self._reconnects = self.nc.stats.get("reconnects", 0)
         self._inbox = self.nc.new_inbox()
         self._sub = await self.nc.subscribe(self._inbox, cb=self._received)
 
@@ -156,7 +157,11 @@ class Puller:
             self._reconnects = reconnects
             self.credit.expired()
         now = time.monotonic()
+        standing = self.credit.owed > 0
         if self.credit.should_ask(now):
+            if standing:
+                log.warning("pull on %s: nothing (not even a heartbeat) for %.0f s; asking again", self.subject,
+                            now - self.credit.heard_at)
             await self.nc.publish(self.subject, json.dumps(self.credit.request(now)).encode(), reply=self._inbox)
 
     async def next_batch(self, limit: int, wait: float) -> list[Msg]:
