@@ -1,12 +1,13 @@
 """A long-lived pull from a JetStream consumer: one standing request, messages as they come.
 
 nats-py's ``fetch`` asks the server again for every batch: at a few messages a second per
-consumer (a quiet shard of the VAD's audio) that is a pull request, a status reply and often a
-``no_wait`` probe for each message, half the bus traffic of the stage. A ``Puller`` keeps one
-request of ``batch`` messages standing for ``expires_s``; the server delivers each message to
-the puller's inbox as soon as it is stored, and the puller asks again only when the request is
-used up, expired (408), refused (409: consumer deleted, leadership moved, too many waiting), or
-silent for longer than its idle heartbeat allows (a server restart forgets it).
+consumer (a quiet shard of the VAD's audio) that is a pull request and a status reply for each
+message, a third of the messages through nats-server for that consumer (docs/benchmarks.md). A
+``Puller`` keeps one request of ``batch`` messages standing for ``expires_s``; the server
+delivers each message to the puller's inbox as soon as it is stored, and the puller asks again
+only when the request is used up, expired (408), refused (a 409 status such as "Server
+Shutdown", or a 503 for a consumer that does not exist), lost with the connection (a reconnect),
+or silent for longer than its idle heartbeat allows.
 
 ``Credit`` is the pure part: what the standing request still owes and when to ask. ``Puller`` is
 its shell: the inbox subscription, the buffer, ``next_batch`` and ``close``. Messages buffered
@@ -142,7 +143,7 @@ class Puller:
             self.credit.heartbeat(now)
         elif status == "408":
             self.credit.expired()
-        else:  # 409 (consumer deleted, leadership moved, ...), 503 (no such consumer), ...
+        else:  # 409 (e.g. "Server Shutdown"), 503 (no such consumer), ...
             refusal = f"{status} {(msg.headers or {}).get('Description', '')}"
             if refusal != self._refusal:  # once per kind, not once per retry
                 log.warning("pull on %s refused: %s; asking again every %.0f s", self.subject, refusal,
