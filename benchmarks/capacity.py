@@ -442,9 +442,15 @@ class Direct:
     cut_audio_s: dict[str, float] = field(default_factory=dict)
 
 
-def run_direct(convs: list[Conversation], settings: Settings) -> Direct:
+def warm_transcriber(convs: Sequence[Conversation], settings: Settings) -> Transcriber:
+    """The worker's model, options and prompt, after one decode that is not counted."""
     transcriber = Transcriber(transcriber_options(settings))
-    transcriber.transcribe(convs[0].pcm[: 3 * BYTES_PER_S], is_final=True)  # warm-up, not counted
+    transcriber.transcribe(convs[0].pcm[: 3 * BYTES_PER_S], is_final=True)
+    return transcriber
+
+
+def run_direct(convs: list[Conversation], settings: Settings) -> Direct:
+    transcriber = warm_transcriber(convs, settings)
     opts = segmenter_options(settings)
     out = Direct()
     for conv in convs:
@@ -476,8 +482,7 @@ def decode_cuts(transcriber: Transcriber, cuts: Sequence[Cut], settings: Setting
 def direct_cut_cpu_again(convs: Sequence[Conversation], settings: Settings) -> dict[str, float]:
     """Direct decoding of the conversations' cuts timed again (CPU-s per conversation): figure 4's
     stacks run for minutes after the first timing, and this machine's speed drifts meanwhile."""
-    transcriber = Transcriber(transcriber_options(settings))
-    transcriber.transcribe(convs[0].pcm[: 3 * BYTES_PER_S], is_final=True)  # warm-up, not counted
+    transcriber = warm_transcriber(convs, settings)
     opts = segmenter_options(settings)
     return {conv.name: decode_cuts(transcriber, cut_like_the_pipeline(conv.pcm, opts, settings.vad_aggressiveness),
                                    settings)[1] for conv in convs}

@@ -34,7 +34,6 @@ from nats.aio.subscription import Subscription
 log = logging.getLogger(__name__)
 
 STATUS_HEADER = "Status"
-PENDING_HEADER = "Nats-Pending-Messages"
 
 
 @dataclass
