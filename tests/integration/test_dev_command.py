@@ -27,12 +27,19 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in out.stdout.split()]
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_asr_dev_then_asr_stream_then_ctrl_c(tmp_path: Path) -> None:
     log_path = tmp_path / "dev.log"
     with log_path.open("w") as log:
         # --port 0: the OS picks the edge's port (no race with other programs), printed when ready.
+        # Ctrl-C as a terminal delivers it: a test run started in the background of a
+        # non-interactive shell ignores SIGINT, and the child would inherit that.
         dev = subprocess.Popen([ASR, "dev", "--port", "0", "--data-dir", str(tmp_path / "data")],
-                               stdout=log, stderr=subprocess.STDOUT, text=True)
+                               stdout=log, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=_default_sigint)
     try:
         deadline = time.monotonic() + 120
         while "ready: stream audio to" not in log_path.read_text():
