@@ -203,3 +203,20 @@ def test_the_encoder_hears_the_configured_window_not_whispers_30_s(monkeypatch: 
     full = Transcriber(TranscriberOptions(cpu_threads=1)).transcribe(read_pcm("one_sentence.wav"), is_final=False)
     assert wer(ONE_SENTENCE, full.text) <= MAX_WER, full
     assert set(heard) == {3000}, heard
+
+
+def test_revise_keeps_only_the_words_of_the_first_utterance(transcriber: Transcriber):
+    """`revise`: an utterance decoded with the next one after it in the same window gives the
+    words of the first one only, none of the next one's."""
+    import json
+
+    segments = json.loads((DATA / "accuracy_clips.json").read_text())["continuous_22s"]
+    pcm = read_pcm("continuous_22s.wav")
+    gap = (segments[1]["start_s"] + segments[0]["end_s"]) / 2  # the pause between sentences 1 and 2
+    cut, end = int(gap * 16000) * 2, int((segments[2]["start_s"] + segments[1]["end_s"]) / 2 * 16000) * 2
+    first, following = pcm[:cut], pcm[cut:end]
+    revised = transcriber.revise(first, following)
+    assert wer(segments[0]["text"], revised.text) <= MAX_WER, revised
+    assert "coral" not in words(revised.text)  # the next sentence's words stay out
+    assert revised.audio_s == pytest.approx(len(first) / 32000)
+    assert transcriber.revise(first[:1000], following).text == ""  # too short to decode
