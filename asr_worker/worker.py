@@ -4,6 +4,8 @@ transcripts.
 Finals come from a durable work queue and are acknowledged only after their transcript is stored
 in the RESULTS stream: a worker killed mid-job loses nothing, JetStream redelivers the job.
 Partials come from a latest-only queue, are skipped when stale, and go out on core NATS.
+After publishing a final, the worker decodes the previous final again together with it and
+publishes a `Revision` of that final if its words changed (best effort, core NATS).
 """
 
 from __future__ import annotations
@@ -23,10 +25,20 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from asr_worker import speculation
+from asr_worker.hallucinations import normalise
 from asr_worker.prompt import next_prompt
-from asr_worker.transcriber import Recognition, Transcriber, TranscriberOptions
+from asr_worker.transcriber import RecognisedWord, Recognition, Transcriber, TranscriberOptions
 from common import bus, health, metrics, presence, stream_usage, streams, subjects, tasks
-from common.messages import AsrJob, Transcript, TranscriptionFailed, Word, encode, job_decoder, result_decoder
+from common.messages import (
+    AsrJob,
+    Revision,
+    Transcript,
+    TranscriptionFailed,
+    Word,
+    encode,
+    job_decoder,
+    result_decoder,
+)
 from common.retry import TRANSIENT, Backoff
 from common.settings import Settings
 from common.streams import FINAL_MAX_DELIVER
@@ -220,9 +232,19 @@ class AsrWorker:
         decoded = True
         try:
             like_final = job.is_final or job.speculative
-            prompt = await self._context(job.session_id) if like_final else ""
+            wants_revision = job.is_final and bool(job.previous_audio) and self.settings.revise_finals
+            last = await self._last_final(job.session_id) if like_final and (
+                self.settings.context_chars or wants_revision) else None
+            prompt = last.context if last is not None and self.settings.context_chars else ""
+            revising = wants_revision and self._revisable(job, last, age)
             rec, decoded = await self._recognise(job, prompt, slot)
-            await self._publish(job, rec, prompt)
+            if revising and job.reason == "end":
+                # The session's last final: the edge ends the session once it is delivered, so the
+                # revision of the final before it goes first.
+                assert last is not None
+                await self._revise(job, last, slot)
+                revising = False
+            await self._publish(job, rec, prompt, revising=revising)
         except Exception:
             self.counts["failed"] += 1
             metrics.ASR_JOBS.labels(kind, "failed").inc()
@@ -255,6 +277,71 @@ class AsrWorker:
             log.info("session %s final %d %6.2fs%s, %d chars", job.session_id, job.final_index, rec.inference_s,
                      "" if decoded else " (decoded ahead)", len(rec.text), extra={"session_id": job.session_id})
             log.log(text_level, "session %s final %d text: %r", job.session_id, job.final_index, rec.text,
+                    extra={"session_id": job.session_id})
+            if revising:
+                assert last is not None
+                await self._revise(job, last, slot)
+
+    def _revisable(self, job: AsrJob, last: Transcript | None, age: float) -> bool:
+        """Whether this final revises the previous one: not under load (the job waited longer than
+        ``revision_max_lag_ms``), and only if the session's latest stored final is its predecessor
+        (another worker may still be decoding it) and has text (a final without text has no seq)."""
+        if last is None or last.final_index != job.final_index - 1 or not last.text:
+            skipped = "no_previous"
+        elif age * 1000 > self.settings.revision_max_lag_ms:
+            skipped = "late"
+        else:
+            return True
+        metrics.ASR_JOBS.labels("revision", skipped).inc()
+        log.info("session %s final %d revision: %s", job.session_id, job.final_index - 1, skipped,
+                 extra={"session_id": job.session_id})
+        return False
+
+    async def _revise(self, job: AsrJob, last: Transcript, slot: Slot) -> None:
+        """Decodes the previous final (``last``, as stored) again with this final's audio after it
+        and publishes its `Revision`: the new text if its words changed, else "" (the final
+        announced it, and an edge ending the session waits for it)."""
+        outcome, text = "failed", ""
+        words: tuple[RecognisedWord, ...] = ()
+        try:
+            # The prompt the previous final had: its stored context without its own text.
+            old = last.text.strip()
+            prompt = last.context[: -len(old)].strip() if old and last.context.endswith(old) else ""
+            await slot.take()  # a final that took a speculative decode gave its slot back
+            metrics.ASR_BUSY.inc()
+            try:
+                rec = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, lambda: self.transcriber.revise(job.previous_audio, job.audio, prompt=prompt))
+            finally:
+                metrics.ASR_BUSY.dec()
+            metrics.ASR_INFERENCE.labels("revision").observe(rec.inference_s)
+            metrics.ASR_AUDIO_SECONDS.labels("revision").inc(rec.audio_s)
+            changed = bool(rec.text) and normalise(rec.text) != normalise(last.text)
+            outcome = "ok" if changed else "empty" if not rec.text else "same"
+            text = rec.text if changed else ""
+            words = rec.words if changed else ()
+        except Exception:
+            log.exception("session %s final %d: revision failed", job.session_id, last.final_index,
+                          extra={"session_id": job.session_id})
+        metrics.ASR_JOBS.labels("revision", outcome).inc()
+        revision = Revision(
+            session_id=job.session_id, utterance_id=last.utterance_id, final_index=last.final_index,
+            text=text, start_s=last.start_s, end_s=last.end_s, published_at=time.time(),
+            words=tuple(Word(w.word, last.start_s + w.start_s, last.start_s + w.end_s, w.probability)
+                        for w in words),
+        )
+        assert self.nc is not None
+        try:
+            await self.nc.publish(subjects.result_revision(job.session_id), encode(revision))
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("session %s final %d: revision not published: %s", job.session_id, last.final_index, exc,
+                        extra={"session_id": job.session_id})
+            return
+        log.info("session %s final %d revision: %s", job.session_id, last.final_index, outcome,
+                 extra={"session_id": job.session_id})
+        if text:
+            text_level = logging.INFO if self.settings.log_transcripts else logging.DEBUG
+            log.log(text_level, "session %s final %d revised: %r", job.session_id, last.final_index, text,
                     extra={"session_id": job.session_id})
 
     async def _superseded(self, job: AsrJob) -> bool:
@@ -329,7 +416,7 @@ class AsrWorker:
         log.error("session %s final %d failed %d times: stored as failed", job.session_id, job.final_index,
                   FINAL_MAX_DELIVER, extra={"session_id": job.session_id})
 
-    async def _publish(self, job: AsrJob, rec: Recognition, prompt: str) -> None:
+    async def _publish(self, job: AsrJob, rec: Recognition, prompt: str, *, revising: bool = False) -> None:
         assert self.nc is not None and self.js is not None
         context = next_prompt(prompt, rec.text, self.settings.context_chars) if job.is_final else ""
         result = Transcript(
@@ -339,6 +426,7 @@ class AsrWorker:
             speech_end_at=job.speech_end_at, published_at=time.time(),
             words=tuple(Word(w.word, job.start_s + w.start_s, job.start_s + w.end_s, w.probability)
                         for w in rec.words),
+            revising=revising,
         )
         if job.is_final:
             msg_id = subjects.final_result_id(job.session_id, job.final_index)
@@ -347,20 +435,18 @@ class AsrWorker:
         else:
             await self.nc.publish(subjects.result_partial(job.session_id), encode(result))
 
-    async def _context(self, session_id: str) -> str:
-        """The session's recent text: the context stored with its latest final."""
-        if not self.settings.context_chars:
-            return ""
+    async def _last_final(self, session_id: str) -> Transcript | None:
+        """The session's latest stored final (its ``context`` is the next final's prompt)."""
         assert self.js is not None
         try:
             last = await self.js.get_last_msg(subjects.RESULTS_STREAM, subjects.result_final(session_id),
                                               direct=True)
         except NotFoundError:
-            return ""
+            return None
         if not last.data:
-            return ""
+            return None
         stored = result_decoder.decode(last.data)
-        return stored.context if isinstance(stored, Transcript) else ""
+        return stored if isinstance(stored, Transcript) else None
 
 
 class Slot:

@@ -45,6 +45,10 @@ class AsrJob(_Msg, frozen=True, tag="asr_job"):
     # A partial job that is the next final decoded ahead of its endpoint (asr_worker.speculation):
     # final_index and context_audio are the final's; the worker decodes it like the final.
     speculative: bool = False
+    # Finals, when `revise_finals` is on: the previous final's whole audio (its index is
+    # final_index - 1). After publishing this final the worker decodes the two in one window and
+    # publishes a `Revision` of the previous final if the words heard in it changed.
+    previous_audio: bytes = b""
 
 
 # --- results: asr_worker / vad_worker -> ingest ---------------------------------------------
@@ -79,6 +83,24 @@ class Transcript(_Msg, frozen=True, tag="transcript"):
     speech_end_at: float = 0.0
     published_at: float = 0.0  # wall clock when the ASR worker published it (stage latency)
     words: tuple[Word, ...] = ()  # finals with word_timestamps on: each word's times and confidence
+    revising: bool = False  # finals: a `Revision` of final_index - 1 follows (changed or not)
+
+
+class Revision(_Msg, frozen=True, tag="revision"):
+    """A final's text decoded again, once, with the audio of the final after it in the same
+    window (a streaming final never hears what follows it; whole-file decoding does). Best effort,
+    over core NATS like partials: not stored, so a resumed or late client keeps the first text.
+    Published for every final announced with ``Transcript.revising``, with ``text`` "" when
+    nothing changed (or the decode failed): an edge ending the session waits for it."""
+
+    session_id: str
+    utterance_id: str  # the revised final's
+    final_index: int  # the revised final's
+    text: str  # the new text, different in its words; "" when the final stays as it is
+    start_s: float
+    end_s: float
+    published_at: float = 0.0
+    words: tuple[Word, ...] = ()  # with word_timestamps on, as in the final
 
 
 class SpeechStarted(_Msg, frozen=True, tag="speech_started"):
@@ -127,7 +149,7 @@ class SessionError(_Msg, frozen=True, tag="session_error"):
     message: str
 
 
-Result = Transcript | TranscriptionFailed | SpeechStarted | UtteranceEnd | SessionFlushed | SessionError
+Result = Transcript | Revision | TranscriptionFailed | SpeechStarted | UtteranceEnd | SessionFlushed | SessionError
 Final = Transcript | TranscriptionFailed
 """What RESULTS holds under ``results.<session>.final``: one of these per final index."""
 

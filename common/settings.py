@@ -217,6 +217,13 @@ class Settings:
     """Characters of the session's recent finals given to the next final as prompt."""
     partial_max_age_ms: int = 2000
     """Partial jobs older than this are skipped: a newer one is already on its way."""
+    revise_finals: bool = True
+    """After each final, the final before it is decoded again in one window with it and, if its words
+    changed, sent to the client as a `revision` (best effort; a second decode per final)."""
+    revision_max_lag_ms: int = 1000
+    """No revision when the final's job waited longer than this for a worker: under load they give way."""
+    revision_end_wait_ms: int = 3000
+    """After `end`, session_ended waits up to this long for the revision of the last final but one."""
     asr_http_port: int = 9102
     """ASR worker's /metrics, /healthz and /readyz; 0 disables."""
 
@@ -421,6 +428,10 @@ def _validate(s: Settings) -> list[str]:
                "use 15: it decodes in half the time of 30; at 10 noisy audio needed more fallback decodes."))
     add(_range("asr_concurrency", s.asr_concurrency, 1, 64, "match it to the cores or GPU streams."))
     add(_range("context_chars", s.context_chars, 0, 2000, "400 gives the last few sentences."))
+    add(_range("revision_max_lag_ms", s.revision_max_lag_ms, 0, 60000,
+               "use 500-3000; 0 revises only when a job never waits."))
+    add(_range("revision_end_wait_ms", s.revision_end_wait_ms, 0, 30000,
+               "use 1000-5000 (a revision is one decode of two finals); 0 does not wait."))
     add(_range("trailing_pad_ms", s.trailing_pad_ms, 0, 1000, "use 60-300."))
     add(_range("partial_max_age_ms", s.partial_max_age_ms, 100, 60000, "use 1000-5000."))
     add(_range("speculation_wait_ms", s.speculation_wait_ms, 0, 60000,

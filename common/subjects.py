@@ -100,6 +100,11 @@ def result_partial(session_id: str) -> str:
     return f"results.{session_id}.partial"
 
 
+def result_revision(session_id: str) -> str:
+    """Core NATS only (not in RESULTS): a final's ``Revision``."""
+    return f"results.{session_id}.revision"
+
+
 def result_event(session_id: str) -> str:
     return f"results.{session_id}.event"
 

@@ -334,6 +334,10 @@ class Connection:
             self.log.warning("finals incomplete after %.0fs (released %d, expected %s)",
                              self.settings.end_flush_timeout_seconds, self.delivery.released,
                              self.delivery.expected_total)
+        if not self.delivery.revisions_settled:  # the last final but one is being revised
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._until(lambda: self.delivery.revisions_settled),
+                                       self.settings.revision_end_wait_ms / 1000)
         await self._out.drained()
         # Ended on purpose: from now on the session cannot be resumed.
         self.record.state = "closed"

@@ -17,6 +17,13 @@ RESULTS stream) and the clock; it answers with the client messages to send. It o
 * **Partials**: dropped once their utterance has a final; shown through the stability rule
   (``PartialStabilizer``: a ``stable_text`` prefix that later partials keep, never shorter
   without a revision).
+* **Revisions**: a final's ``Revision`` (its text decoded again with the audio after it) replaces
+  the text of the final in ``ready`` if it is still waiting there; if the client has it, a
+  ``revision`` message naming its ``seq`` goes out now (droppable, like partials). A revision of a
+  final this connection never queued (not yet released, or older than ``recent_utterances``
+  finals) is dropped. A live final announces the revision of the final before it
+  (``Transcript.revising``); ``revisions_settled`` says whether every announced one has come
+  (changed or not), so that ``end`` can wait for the last of them.
 * **Targets**: ``expected_total`` (after ``end``) and ``drain_target`` (after ``drain``).
 
 Times are the caller's monotonic clock, in seconds.
@@ -32,12 +39,14 @@ from typing import Any
 from common.messages import (
     Final,
     Result,
+    Revision,
     SessionError,
     SessionFlushed,
     SpeechStarted,
     Transcript,
     TranscriptionFailed,
     UtteranceEnd,
+    Word,
 )
 from ingest import protocol as p
 from ingest.finals import FinalOrderer
@@ -53,7 +62,7 @@ class DeliveryOptions:
     max_waiting_finals: int = 1000
     """Finals held behind a gap; past this the oldest gap is given up at once (memory bound)."""
     recent_utterances: int = 256
-    """Finalised utterance ids remembered to drop their late partials."""
+    """Finalised utterance ids remembered to drop their late partials (and finals kept for revisions)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +101,8 @@ class Delivery:
         self.stored_index = 0  # highest final index known to exist in RESULTS
         self.sent_finals = 0  # transcripts handed to the client by this connection
         self._finalised: OrderedDict[str, None] = OrderedDict()
+        self._queued: OrderedDict[int, dict[str, Any]] = OrderedDict()  # final index -> its message, for revisions
+        self._revisions_due: set[int] = set()  # final indexes whose announced revision has not come
         self.partials = PartialStabilizer()  # what partials show: a stable prefix, a tail that may change
         self._missing_since: dict[int, float] = {}
         self._last_repair = float("-inf")
@@ -123,6 +134,11 @@ class Delivery:
         return self.expected_total is not None and self.released >= self.expected_total
 
     @property
+    def revisions_settled(self) -> bool:
+        """Every revision announced by a live final has come (changed or not)."""
+        return not self._revisions_due
+
+    @property
     def drained(self) -> bool:
         return self.drain_target is not None and self.released >= self.drain_target
 
@@ -132,6 +148,10 @@ class Delivery:
         out = Released()
         match result:
             case Transcript(is_final=True) | TranscriptionFailed():
+                if live and isinstance(result, Transcript) and result.revising and result.final_index > self.released:
+                    self._revisions_due.add(result.final_index - 1)
+                    if len(self._revisions_due) > self.options.recent_utterances:  # never answered: forget
+                        self._revisions_due.discard(min(self._revisions_due))
                 self._add_final(result, now, live, out)
             case Transcript():
                 if result.text and result.utterance_id not in self._finalised:
@@ -141,6 +161,8 @@ class Delivery:
                                                start_s=result.start_s, end_s=result.end_s)
                         message["stable_text"] = view.stable_text
                         out.now.append(message)
+            case Revision():
+                self._revise(result, out)
             case SpeechStarted():
                 out.now.append({"type": "speech_started", "utterance_id": result.utterance_id,
                                 "start_s": round(result.start_s, 3)})
@@ -239,11 +261,28 @@ class Delivery:
         message = p.transcript(is_final=True, seq=seq, utterance_id=final.utterance_id, text=final.text,
                                start_s=final.start_s, end_s=final.end_s)
         if final.words:  # word_timestamps is on
-            message["words"] = [{"word": w.word, "start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3),
-                                 "probability": round(w.probability, 3)} for w in final.words]
+            message["words"] = _word_list(final.words)
         self.ready.append((message, live))
         self._live_in_ready += live
         self.sent_finals += 1
+        self._queued[final.final_index] = message
+        while len(self._queued) > self.options.recent_utterances:
+            self._queued.popitem(last=False)
+
+    def _revise(self, revision: Revision, out: Released) -> None:
+        self._revisions_due.discard(revision.final_index)
+        if not revision.text:  # nothing changed
+            return
+        final = self._queued.get(revision.final_index)
+        if final is None or final["utterance_id"] != revision.utterance_id:
+            return
+        final["text"] = revision.text
+        if revision.words:
+            final["words"] = _word_list(revision.words)
+        if not any(message is final for message, _ in self.ready):  # the client has it: say what changed
+            out.now.append(p.revision(seq=final["seq"], utterance_id=revision.utterance_id, text=revision.text,
+                                      start_s=revision.start_s, end_s=revision.end_s,
+                                      words=final.get("words")))
 
     def _remember(self, utterance_id: str) -> None:
         if not utterance_id:
@@ -262,3 +301,9 @@ class Delivery:
                 del self._missing_since[index]
         for index in missing:
             self._missing_since.setdefault(index, now)
+
+
+def _word_list(words: Iterable[Word]) -> list[dict[str, Any]]:
+    """A final's ``words`` (word_timestamps on), for the client."""
+    return [{"word": w.word, "start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3),
+             "probability": round(w.probability, 3)} for w in words]

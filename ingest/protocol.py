@@ -180,3 +180,13 @@ def transcript(
         msg["seq"] = seq
     msg.update(utterance_id=utterance_id, text=text, start_s=round(start_s, 3), end_s=round(end_s, 3))
     return msg
+
+
+def revision(*, seq: int, utterance_id: str, text: str, start_s: float, end_s: float,
+             words: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The final ``seq`` (which the client has) now reads ``text``."""
+    msg: dict[str, Any] = {"type": "revision", "seq": seq, "utterance_id": utterance_id, "text": text,
+                           "start_s": round(start_s, 3), "end_s": round(end_s, 3)}
+    if words:
+        msg["words"] = words
+    return msg

@@ -187,6 +187,8 @@ class FinalReady:
     reason: Reason
     context: bytes = b""
     """Audio just before this utterance's (the previous final's tail), set by SessionVad."""
+    previous: bytes = b""
+    """The previous final's whole audio, for its revision (set by SessionVad when revising)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,7 +117,7 @@ class SessionVad:
     def __init__(self, session_id: str, options: SegmenterOptions, aggressiveness: int,
                  checkpoint: VadCheckpoint | None = None, *, replayable: bool = True,
                  context_seconds: float = 0.0, context_max_snr_db: float = EVERY_FINAL_SNR_DB,
-                 reorder_wait_s: float = Settings().vad_reorder_wait_seconds) -> None:
+                 reorder_wait_s: float = Settings().vad_reorder_wait_seconds, revise: bool = False) -> None:
         """From ``checkpoint`` (None: a new session). ``replayable``: the caller will ``replay``
         the audio from the checkpoint's resume position; if not, the state starts after the last
         processed sample (an open utterance's audio is then lost, the numbering still continues).
@@ -127,7 +127,9 @@ class SessionVad:
         estimated signal-to-noise ratio (``common.audio.snr_db``) is below ``context_max_snr_db``:
         context pays where a lone utterance decodes worst, in noise. ``reorder_wait_s``: how long
         a message missing from the stream is waited for (``order``) before its hole counts as
-        silence."""
+        silence. ``revise``: each final also carries the previous final's whole audio
+        (``FinalReady.previous``) for that final's revision, if it fits one decoding window with
+        the final and its context (not checkpointed either)."""
         cp = checkpoint or VadCheckpoint()
         self.session_id = session_id
         self.overrides = dict(cp.options)
@@ -161,6 +163,8 @@ class SessionVad:
         self._window_bytes = int(DECODE_WINDOW_S * options.sample_rate) * _SAMPLE_WIDTH
         self._context_max_snr_db = context_max_snr_db
         self._previous_final = b""  # the recent finals' audio (at most _context_bytes), for the next one
+        self._revise = revise
+        self._last_final = b""  # the previous final's audio, for its revision
 
     def _is_speech(self, frame: bytes) -> bool:
         self.frames += 1
@@ -218,17 +222,25 @@ class SessionVad:
     def _with_context(self, events: list[Event]) -> list[Event]:
         """Gives each final (and speculative final) the audio of the finals before it (their last ``_context_bytes``) as
         acoustic context, cut at the front so context and utterance fit one decoding window, when
-        the final's audio is noisy enough to need it."""
-        if not self._context_bytes:
+        the final's audio is noisy enough to need it; and, when revising, the previous final's
+        audio if the two fit one window."""
+        if not self._context_bytes and not self._revise:
             return events
         out: list[Event] = []
         for event in events:
             if isinstance(event, FinalReady | SpeculativeReady):
                 context = final_context(self._previous_final, event.audio, self._context_max_snr_db,
-                                        self._window_bytes)
-                out.append(replace(event, context=context))
+                                        self._window_bytes) if self._context_bytes else b""
                 if isinstance(event, FinalReady):
-                    self._previous_final = (self._previous_final + event.audio)[-self._context_bytes:]
+                    # The job stays within one window of audio (NATS's 1 MB max_payload).
+                    fits = len(self._last_final) + len(context) + len(event.audio) <= self._window_bytes
+                    previous = self._last_final if self._revise and fits else b""
+                    out.append(replace(event, context=context, previous=previous))
+                    if self._context_bytes:
+                        self._previous_final = (self._previous_final + event.audio)[-self._context_bytes:]
+                    self._last_final = event.audio if self._revise else b""
+                else:
+                    out.append(replace(event, context=context))
             else:
                 out.append(event)
         return out

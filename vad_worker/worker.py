@@ -419,7 +419,8 @@ class VadWorker:
                               continuity.VadCheckpoint(options=overrides), replayable=False,
                               context_seconds=self.settings.acoustic_context_seconds,
                               context_max_snr_db=self.settings.acoustic_context_max_snr_db,
-                              reorder_wait_s=self.settings.vad_reorder_wait_seconds), []
+                              reorder_wait_s=self.settings.vad_reorder_wait_seconds,
+                              revise=self.settings.revise_finals), []
         assert entry.value is not None and entry.revision is not None
         cp = continuity.decode(entry.value)
         replay: list[Chunk] = []
@@ -435,7 +436,8 @@ class VadWorker:
         state = SessionVad(session_id, self.options, self.settings.vad_aggressiveness, cp, replayable=replayable,
                            context_seconds=self.settings.acoustic_context_seconds,
                            context_max_snr_db=self.settings.acoustic_context_max_snr_db,
-                           reorder_wait_s=self.settings.vad_reorder_wait_seconds)
+                           reorder_wait_s=self.settings.vad_reorder_wait_seconds,
+                           revise=self.settings.revise_finals)
         state.revision = entry.revision
         log.info("session %s carried on from its checkpoint: final %d, utterance %d, seq %d, %.2f s%s",
                  session_id, cp.finals, cp.utterances, cp.last_seq, cp.samples / 16000,
@@ -578,7 +580,7 @@ class VadWorker:
                     now = time.time()
                     job = AsrJob(session_id=sid, utterance_id=_utt(event.utterance_index), is_final=True,
                                  audio=event.audio, start_s=event.start_s, end_s=event.end_s,
-                                 context_audio=event.context,
+                                 context_audio=event.context, previous_audio=event.previous,
                                  final_index=event.final_index, reason=event.reason, created_at=now,
                                  speech_end_at=now)
                     # The id makes a final re-emitted by a new owner (after a crash) harmless.

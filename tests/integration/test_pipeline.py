@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
+import nats
 import pytest
+from nats.aio.msg import Msg
 
 from cli.dev import Stack
+from common import subjects
+from common.messages import Revision, result_decoder
 from tests.conftest import ONE_SENTENCE, THREE_UTTERANCES, pcm_of
 from tests.helpers import connect, running_stack, wer
 
@@ -208,3 +213,43 @@ async def test_resume_on_the_same_edge_without_redis(stack: Stack, http: aiohttp
                             "resume_token": started["resume_token"], "last_seq": 3})
     error = await fourth.until("error", timeout=10)
     assert error["code"] == "RESUME_FAILED" and "closed" in error["message"]  # it ended with `end`
+
+
+async def test_each_final_after_the_first_brings_the_revision_of_the_one_before(
+    stack: Stack, http: aiohttp.ClientSession
+) -> None:
+    """revise_finals (on by default): the ASR worker that decodes final n decodes final n-1 again
+    with final n's audio after it and publishes the outcome (new text, or "" for no change) unless
+    it skipped it and said why in its log; a changed text reaches the client as `revision` naming
+    a seq it has, and `end` waits for the last one."""
+    nc = await nats.connect(stack.nats.url)
+    outcomes: list[Revision] = []
+
+    async def note(msg: Msg) -> None:
+        result = result_decoder.decode(msg.data)
+        assert isinstance(result, Revision)
+        outcomes.append(result)
+
+    try:
+        client = await connect(http, url(stack))
+        sid = client.of_type("session_started")[0]["session_id"]
+        await nc.subscribe(subjects.result_revision(sid), cb=note)
+        await nc.flush()
+        await client.stream(pcm_of("three_utterances.wav"), chunk_ms=100, realtime=1.0)
+        await client.send_json({"type": "end"})
+        await client.until("session_ended", timeout=60)
+    finally:
+        await nc.close()
+    finals = client.finals()
+    assert [f["seq"] for f in finals] == [1, 2, 3]
+    log = await asyncio.to_thread((stack.data_dir / "stack.log").read_text)
+    skipped = {i for i in (1, 2) if re.search(rf"session {sid} final {i} revision: (late|no_previous)", log)}
+    assert sorted(r.final_index for r in outcomes) == sorted({1, 2} - skipped), (outcomes, skipped)
+    assert all(r.utterance_id == finals[r.final_index - 1]["utterance_id"] for r in outcomes)
+    changed = {r.final_index: r.text for r in outcomes if r.text}
+    sent = client.of_type("revision")
+    # A revision of a final still in the client's queue replaced its text there instead.
+    for index, text in changed.items():
+        shown = [m["text"] for m in sent if m["seq"] == index] or [finals[index - 1]["text"]]
+        assert shown == [text], (index, text, sent, finals)
+    assert all(m["seq"] in changed for m in sent)

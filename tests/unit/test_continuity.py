@@ -200,3 +200,29 @@ def test_context_goes_only_to_finals_noisier_than_the_bound() -> None:
     gated = finals(cut)
     for f, g, s in zip(every, gated, snrs, strict=True):
         assert g.context == (f.context if s < cut else b"")
+
+
+def test_revising_gives_each_final_the_previous_finals_whole_audio() -> None:
+    """``revise``: from the second final on, each carries the final before it (for its revision),
+    with or without acoustic context; not checkpointed, like the context."""
+    plain = [e for e in SessionVad("s", OPTIONS, 2).process(messages()) if isinstance(e, FinalReady)]
+    assert len(plain) == 3 and all(f.previous == b"" for f in plain)
+    for context_s in (0.0, 1.0):
+        revised = [e for e in SessionVad("s", OPTIONS, 2, context_seconds=context_s, revise=True).process(messages())
+                   if isinstance(e, FinalReady)]
+        assert [f.audio for f in revised] == [f.audio for f in plain]
+        assert [f.previous for f in revised] == [b"", plain[0].audio, plain[1].audio]
+    msgs = messages()
+    first = SessionVad("s", OPTIONS, 2, revise=True)
+    assert sum(isinstance(e, FinalReady) for e in first.process(msgs[:45])) == 1
+    second = SessionVad("s", OPTIONS, 2, first.checkpoint(), replayable=False, revise=True)
+    later = [e for e in second.process(msgs) if isinstance(e, FinalReady)]
+    assert [f.previous for f in later] == [b"", later[0].audio]
+
+
+def test_a_previous_final_that_would_overfill_the_job_is_left_out() -> None:
+    """Job, context and previous final stay within one decoding window (NATS's max_payload)."""
+    vad = SessionVad("s", OPTIONS, 2, revise=True)
+    vad._window_bytes = len(max((e.audio for e in SessionVad("s", OPTIONS, 2).process(messages())
+                                 if isinstance(e, FinalReady)), key=len)) + 10
+    assert all(e.previous == b"" for e in vad.process(messages()) if isinstance(e, FinalReady))

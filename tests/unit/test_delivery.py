@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.messages import SessionFlushed, Transcript, TranscriptionFailed, UtteranceEnd
+from common.messages import Revision, SessionFlushed, Transcript, TranscriptionFailed, UtteranceEnd
 from ingest.delivery import Delivery, DeliveryOptions, GiveUp, Repair
 
 SID = "session-0001"
@@ -142,3 +142,54 @@ def test_vad_events_are_droppable_and_pass_through() -> None:
     d = Delivery()
     out = d.add(UtteranceEnd(session_id=SID, utterance_id="u0", end_s=1.23456), 0.0).now
     assert out == [{"type": "utterance_end", "utterance_id": "u0", "end_s": 1.235}]
+
+
+def revision(index: int, text: str) -> Revision:
+    return Revision(session_id=SID, utterance_id=f"u{index - 1}", final_index=index, text=text,
+                    start_s=float(index), end_s=index + 0.5)
+
+
+def test_a_revision_of_a_final_the_client_has_goes_out_at_once_naming_its_seq() -> None:
+    d = Delivery()
+    d.add(final(1), 0.0)
+    d.add(final(2, ""), 0.0)  # no text: no seq
+    d.add(final(3), 0.0)
+    assert seqs(sent(d)) == [1, 2]
+    out = d.add(revision(3, "better words"), 1.0).now
+    assert out == [{"type": "revision", "seq": 2, "utterance_id": "u2", "text": "better words",
+                    "start_s": 3.0, "end_s": 3.5}]
+    assert sent(d) == []  # droppable, not queued with the finals
+
+
+def test_a_revision_of_a_final_still_queued_replaces_its_text_there() -> None:
+    d = Delivery()
+    d.add(final(1), 0.0)
+    d.add(final(2), 0.0)
+    assert d.add(revision(1, "better words"), 1.0).now == []
+    queued = sent(d)
+    assert [(m["seq"], m["text"]) for m in queued] == [(1, "better words"), (2, "words 2")]
+
+
+def test_revisions_of_unknown_finals_and_unchanged_ones_send_nothing() -> None:
+    d = Delivery()
+    d.add(final(1), 0.0)
+    sent(d)
+    assert d.add(revision(5, "not yet released"), 1.0).now == []
+    assert d.add(revision(1, ""), 1.0).now == []  # "" = the final stays as it is
+    wrong_utterance = Revision(session_id=SID, utterance_id="u9", final_index=1, text="x", start_s=0, end_s=1)
+    assert d.add(wrong_utterance, 1.0).now == []
+
+
+def test_end_can_wait_for_the_revision_a_live_final_announced() -> None:
+    d = Delivery()
+    d.add(final(1), 0.0)
+    assert d.revisions_settled
+    announcing = Transcript(session_id=SID, utterance_id="u1", is_final=True, text="words 2", start_s=2.0,
+                            end_s=2.5, final_index=2, revising=True)
+    d.add(announcing, 0.0)
+    assert not d.revisions_settled
+    d.add(revision(1, ""), 1.0)  # unchanged, but it came
+    assert d.revisions_settled
+    d.add(Transcript(session_id=SID, utterance_id="u2", is_final=True, text="words 3", start_s=3.0, end_s=3.5,
+                     final_index=3, revising=True), 2.0, live=False)  # read back on resume: nothing will come
+    assert d.revisions_settled
