@@ -10,7 +10,8 @@
 3. Pipeline: a private `cli.dev.Stack` (own nats-server on a free port, edge, VAD and ASR workers;
    any ASR_* variables of this shell reach it). Accuracy pass: every clip streamed like a
    microphone (100 ms chunk k leaves at t0 + (k+1)·100 ms), ``--streams`` sessions at once, then
-   ``end``; the finals are joined in order. Latency pass: the ``--latency-kinds`` clips (the
+   ``end``; the finals are joined in order, each as the client shows it in the end (with its
+   ``revision``, if one came; the "1st pass" column: as first sent). Latency pass: the ``--latency-kinds`` clips (the
    conversations by default) again, ``--latency-streams`` at once (1 by default, as the scenarios promise), to time each
    reference sentence or turn: arrival of the first final whose audio reaches the end of its speech
    − (t0 + the time its speech ends in the clip).
@@ -113,11 +114,19 @@ class Streamed:
     finals: list[dict[str, Any]] = field(default_factory=list)
     final_arrival_s: list[float] = field(default_factory=list)  # since audio time 0
     partials: list[dict[str, Any]] = field(default_factory=list)
+    revisions: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
     send_lag_s: float = 0.0
 
     @property
     def text(self) -> str:
+        """The finals as the client shows them in the end: each with its revision, if one came."""
+        revised = {r["seq"]: r["text"] for r in self.revisions}
+        return " ".join(revised.get(f["seq"], f["text"]) for f in sorted(self.finals, key=lambda f: f["seq"]))
+
+    @property
+    def first_text(self) -> str:
+        """The finals as first sent (before revisions)."""
         return " ".join(f["text"] for f in sorted(self.finals, key=lambda f: f["seq"]) if f["text"])
 
 
@@ -142,6 +151,8 @@ async def stream_clip(http: aiohttp.ClientSession, port: int, clip: Clip) -> Str
                         data["arrival_s"] = result.final_arrival_s[-1]
                     elif data["type"] == "transcript":
                         result.partials.append({**data, "arrival_s": time.monotonic() - t0})
+                    elif data["type"] == "revision":
+                        result.revisions.append({**data, "arrival_s": time.monotonic() - t0})
                     elif data["type"] == "session_ended":
                         return
 
@@ -225,33 +236,36 @@ def report(clips: list[Clip], direct: dict[str, tuple[str, float]], piped: dict[
         else:
             row["direct_wer"] = corpus_wer(refs, [direct[c.name][0] for c in group])
             row["pipeline_wer"] = corpus_wer(refs, [piped[c.name].text for c in group])
+            row["first_pass_wer"] = corpus_wer(refs, [piped[c.name].first_text for c in group])
         lat = [x for c in group if c.name in timed for x in latencies(c, timed[c.name])]
         row["latency_p50_ms"] = round(pct(lat, 50) * 1000) if lat else None
         row["latency_p95_ms"] = round(pct(lat, 95) * 1000) if lat else None
         finals = [f for c in group for f in piped[c.name].finals]
         row["finals"] = len(finals)
+        row["revisions"] = sum(len(piped[c.name].revisions) for c in group)
         row["longest_final_s"] = round(max((f["end_s"] - f["start_s"] for f in finals), default=0.0), 2)
         row["raw_partial_shrinks"] = sum(raw_partial_shrinks(piped[c.name]) for c in group)
         rows.append(row)
     print()
-    print(f"{'kind':13} {'clips':>5} {'audio s':>8} {'words':>6} {'direct':>8} {'pipeline':>9} "
-          f"{'lat p50':>8} {'lat p95':>8} {'finals':>6} {'longest':>8} {'shrinks':>7}")
+    print(f"{'kind':13} {'clips':>5} {'audio s':>8} {'words':>6} {'direct':>8} {'pipeline':>9} {'1st pass':>9} "
+          f"{'lat p50':>8} {'lat p95':>8} {'finals':>6} {'revised':>7} {'longest':>8} {'shrinks':>7}")
     for r in rows:
         if "direct_wer" in r:
-            d, p = f"{r['direct_wer']:.3f}", f"{r['pipeline_wer']:.3f}"
+            d, p, f1 = f"{r['direct_wer']:.3f}", f"{r['pipeline_wer']:.3f}", f"{r['first_pass_wer']:.3f}"
         else:
-            d, p = f"{r['direct_words']}w", f"{r['pipeline_words']}w"
+            d, p, f1 = f"{r['direct_words']}w", f"{r['pipeline_words']}w", "-"
         lat50 = "-" if r["latency_p50_ms"] is None else f"{r['latency_p50_ms']}ms"
         lat95 = "-" if r["latency_p95_ms"] is None else f"{r['latency_p95_ms']}ms"
-        print(f"{r['kind']:13} {r['clips']:5d} {r['audio_s']:8.1f} {r['ref_words']:6d} {d:>8} {p:>9} "
-              f"{lat50:>8} {lat95:>8} {r['finals']:6d} {r['longest_final_s']:7.1f}s {r['raw_partial_shrinks']:7d}")
+        print(f"{r['kind']:13} {r['clips']:5d} {r['audio_s']:8.1f} {r['ref_words']:6d} {d:>8} {p:>9} {f1:>9} "
+              f"{lat50:>8} {lat95:>8} {r['finals']:6d} {r['revisions']:7d} {r['longest_final_s']:7.1f}s "
+              f"{r['raw_partial_shrinks']:7d}")
     return {"rows": rows, "settings": {k: v for k, v in settings.masked().items() if k in SHOWN_SETTINGS}}
 
 
 SHOWN_SETTINGS = ("model", "compute_type", "beam_size", "cpu_threads", "asr_concurrency", "endpointing_ms",
                   "long_endpointing_ms", "long_utterance_seconds", "soft_utterance_seconds",
                   "max_utterance_seconds", "partial_interval_ms", "vad_aggressiveness", "context_chars",
-                  "acoustic_context_seconds", "acoustic_context_max_snr_db")
+                  "acoustic_context_seconds", "acoustic_context_max_snr_db", "revise_finals", "revision_max_lag_ms")
 
 
 def _commit() -> str:
@@ -329,6 +343,8 @@ def main() -> None:
                 "latency_pass": round(latency_wall)},
         failed_sessions=failed,
         clips=[{**asdict(c), "direct": direct[c.name][0], "pipeline": piped[c.name].text,
+                "first_pass": piped[c.name].first_text,
+                "revisions": [{k: r[k] for k in ("seq", "text", "arrival_s")} for r in piped[c.name].revisions],
                 "finals": [{k: f[k] for k in ("seq", "start_s", "end_s", "text", "arrival_s")}
                            for f in piped[c.name].finals],
                 "latencies_s": [round(x, 3) for x in latencies(c, timed[c.name])] if c.name in timed else [],

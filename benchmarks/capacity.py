@@ -29,13 +29,13 @@
    silence, as a microphone left open would send). Its finals are its ``completed`` segments. It
    runs every level any pool of ours ran (not stopping at a failure), so the ratios compare equal loads.
 5. Overhead (``--overhead-streams`` > 0): the default stack three more times with that many
-   streams: with partials and speculative finals off (``ASR_PARTIAL_INTERVAL_MS=0
-   ASR_SPECULATIVE_FINALS=false``: every final decoded once, at its endpoint), with partials off
-   (the default speculation on), and as it is: pipeline CPU per audio second (all processes)
-   against direct per-utterance CPU of the same conversations, timed before the stacks and again
-   after them (the ratios use the mean). Speculation's and the partials'
-   budgets are the differences; the ASR workers' counters say how many speculative decodes ran and
-   how many finals took one.
+   streams: with partials, speculative finals and revisions off (``ASR_PARTIAL_INTERVAL_MS=0
+   ASR_SPECULATIVE_FINALS=false ASR_REVISE_FINALS=false``: every final decoded once, at its
+   endpoint), with partials and revisions off (the default speculation on), with partials off, and
+   as it is: pipeline CPU per audio second (all processes) against direct per-utterance CPU of the
+   same conversations, timed before the stacks and again after them (the ratios use the mean).
+   Speculation's, the revisions' and the partials' budgets are the differences; the ASR workers'
+   counters say how many speculative decodes ran and how many finals took one.
 
 Prints markdown tables and writes everything to ``--json``. Nothing here is a test: numbers depend
 on the machine and what else runs on it, which the output records.
@@ -106,14 +106,21 @@ class Stream:
     updates: list[tuple[float, list[Seg]]] = field(default_factory=list)
     """(arrival, segments) of every transcript message, partial or final."""
     partials: int = 0
+    first_texts: list[str] = field(default_factory=list)
+    """Each final's text as first sent (``finals`` holds it as revised, if a ``revision`` came)."""
     tail_text: str = ""
     """Text the peer showed but never completed (counted in its WER, not in its finals)."""
     ended: bool = False
     error: str = ""
     send_lag_s: float = 0.0
+    revisions: int = 0
 
     def hypothesis(self) -> str:
         return " ".join([*(s.text for _, s in self.finals), self.tail_text]).strip()
+
+    def first_pass(self) -> str:
+        """The finals as first sent, before revisions."""
+        return " ".join([*(self.first_texts or [s.text for _, s in self.finals]), self.tail_text]).strip()
 
 
 def speech_end(turns: Sequence[Turn], end_s: float) -> float:
@@ -144,12 +151,20 @@ async def ours(http: aiohttp.ClientSession, url: str, conv: Conversation, t0: fl
     stream = Stream(conv, t0=t0, ended=session.ended_at is not None, error=session.error,
                     send_lag_s=session.max_send_lag_s)
     for arrival, m in session.received:
+        if m["type"] == "revision":  # the final with this seq (the seq-th final received) now reads
+            at = m["seq"] - 1
+            if 0 <= at < len(stream.finals):
+                first, old = stream.finals[at]
+                stream.finals[at] = (first, Seg(old.start_s, old.end_s, m["text"]))  # latency: first arrival
+                stream.revisions += 1
+            continue
         if m["type"] != "transcript":
             continue
         seg = Seg(float(m["start_s"]), float(m["end_s"]), m["text"])
         stream.updates.append((arrival, [seg]))
         if m["is_final"]:
             stream.finals.append((arrival, seg))
+            stream.first_texts.append(m["text"])
         else:
             stream.partials += 1
     return stream
@@ -343,6 +358,9 @@ class LevelResult:
     first_partial_s: list[float] = field(default_factory=list)
     partials_per_stream: float = 0.0
     wer: float = float("nan")
+    first_pass_wer: float = float("nan")
+    """Before revisions (ours; equal to ``wer`` for a peer)."""
+    revisions: int = 0
     direct_wer: float = float("nan")
     audio_s: float = 0.0
     wall_s: float = 0.0
@@ -382,6 +400,8 @@ def summarise(system: str, streams: list[Stream], wall_s: float, cpu: dict[str, 
         lv.send_lag_s = max(lv.send_lag_s, s.send_lag_s)
     lv.partials_per_stream = statistics.mean(s.partials for s in streams) if streams else 0.0
     lv.wer = corpus_wer([s.conv.text for s in streams], [s.hypothesis() for s in streams])
+    lv.first_pass_wer = corpus_wer([s.conv.text for s in streams], [s.first_pass() for s in streams])
+    lv.revisions = sum(s.revisions for s in streams)
     lv.direct_wer = corpus_wer([s.conv.text for s in streams], [direct[s.conv.name] for s in streams])
     lv.passed = (not lv.errors and lv.p(95) < p95_bound and lv.wer <= lv.direct_wer + margin)
     return lv
@@ -496,15 +516,17 @@ def _ms(x: float) -> str:
 
 def level_row(lv: LevelResult) -> str:
     roles = ", ".join(f"{k} {v / lv.wall_s * 100:.0f} %" for k, v in sorted(lv.cpu_s.items()) if lv.wall_s)
-    return (f"| {lv.system} | {lv.n} | {lv.ok_sessions}/{lv.n} | {lv.finals} | {lv.wer:.3f} | {lv.direct_wer:.3f} "
+    return (f"| {lv.system} | {lv.n} | {lv.ok_sessions}/{lv.n} | {lv.finals} | {lv.revisions} | {lv.wer:.3f} "
+            f"| {lv.first_pass_wer:.3f} | {lv.direct_wer:.3f} "
             f"| {_ms(lv.p(50))} | {_ms(lv.p(95))} | {_ms(max(lv.latency_s, default=float('nan')))} "
             f"| {_ms(lv.fp(50))} / {_ms(lv.fp(95))} | {lv.partials_per_stream:.1f} | {lv.cpu_per_audio_s:.3f} "
             f"| {roles} | {_ms(lv.send_lag_s)} | {'yes' if lv.passed else 'no'} |")
 
 
-LEVEL_HEADER = ("| system | streams | ended | finals | WER | direct WER | final p50 (ms) | p95 | max "
-                "| first partial p50 / p95 (ms) | partials per stream | CPU-s per audio-s | CPU by process "
-                "(% of one core) | worst send lag (ms) | within bounds |\n" + "| " + " | ".join(["---"] * 15) + " |")
+LEVEL_HEADER = ("| system | streams | ended | finals | revised | WER | first pass | direct WER | final p50 (ms) "
+                "| p95 | max | first partial p50 / p95 (ms) | partials per stream | CPU-s per audio-s "
+                "| CPU by process (% of one core) | worst send lag (ms) | within bounds |\n"
+                + "| " + " | ".join(["---"] * 17) + " |")
 
 
 def capacity(levels: list[LevelResult]) -> int:
@@ -687,10 +709,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- overhead at {args.overhead_streams} streams, CPU-s per audio-s against direct per-utterance "
               f"{o['direct_cut_cpu_per_audio_s']:.3f} (timed before the stacks "
               f"{o['direct_cut_cpu_per_audio_s_before']:.3f}, after them {o['direct_cut_cpu_per_audio_s_after']:.3f}): "
-              f"every final decoded once (partials and speculation off) "
+              f"every final decoded once (partials, speculation and revisions off) "
               f"{o['no_speculation_cpu_per_audio_s']:.3f} = {o['ratio_no_speculation_vs_direct_cut']:.2f}x; "
-              f"partials off (the default speculation on) {o['finals_only_cpu_per_audio_s']:.3f} = "
-              f"{o['ratio_vs_direct_cut']:.2f}x; speculation adds {o['speculation_cpu_per_audio_s']:.3f}, partials "
+              f"partials and revisions off (the default speculation on) {o['finals_only_cpu_per_audio_s']:.3f} = "
+              f"{o['ratio_vs_direct_cut']:.2f}x; speculation adds {o['speculation_cpu_per_audio_s']:.3f}, revisions "
+              f"add {o['revisions_cpu_per_audio_s']:.3f} (partials off: {o['with_revisions_cpu_per_audio_s']:.3f} = "
+              f"{o['ratio_with_revisions_vs_direct_cut']:.2f}x), partials "
               f"add {o['partials_cpu_per_audio_s']:.3f} ({o['with_partials_cpu_per_audio_s']:.3f} in all); by "
               f"process, every final once: {o['no_speculation_by_process']}; partials off: "
               f"{o['finals_only_by_process']}")
@@ -760,8 +784,10 @@ def ratios(ours: list[LevelResult], peer: list[LevelResult]) -> list[str]:
 
 
 OVERHEAD_RUNS: tuple[tuple[str, dict[str, str]], ...] = (
-    ("no_speculation", {"ASR_PARTIAL_INTERVAL_MS": "0", "ASR_SPECULATIVE_FINALS": "false"}),
-    ("finals_only", {"ASR_PARTIAL_INTERVAL_MS": "0"}),
+    ("no_speculation", {"ASR_PARTIAL_INTERVAL_MS": "0", "ASR_SPECULATIVE_FINALS": "false",
+                        "ASR_REVISE_FINALS": "false"}),
+    ("finals_only", {"ASR_PARTIAL_INTERVAL_MS": "0", "ASR_REVISE_FINALS": "false"}),
+    ("with_revisions", {"ASR_PARTIAL_INTERVAL_MS": "0"}),
     ("with_partials", {}),
 )
 """The overhead runs: label -> environment over the default stack's."""
@@ -812,6 +838,8 @@ def run_overhead(args: argparse.Namespace, convs: list[Conversation], direct: Di
         res[f"{label}_by_process"] = {k: round(v / audio_s, 4) for k, v in sorted(cpu.items())}
         res[f"{label}_idle_cores"] = idle
         res[f"{label}_wer"] = lv.wer
+        res[f"{label}_first_pass_wer"] = lv.first_pass_wer
+        res[f"{label}_revisions"] = lv.revisions
         res[f"{label}_finals"] = lv.finals
         res[f"{label}_final_p50_ms"] = round(lv.p(50) * 1000)
         res[f"{label}_asr_counters"] = {k: v for k, v in sorted(counts.items()) if v}
@@ -829,7 +857,9 @@ def run_overhead(args: argparse.Namespace, convs: list[Conversation], direct: Di
     res["ratio_no_speculation_vs_direct_cut"] = res["no_speculation_cpu_per_audio_s"] / direct_cut
     res["ratio_vs_direct_cut"] = res["finals_only_cpu_per_audio_s"] / direct_cut
     res["speculation_cpu_per_audio_s"] = res["finals_only_cpu_per_audio_s"] - res["no_speculation_cpu_per_audio_s"]
-    res["partials_cpu_per_audio_s"] = res["with_partials_cpu_per_audio_s"] - res["finals_only_cpu_per_audio_s"]
+    res["ratio_with_revisions_vs_direct_cut"] = res["with_revisions_cpu_per_audio_s"] / direct_cut
+    res["revisions_cpu_per_audio_s"] = res["with_revisions_cpu_per_audio_s"] - res["finals_only_cpu_per_audio_s"]
+    res["partials_cpu_per_audio_s"] = res["with_partials_cpu_per_audio_s"] - res["with_revisions_cpu_per_audio_s"]
     return res
 
 
