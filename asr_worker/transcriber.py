@@ -90,6 +90,9 @@ class Recognition:
     language: str
     words: tuple[RecognisedWord, ...] = ()
     """Per-word times of the cleaned text, for finals when `word_timestamps` is on; else empty."""
+    avg_logprob: float = 0.0
+    """The lowest mean token log-probability among the kept segments (<= 0; 0 when none): how
+    sure the decoder was of its least sure sentence."""
 
 
 class ModelLoadError(Exception):
@@ -259,4 +262,5 @@ class Transcriber:
         )
         words = words[: len(words) - repeat]  # a dropped repeat takes its words with it
         return Recognition(text, raw_text, audio_s, time.perf_counter() - start, info.language,
-                           words if opts.word_timestamps else ())
+                           words if opts.word_timestamps else (),
+                           min((found[i].avg_logprob for i, _ in kept), default=0.0))

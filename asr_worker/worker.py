@@ -283,14 +283,8 @@ class AsrWorker:
                 await self._revise(job, last, slot)
 
     def _revisable(self, job: AsrJob, last: Transcript | None, age: float) -> bool:
-        """Whether this final revises the previous one: not under load (the job waited longer than
-        ``revision_max_lag_ms``), and only if the session's latest stored final is its predecessor
-        (another worker may still be decoding it) and has text (a final without text has no seq)."""
-        if last is None or last.final_index != job.final_index - 1 or not last.text:
-            skipped = "no_previous"
-        elif age * 1000 > self.settings.revision_max_lag_ms:
-            skipped = "late"
-        else:
+        skipped = why_not_revise(job, last, age, self.settings)
+        if not skipped:
             return True
         metrics.ASR_JOBS.labels("revision", skipped).inc()
         log.info("session %s final %d revision: %s", job.session_id, job.final_index - 1, skipped,
@@ -426,7 +420,7 @@ class AsrWorker:
             speech_end_at=job.speech_end_at, published_at=time.time(),
             words=tuple(Word(w.word, job.start_s + w.start_s, job.start_s + w.end_s, w.probability)
                         for w in rec.words),
-            revising=revising,
+            revising=revising, avg_logprob=rec.avg_logprob if job.is_final else 0.0,
         )
         if job.is_final:
             msg_id = subjects.final_result_id(job.session_id, job.final_index)
@@ -476,6 +470,22 @@ async def _optional(call: Awaitable[object], name: str) -> None:
         await call
     except (TimeoutError, nats.errors.Error) as exc:
         log.warning("speculation %s not stored: %s", name, exc)
+
+
+def why_not_revise(job: AsrJob, last: Transcript | None, age_s: float, settings: Settings) -> str:
+    """Why final ``job`` does not revise the final before it ("" if it does): the session's latest
+    stored final (``last``) is not its predecessor (another worker may still be decoding that) or
+    has no text (then it has no seq) ("no_previous"); the decoder was sure of it (its
+    ``avg_logprob`` is not below ``revision_max_logprob``; "sure"); the job waited longer than
+    ``revision_max_lag_ms`` for a worker ("late": under load revisions give way)."""
+    bound = settings.revision_max_logprob
+    if last is None or last.final_index != job.final_index - 1 or not last.text:
+        return "no_previous"
+    if bound < 0 and last.avg_logprob >= bound:
+        return "sure"
+    if age_s * 1000 > settings.revision_max_lag_ms:
+        return "late"
+    return ""
 
 
 def park_wait(now: float, polled_at: float, retry_at: float) -> float:

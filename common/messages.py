@@ -84,6 +84,7 @@ class Transcript(_Msg, frozen=True, tag="transcript"):
     published_at: float = 0.0  # wall clock when the ASR worker published it (stage latency)
     words: tuple[Word, ...] = ()  # finals with word_timestamps on: each word's times and confidence
     revising: bool = False  # finals: a `Revision` of final_index - 1 follows (changed or not)
+    avg_logprob: float = 0.0  # finals: Recognition.avg_logprob, how sure the decoder was (gates revisions)
 
 
 class Revision(_Msg, frozen=True, tag="revision"):

@@ -27,9 +27,14 @@ from tests.helpers import connect, running_stack, wer
 pytestmark = pytest.mark.slow
 
 
+# Every final is revised here (not only those the decoder was unsure of, the default), so that the
+# revision path runs on this clean speech; the gate itself is tests/unit/test_revision_gate.py.
+EVERY_FINAL_REVISED = {"ASR_REVISION_MAX_LOGPROB": "0"}
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with running_stack(tmp_path_factory.mktemp("stack"), 0) as stack:
+    with running_stack(tmp_path_factory.mktemp("stack"), 0, env=EVERY_FINAL_REVISED) as stack:
         yield stack
 
 
@@ -218,10 +223,11 @@ async def test_resume_on_the_same_edge_without_redis(stack: Stack, http: aiohttp
 async def test_each_final_after_the_first_brings_the_revision_of_the_one_before(
     stack: Stack, http: aiohttp.ClientSession
 ) -> None:
-    """revise_finals (on by default): the ASR worker that decodes final n decodes final n-1 again
-    with final n's audio after it and publishes the outcome (new text, or "" for no change) unless
-    it skipped it and said why in its log; a changed text reaches the client as `revision` naming
-    a seq it has, and `end` waits for the last one."""
+    """revise_finals (on by default; here for every final): the ASR worker that decodes final n
+    decodes final n-1 again with final n's audio after it and publishes the outcome (new text, or
+    "" for no change) unless it skipped it and said why in its log (only "late" or "no_previous"
+    can happen here); a changed text reaches the client as `revision` naming a seq it has, and
+    `end` waits for the last one."""
     nc = await nats.connect(stack.nats.url)
     outcomes: list[Revision] = []
 
