@@ -294,7 +294,8 @@ class AsrWorker:
     async def _revise(self, job: AsrJob, last: Transcript, slot: Slot) -> None:
         """Decodes the previous final (``last``, as stored) again with this final's audio after it
         and publishes its `Revision`: the new text if its words changed, else "" (the final
-        announced it, and an edge ending the session waits for it)."""
+        announced it, and an edge ending the session waits for it). Not started while a final job
+        waits for a worker ("busy"): a final never waits behind a revision that had not begun."""
         outcome, text = "failed", ""
         words: tuple[RecognisedWord, ...] = ()
         try:
@@ -302,6 +303,9 @@ class AsrWorker:
             old = last.text.strip()
             prompt = last.context[: -len(old)].strip() if old and last.context.endswith(old) else ""
             await slot.take()  # a final that took a speculative decode gave its slot back
+            if await self._finals_waiting():
+                outcome = "busy"
+                raise _Skip
             metrics.ASR_BUSY.inc()
             try:
                 rec = await asyncio.get_running_loop().run_in_executor(
@@ -314,6 +318,8 @@ class AsrWorker:
             outcome = "ok" if changed else "empty" if not rec.text else "same"
             text = rec.text if changed else ""
             words = rec.words if changed else ()
+        except _Skip:
+            pass
         except Exception:
             log.exception("session %s final %d: revision failed", job.session_id, last.final_index,
                           extra={"session_id": job.session_id})
@@ -337,6 +343,15 @@ class AsrWorker:
             text_level = logging.INFO if self.settings.log_transcripts else logging.DEBUG
             log.log(text_level, "session %s final %d revised: %r", job.session_id, last.final_index, text,
                     extra={"session_id": job.session_id})
+
+    async def _finals_waiting(self) -> bool:
+        """Whether a final job is stored that no worker has taken yet (an error counts as no)."""
+        assert self.js is not None
+        try:
+            info = await self.js.consumer_info(subjects.JOBS_FINAL_STREAM, subjects.FINAL_CONSUMER)
+        except (TimeoutError, nats.errors.Error):
+            return False
+        return bool(info.num_pending)
 
     async def _superseded(self, job: AsrJob) -> bool:
         """The speculative job's final is already being decoded on its own (it got a slot first)."""
@@ -441,6 +456,10 @@ class AsrWorker:
             return None
         stored = result_decoder.decode(last.data)
         return stored if isinstance(stored, Transcript) else None
+
+
+class _Skip(Exception):
+    """A revision not decoded on purpose (its outcome says why)."""
 
 
 class Slot:
