@@ -296,33 +296,30 @@ class AsrWorker:
         and publishes its `Revision`: the new text if its words changed, else "" (the final
         announced it, and an edge ending the session waits for it). Not started while a final job
         waits for a worker ("busy"): a final never waits behind a revision that had not begun."""
-        outcome, text = "failed", ""
+        outcome, text = "busy", ""
         words: tuple[RecognisedWord, ...] = ()
-        try:
+        await slot.take()  # a final that took a speculative decode gave its slot back
+        if not await self._finals_waiting():
             # The prompt the previous final had: its stored context without its own text.
             old = last.text.strip()
             prompt = last.context[: -len(old)].strip() if old and last.context.endswith(old) else ""
-            await slot.take()  # a final that took a speculative decode gave its slot back
-            if await self._finals_waiting():
-                outcome = "busy"
-                raise _Skip
             metrics.ASR_BUSY.inc()
             try:
                 rec = await asyncio.get_running_loop().run_in_executor(
                     self.executor, lambda: self.transcriber.revise(job.previous_audio, job.audio, prompt=prompt))
+            except Exception:
+                outcome = "failed"
+                log.exception("session %s final %d: revision failed", job.session_id, last.final_index,
+                              extra={"session_id": job.session_id})
+            else:
+                metrics.ASR_INFERENCE.labels("revision").observe(rec.inference_s)
+                metrics.ASR_AUDIO_SECONDS.labels("revision").inc(rec.audio_s)
+                changed = bool(rec.text) and normalise(rec.text) != normalise(last.text)
+                outcome = "ok" if changed else "empty" if not rec.text else "same"
+                text = rec.text if changed else ""
+                words = rec.words if changed else ()
             finally:
                 metrics.ASR_BUSY.dec()
-            metrics.ASR_INFERENCE.labels("revision").observe(rec.inference_s)
-            metrics.ASR_AUDIO_SECONDS.labels("revision").inc(rec.audio_s)
-            changed = bool(rec.text) and normalise(rec.text) != normalise(last.text)
-            outcome = "ok" if changed else "empty" if not rec.text else "same"
-            text = rec.text if changed else ""
-            words = rec.words if changed else ()
-        except _Skip:
-            pass
-        except Exception:
-            log.exception("session %s final %d: revision failed", job.session_id, last.final_index,
-                          extra={"session_id": job.session_id})
         metrics.ASR_JOBS.labels("revision", outcome).inc()
         revision = Revision(
             session_id=job.session_id, utterance_id=last.utterance_id, final_index=last.final_index,
@@ -349,7 +346,8 @@ class AsrWorker:
         assert self.js is not None
         try:
             info = await self.js.consumer_info(subjects.JOBS_FINAL_STREAM, subjects.FINAL_CONSUMER)
-        except (TimeoutError, nats.errors.Error):
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.debug("final consumer info failed: %s", exc)
             return False
         return bool(info.num_pending)
 
@@ -456,10 +454,6 @@ class AsrWorker:
             return None
         stored = result_decoder.decode(last.data)
         return stored if isinstance(stored, Transcript) else None
-
-
-class _Skip(Exception):
-    """A revision not decoded on purpose (its outcome says why)."""
 
 
 class Slot:

@@ -30,7 +30,7 @@ from asr_worker.transcriber import SAMPLE_RATE, Transcriber
 from asr_worker.worker import transcriber_options
 from benchmarks.accuracy import corpus_wer
 from benchmarks.context_replay import contexts, pcm_of
-from common.settings import load
+from common.settings import Settings, load
 
 
 @dataclass(slots=True)
@@ -41,19 +41,22 @@ class Replayed:
     logprob: list[float] = field(default_factory=list)
     revised: list[str | None] = field(default_factory=list)  # None: the last final, or nothing heard
 
+    def _kept(self, bound: float) -> list[bool]:
+        """Per final: whether ``bound`` (>= 0: every final) keeps its revision."""
+        return [rev is not None and (bound >= 0 or lp < bound) for lp, rev in zip(self.logprob, self.revised,
+                                                                                    strict=True)]
+
     def text(self, bound: float) -> str:
-        """The clip's finals with the revisions a bound keeps (bound >= 0: every one)."""
-        out = [rev if rev is not None and (bound >= 0 or lp < bound) else first
-               for first, lp, rev in zip(self.first, self.logprob, self.revised, strict=True)]
+        """The clip's finals with the revisions a bound keeps."""
+        out = [rev if kept else first for first, rev, kept in zip(self.first, self.revised, self._kept(bound),
+                                                                  strict=True)]
         return " ".join(t for t in out if t)
 
     def revisions(self, bound: float) -> int:
-        return sum(rev is not None and (bound >= 0 or lp < bound) for lp, rev in zip(self.logprob, self.revised,
-                                                                                       strict=True))
+        return sum(self._kept(bound))
 
 
-def replay(clip: dict[str, Any], transcriber: Transcriber, seconds: dict[str, float]) -> Replayed:
-    settings = load()
+def replay(clip: dict[str, Any], transcriber: Transcriber, settings: Settings, seconds: dict[str, float]) -> Replayed:
     finals = clip["finals"]
     audio = pcm_of(str(clip["path"]))
     cuts = [audio[int(f["start_s"] * SAMPLE_RATE): int(f["end_s"] * SAMPLE_RATE)].tobytes() for f in finals]
@@ -83,13 +86,14 @@ def main() -> None:
     parser.add_argument("--bounds", default="-1,-0.5,-0.4,-0.3,-0.2,-0.1",
                         help="revision_max_logprob values to score, besides none and all")
     args = parser.parse_args()
-    transcriber = Transcriber(transcriber_options(load()))
+    settings = load()
+    transcriber = Transcriber(transcriber_options(settings))
     kinds = args.kinds.split(",")
     rows: dict[str, list[Replayed]] = {k: [] for k in kinds}
     seconds = {"first": 0.0, "revisions": 0.0}
     clips = [c for c in json.loads(args.json.read_text())["clips"] if c["kind"] in kinds and c["finals"]]
     for i, clip in enumerate(clips):
-        rows[clip["kind"]].append(replay(clip, transcriber, seconds))
+        rows[clip["kind"]].append(replay(clip, transcriber, settings, seconds))
         print(f"  {i + 1}/{len(clips)} {clip['name']}", file=sys.stderr, flush=True)
     bounds = [("none", -1e9), *((b, float(b)) for b in args.bounds.split(",")), ("all", 0.0)]
     print(f"{'bound':>6} " + " ".join(f"{k:>12}" for k in kinds) + "   revised finals")

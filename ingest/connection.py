@@ -335,9 +335,12 @@ class Connection:
                              self.settings.end_flush_timeout_seconds, self.delivery.released,
                              self.delivery.expected_total)
         if not self.delivery.revisions_settled:  # the last final but one is being revised
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._until(lambda: self.delivery.revisions_settled),
                                        self.settings.revision_end_wait_ms / 1000)
+            except TimeoutError:
+                self.log.info("no revision of the last final but one within %d ms; ending without it",
+                              self.settings.revision_end_wait_ms)
         await self._out.drained()
         # Ended on purpose: from now on the session cannot be resumed.
         self.record.state = "closed"
