@@ -219,7 +219,7 @@ class Settings:
     """Partial jobs older than this are skipped: a newer one is already on its way."""
     revise_finals: bool = True
     """After each final, the final before it is decoded again in one window with it and, if its words
-    changed, sent to the client as a `revision` (best effort; a second decode per final)."""
+    changed, sent to the client as a `revision` (best effort; a second decode of each unsure final)."""
     revision_max_logprob: float = -0.2
     """Only finals the decoder was unsure of are revised: those whose least sure sentence's mean token
     log-probability is below this (0 = every final). -0.2 skipped 40 % of revisions at the same WER."""
