@@ -1,12 +1,14 @@
 """Word error rate of the streaming pipeline beside faster-whisper on the whole files, by kind of clip.
 
     .venv/bin/python -m benchmarks.accuracy [--streams 3] [--latency-streams 1] [--kinds sentence,...]
-        [--limit N] [--json FILE] [--cache DIR]
+        [--limit N] [--json FILE] [--cache DIR] [--direct-seeds 5] [--repeats 1]
 
 1. Corpus: `benchmarks.corpus.build` (generated on first use, then read from its cache folder).
 2. Direct, in this process before the stack starts: faster-whisper with the same model and compute
    type as the ASR worker (bundled tiny.en, int8, cpu_threads=1) and its *default* transcribe
-   options (beam 5, temperature fallback, condition_on_previous_text, no VAD), on each whole WAV.
+   options (beam 5, temperature fallback, condition_on_previous_text, no VAD), on each whole WAV,
+   under ``--direct-seeds`` seeds (5): the fallback samples, so "direct" is the mean WER over the
+   seeds, the range beside it (`benchmarks.seeds`).
 3. Pipeline: a private `cli.dev.Stack` (own nats-server on a free port, edge, VAD and ASR workers;
    any ASR_* variables of this shell reach it). Accuracy pass: every clip streamed like a
    microphone (100 ms chunk k leaves at t0 + (k+1)·100 ms), ``--streams`` sessions at once, then
@@ -45,6 +47,7 @@ import numpy as np
 
 from asr_worker.transcriber import resolve_model_path
 from benchmarks.corpus import DEFAULT_CACHE, Clip, build
+from benchmarks.seeds import DEFAULT_SEEDS, seed_decoders, spread
 from cli.dev import Stack
 from common import sizing
 from common.settings import Settings, load
@@ -88,20 +91,46 @@ def corpus_wer(refs: list[str], hyps: list[str]) -> float:
 # --- direct faster-whisper --------------------------------------------------------------------
 
 
-def run_direct(clips: list[Clip], settings: Settings) -> dict[str, tuple[str, float]]:
-    """Clip name -> (text, seconds) from faster-whisper's default options on the whole file."""
+@dataclass(slots=True)
+class Direct:
+    """One clip decoded directly: its text under each seed, and the first decode's seconds."""
+
+    texts: list[str]
+    seconds: float
+    sampled: bool
+    """The first decode fell back to sampling somewhere (only then can another seed change it)."""
+
+
+def run_direct(clips: list[Clip], settings: Settings, seeds: int) -> dict[str, Direct]:
+    """Clip name -> its `Direct`: faster-whisper's default options on the whole file, under seeds
+    0..``seeds``-1 (`benchmarks.seeds`). A clip whose first decode never left temperature 0 decodes
+    the same under every seed (beam search, and the fallback's choice, are deterministic), so only
+    the sampled ones are decoded again."""
     from faster_whisper import WhisperModel
 
-    model = WhisperModel(resolve_model_path(settings.model), device=settings.device,
-                         compute_type=settings.compute_type, cpu_threads=settings.cpu_threads,
-                         local_files_only=True)
-    out = {}
-    for i, clip in enumerate(clips):
-        start = time.perf_counter()
-        segments, _ = model.transcribe(clip.path)
-        text = " ".join(s.text.strip() for s in segments)
-        out[clip.name] = (text, time.perf_counter() - start)
-        print(f"  direct {i + 1}/{len(clips)} {clip.name}: {out[clip.name][1]:.1f}s", file=sys.stderr)
+    out: dict[str, Direct] = {}
+    for seed in range(seeds):
+        seed_decoders(seed)
+        model = WhisperModel(resolve_model_path(settings.model), device=settings.device,
+                             compute_type=settings.compute_type, cpu_threads=settings.cpu_threads,
+                             local_files_only=True)
+        for i, clip in enumerate(clips):
+            if seed and not out[clip.name].sampled:
+                out[clip.name].texts.append(out[clip.name].texts[0])
+                continue
+            start = time.perf_counter()
+            segments = list(model.transcribe(clip.path)[0])
+            text = " ".join(s.text.strip() for s in segments)
+            took = time.perf_counter() - start
+            if seed:
+                out[clip.name].texts.append(text)
+            else:
+                out[clip.name] = Direct([text], took, any(s.temperature > 0 for s in segments))
+            print(f"  direct seed {seed} {i + 1}/{len(clips)} {clip.name}: {took:.1f}s", file=sys.stderr)
+        del model
+    sampled = sum(d.sampled for d in out.values())
+    print(f"  direct: {sampled} of {len(clips)} clips sampled at some window, decoded under {seeds} seeds",
+          file=sys.stderr)
     return out
 
 
@@ -219,8 +248,12 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
-def report(clips: list[Clip], direct: dict[str, tuple[str, float]], piped: dict[str, Streamed],
+def report(clips: list[Clip], direct: dict[str, Direct], runs: list[dict[str, Streamed]],
            timed: dict[str, Streamed], settings: Settings) -> dict[str, Any]:
+    """The table by kind. WERs are means: direct's over its seeds, the pipeline's over the accuracy
+    passes (``runs``; the other columns are the first pass's)."""
+    piped = runs[0]
+    seeds = min(len(d.texts) for d in direct.values())
     kinds: dict[str, list[Clip]] = {}
     for c in clips:
         kinds.setdefault(c.kind, []).append(c)
@@ -231,12 +264,18 @@ def report(clips: list[Clip], direct: dict[str, tuple[str, float]], piped: dict[
                                "audio_s": round(sum(c.duration_s for c in group), 1),
                                "ref_words": sum(len(normalise(r).split()) for r in refs)}
         if kind in NO_SPEECH:
-            row["direct_words"] = sum(len(normalise(direct[c.name][0]).split()) for c in group)
-            row["pipeline_words"] = sum(len(normalise(piped[c.name].text).split()) for c in group)
+            row["direct_words"] = max(sum(len(normalise(direct[c.name].texts[k]).split()) for c in group)
+                                      for k in range(seeds))
+            row["pipeline_words"] = max(sum(len(normalise(run[c.name].text).split()) for c in group) for run in runs)
         else:
-            row["direct_wer"] = corpus_wer(refs, [direct[c.name][0] for c in group])
-            row["pipeline_wer"] = corpus_wer(refs, [piped[c.name].text for c in group])
-            row["first_pass_wer"] = corpus_wer(refs, [piped[c.name].first_text for c in group])
+            by_seed = spread([corpus_wer(refs, [direct[c.name].texts[k] for c in group]) for k in range(seeds)])
+            row["direct_wer"] = by_seed.mean
+            row["direct_wer_seeds"] = list(by_seed.values)
+            by_run = [corpus_wer(refs, [run[c.name].text for c in group]) for run in runs]
+            row["pipeline_wer"] = spread(by_run).mean
+            row["pipeline_wer_runs"] = by_run
+            row["first_pass_wer"] = spread([corpus_wer(refs, [run[c.name].first_text for c in group])
+                                            for run in runs]).mean
         lat = [x for c in group if c.name in timed for x in latencies(c, timed[c.name])]
         row["latency_p50_ms"] = round(pct(lat, 50) * 1000) if lat else None
         row["latency_p95_ms"] = round(pct(lat, 95) * 1000) if lat else None
@@ -247,16 +286,18 @@ def report(clips: list[Clip], direct: dict[str, tuple[str, float]], piped: dict[
         row["raw_partial_shrinks"] = sum(raw_partial_shrinks(piped[c.name]) for c in group)
         rows.append(row)
     print()
-    print(f"{'kind':13} {'clips':>5} {'audio s':>8} {'words':>6} {'direct':>8} {'pipeline':>9} {'1st pass':>9} "
+    print(f"{'kind':13} {'clips':>5} {'audio s':>8} {'words':>6} {'direct':>8} {'seeds':>11} {'pipeline':>9} "
+          f"{'1st pass':>9} "
           f"{'lat p50':>8} {'lat p95':>8} {'finals':>6} {'revised':>7} {'longest':>8} {'shrinks':>7}")
     for r in rows:
         if "direct_wer" in r:
             d, p, f1 = f"{r['direct_wer']:.3f}", f"{r['pipeline_wer']:.3f}", f"{r['first_pass_wer']:.3f}"
+            rng = f"{min(r['direct_wer_seeds']):.3f}-{max(r['direct_wer_seeds']):.3f}"
         else:
-            d, p, f1 = f"{r['direct_words']}w", f"{r['pipeline_words']}w", "-"
+            d, p, f1, rng = f"{r['direct_words']}w", f"{r['pipeline_words']}w", "-", "-"
         lat50 = "-" if r["latency_p50_ms"] is None else f"{r['latency_p50_ms']}ms"
         lat95 = "-" if r["latency_p95_ms"] is None else f"{r['latency_p95_ms']}ms"
-        print(f"{r['kind']:13} {r['clips']:5d} {r['audio_s']:8.1f} {r['ref_words']:6d} {d:>8} {p:>9} {f1:>9} "
+        print(f"{r['kind']:13} {r['clips']:5d} {r['audio_s']:8.1f} {r['ref_words']:6d} {d:>8} {rng:>11} {p:>9} {f1:>9} "
               f"{lat50:>8} {lat95:>8} {r['finals']:6d} {r['revisions']:7d} {r['longest_final_s']:7.1f}s "
               f"{r['raw_partial_shrinks']:7d}")
     return {"rows": rows, "settings": {k: v for k, v in settings.masked().items() if k in SHOWN_SETTINGS}}
@@ -289,6 +330,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="at most this many clips of each kind")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/accuracy.json"))
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="accuracy passes; the pipeline's WER is their mean (its decoder samples too)")
+    parser.add_argument("--direct-seeds", type=int, default=DEFAULT_SEEDS,
+                        help="seeds of direct faster-whisper's sampling; its WER is their mean "
+                             f"(default {DEFAULT_SEEDS})")
     pool = sizing.asr_pool(sizing.usable_cores())
     parser.add_argument("--asr-workers", type=int, default=pool.processes,
                         help=f"ASR worker processes (default: what `asr dev` starts here, {pool.processes})")
@@ -308,7 +354,7 @@ def main() -> None:
     print(f"{len(clips)} clips, {sum(c.duration_s for c in clips) / 60:.1f} min; direct faster-whisper first",
           file=sys.stderr)
     t = time.perf_counter()
-    direct = run_direct(clips, settings)
+    direct = run_direct(clips, settings, max(1, args.direct_seeds))
     direct_wall = time.perf_counter() - t
 
     stack_log = args.json.with_suffix(".stack.log")
@@ -318,7 +364,9 @@ def main() -> None:
             stack.start()
             stack.wait_ready(timeout=180)
             t = time.perf_counter()
-            piped = {s.clip: s for s in asyncio.run(stream_all(stack.port, clips, args.streams))}
+            runs = [{s.clip: s for s in asyncio.run(stream_all(stack.port, clips, args.streams))}
+                    for _ in range(max(1, args.repeats))]
+            piped = runs[0]
             accuracy_wall = time.perf_counter() - t
             timed: dict[str, Streamed] = {}
             latency_wall = 0.0
@@ -334,16 +382,19 @@ def main() -> None:
         finally:
             stack.stop()
 
-    failed = {name: s.error for name, s in {**piped, **timed}.items() if s.error}
-    result = report(clips, direct, piped, timed, settings)
+    failed = {f"{name} (pass {i + 1})": s.error for i, run in enumerate(runs) for name, s in run.items() if s.error}
+    failed |= {f"{name} (latency)": s.error for name, s in timed.items() if s.error}
+    result = report(clips, direct, runs, timed, settings)
     result.update(
         date=started.isoformat(timespec="seconds"), commit=_commit(), machine=platform.platform(),
         cpus=os.cpu_count(), load_avg=os.getloadavg(), asr_workers=args.asr_workers, streams=args.streams,
-        latency_streams=args.latency_streams,
+        latency_streams=args.latency_streams, repeats=len(runs), direct_seeds=args.direct_seeds,
         wall_s={"direct": round(direct_wall), "accuracy_pass": round(accuracy_wall),
                 "latency_pass": round(latency_wall)},
         failed_sessions=failed,
-        clips=[{**asdict(c), "direct": direct[c.name][0], "pipeline": piped[c.name].text,
+        clips=[{**asdict(c), "direct": direct[c.name].texts[0],
+                "direct_seeds": direct[c.name].texts, "direct_sampled": direct[c.name].sampled,
+                "pipeline": piped[c.name].text, "pipeline_runs": [run[c.name].text for run in runs],
                 "first_pass": piped[c.name].first_text,
                 "revisions": [{k: r[k] for k in ("seq", "text", "arrival_s")} for r in piped[c.name].revisions],
                 "finals": [{k: f[k] for k in ("seq", "start_s", "end_s", "text", "arrival_s")}

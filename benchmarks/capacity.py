@@ -7,7 +7,8 @@
    two voices, 0.3-3 s pauses, 60-90 s each, cached). Stream i plays conversation i mod K.
 2. Direct faster-whisper, in this process before anything else runs: the ASR worker's own
    ``Transcriber`` and options (same model folder, device, compute type, cpu_threads) on (a) each
-   whole conversation, the WER bound's reference, and (b) each utterance cut where the pipeline's
+   whole conversation, the WER bound's reference (the mean over ``--direct-seeds`` seeds of its
+   sampling, 5 by default: `benchmarks.seeds`), and (b) each utterance cut where the pipeline's
    Segmenter cuts it, with the prompt the worker would give it: the CPU reference of "Overhead".
 3. For each ASR pool (``default`` = the stack exactly as ``asr dev`` starts it; ``PxC`` = P ASR
    processes with asr_concurrency C each, cpu_threads 1): a private cli.dev.Stack (own
@@ -73,6 +74,7 @@ from asr_worker.worker import transcriber_options
 from benchmarks import procstat
 from benchmarks.conversations import Conversation, Turn, conversations
 from benchmarks.pipeline_latency import Cut, cut_like_the_pipeline, machine, run_session, warm_up
+from benchmarks.seeds import DEFAULT_SEEDS, seed_decoders, spread
 from cli.dev import Stack, free_port
 from common import sizing
 from common.settings import Settings, load
@@ -362,6 +364,8 @@ class LevelResult:
     """Before revisions (ours; equal to ``wer`` for a peer)."""
     revisions: int = 0
     direct_wer: float = float("nan")
+    """Direct's mean over the seeds (`benchmarks.seeds`), which the bound compares with."""
+    direct_wer_seeds: list[float] = field(default_factory=list)
     audio_s: float = 0.0
     wall_s: float = 0.0
     cpu_s: dict[str, float] = field(default_factory=dict)
@@ -386,7 +390,7 @@ def corpus_wer(refs: list[str], hyps: list[str]) -> float:
 
 
 def summarise(system: str, streams: list[Stream], wall_s: float, cpu: dict[str, float],
-              direct: dict[str, str], endpointing_s: float, p95_bound: float, margin: float) -> LevelResult:
+              direct: Sequence[dict[str, str]], endpointing_s: float, p95_bound: float, margin: float) -> LevelResult:
     lv = LevelResult(system, len(streams), wall_s=wall_s, cpu_s=cpu)
     for s in streams:
         if s.error or not s.ended:
@@ -402,7 +406,9 @@ def summarise(system: str, streams: list[Stream], wall_s: float, cpu: dict[str, 
     lv.wer = corpus_wer([s.conv.text for s in streams], [s.hypothesis() for s in streams])
     lv.first_pass_wer = corpus_wer([s.conv.text for s in streams], [s.first_pass() for s in streams])
     lv.revisions = sum(s.revisions for s in streams)
-    lv.direct_wer = corpus_wer([s.conv.text for s in streams], [direct[s.conv.name] for s in streams])
+    by_seed = spread([corpus_wer([s.conv.text for s in streams], [texts[s.conv.name] for s in streams])
+                      for texts in direct])
+    lv.direct_wer, lv.direct_wer_seeds = by_seed.mean, list(by_seed.values)
     lv.passed = (not lv.errors and lv.p(95) < p95_bound and lv.wer <= lv.direct_wer + margin)
     return lv
 
@@ -460,6 +466,8 @@ class Direct:
     cut_cpu_s: dict[str, float] = field(default_factory=dict)
     cuts: dict[str, int] = field(default_factory=dict)
     cut_audio_s: dict[str, float] = field(default_factory=dict)
+    whole_by_seed: list[dict[str, str]] = field(default_factory=list)
+    """The whole conversations' texts under each seed (the first is ``whole_text``)."""
 
 
 def warm_transcriber(convs: Sequence[Conversation], settings: Settings) -> Transcriber:
@@ -469,7 +477,10 @@ def warm_transcriber(convs: Sequence[Conversation], settings: Settings) -> Trans
     return transcriber
 
 
-def run_direct(convs: list[Conversation], settings: Settings) -> Direct:
+def run_direct(convs: list[Conversation], settings: Settings, seeds: int) -> Direct:
+    """Seed 0: the whole conversations and their cuts, timed; seeds 1..``seeds``-1: the whole
+    conversations again, for the WER bound's mean (`benchmarks.seeds`)."""
+    seed_decoders(0)
     transcriber = warm_transcriber(convs, settings)
     opts = segmenter_options(settings)
     out = Direct()
@@ -484,6 +495,15 @@ def run_direct(convs: list[Conversation], settings: Settings) -> Direct:
         out.cut_audio_s[conv.name] = sum(len(c.audio) for c in cuts) / BYTES_PER_S
         print(f"  direct {conv.name}: whole {out.whole_cpu_s[conv.name]:.1f} CPU-s, {len(cuts)} cuts "
               f"{out.cut_cpu_s[conv.name]:.1f} CPU-s", flush=True)
+    out.whole_by_seed.append(dict(out.whole_text))
+    del transcriber
+    for seed in range(1, seeds):
+        seed_decoders(seed)
+        again = Transcriber(transcriber_options(settings))
+        out.whole_by_seed.append({c.name: again.transcribe(c.pcm, is_final=True).text for c in convs})
+        wer = corpus_wer([c.text for c in convs], [out.whole_by_seed[-1][c.name] for c in convs])
+        print(f"  direct seed {seed}: WER {wer:.3f}", flush=True)
+        del again
     return out
 
 
@@ -517,13 +537,13 @@ def _ms(x: float) -> str:
 def level_row(lv: LevelResult) -> str:
     roles = ", ".join(f"{k} {v / lv.wall_s * 100:.0f} %" for k, v in sorted(lv.cpu_s.items()) if lv.wall_s)
     return (f"| {lv.system} | {lv.n} | {lv.ok_sessions}/{lv.n} | {lv.finals} | {lv.revisions} | {lv.wer:.3f} "
-            f"| {lv.first_pass_wer:.3f} | {lv.direct_wer:.3f} "
+            f"| {lv.first_pass_wer:.3f} | {spread(lv.direct_wer_seeds) if lv.direct_wer_seeds else 'nan'} "
             f"| {_ms(lv.p(50))} | {_ms(lv.p(95))} | {_ms(max(lv.latency_s, default=float('nan')))} "
             f"| {_ms(lv.fp(50))} / {_ms(lv.fp(95))} | {lv.partials_per_stream:.1f} | {lv.cpu_per_audio_s:.3f} "
             f"| {roles} | {_ms(lv.send_lag_s)} | {'yes' if lv.passed else 'no'} |")
 
 
-LEVEL_HEADER = ("| system | streams | ended | finals | revised | WER | first pass | direct WER | final p50 (ms) "
+LEVEL_HEADER = ("| system | streams | ended | finals | revised | WER | first pass | direct WER, mean (range) of seeds | final p50 (ms) "
                 "| p95 | max | first partial p50 / p95 (ms) | partials per stream | CPU-s per audio-s "
                 "| CPU by process (% of one core) | worst send lag (ms) | within bounds |\n"
                 + "| " + " | ".join(["---"] * 17) + " |")
@@ -558,7 +578,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--overhead-streams", type=int, default=4,
                    help="streams of the CPU-overhead runs (partials off, then on); 0 skips them")
     p.add_argument("--p95", type=float, default=1.5, help="final latency p95 bound, seconds (default 1.5)")
-    p.add_argument("--wer-margin", type=float, default=0.01, help="WER may exceed direct by this (default 0.01)")
+    p.add_argument("--wer-margin", type=float, default=0.01,
+                   help="WER may exceed direct (its mean over the seeds) by this (default 0.01)")
+    p.add_argument("--direct-seeds", type=int, default=DEFAULT_SEEDS,
+                   help="seeds of direct faster-whisper's sampling on the whole conversations "
+                        f"(default {DEFAULT_SEEDS})")
     p.add_argument("--keep-going", action="store_true", help="run every level even after one fails")
     p.add_argument("--at-80", action=argparse.BooleanOptionalAction, default=True,
                    help="run round(0.8 x capacity) streams too when no level was exactly that (default on)")
@@ -620,10 +644,12 @@ def main(argv: list[str] | None = None) -> int:
     total_words = sum(len(c.text.split()) for c in convs)
     print(f"{len(convs)} conversations, {sum(c.duration_s for c in convs):.0f} s, {total_words} words", flush=True)
     print("direct faster-whisper:", flush=True)
-    direct = run_direct(convs, settings)
+    direct = run_direct(convs, settings, max(1, args.direct_seeds))
     refs = [c.text for c in convs]
+    whole = spread([corpus_wer(refs, [texts[c.name] for c in convs]) for texts in direct.whole_by_seed])
     direct_summary = {
-        "whole_wer": corpus_wer(refs, [direct.whole_text[c.name] for c in convs]),
+        "whole_wer": whole.mean,
+        "whole_wer_seeds": list(whole.values),
         "cut_wer": corpus_wer(refs, [direct.cut_text[c.name] for c in convs]),
         "whole_cpu_per_audio_s": sum(direct.whole_cpu_s.values()) / sum(c.duration_s for c in convs),
         "cut_cpu_per_audio_s": sum(direct.cut_cpu_s.values()) / sum(c.duration_s for c in convs),
@@ -669,7 +695,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Command: `{command}`\n")
     print("\n".join(f"- {k}: {v}" for k, v in info.items()))
     print(f"- pools: {pools_real}")
-    print(f"- direct faster-whisper on the same audio: WER {direct_summary['whole_wer']:.3f} whole conversations, "
+    print(f"- direct faster-whisper on the same audio: WER {whole} whole conversations (mean of "
+          f"{len(whole.values)} seeds, their range), "
           f"{direct_summary['cut_wer']:.3f} cut like the pipeline ({direct_summary['cuts']} cuts); CPU-s per "
           f"audio-s {direct_summary['whole_cpu_per_audio_s']:.3f} whole, "
           f"{direct_summary['cut_cpu_per_audio_s']:.3f} cut\n")
@@ -745,7 +772,7 @@ def levels_of(system: str, args: argparse.Namespace, convs: list[Conversation], 
             stack.check_children()
         streams, wall, cpu = asyncio.run(run_level(n, convs, url, peer_model, args.peer_tail_s,
                                                    not args.peer_no_vad, pids))
-        lv = summarise(system, streams, wall, cpu, direct.whole_text, endpointing_s, args.p95, args.wer_margin)
+        lv = summarise(system, streams, wall, cpu, direct.whole_by_seed, endpointing_s, args.p95, args.wer_margin)
         out.append(lv)
         print(level_row(lv), flush=True)
         for err in sorted(set(lv.errors)):
@@ -833,7 +860,7 @@ def run_overhead(args: argparse.Namespace, convs: list[Conversation], direct: Di
             counts0 = asr_counters(stack)
             streams, wall, cpu = asyncio.run(run_level(n, convs, url, None, 0.0, True, pids))
             counts = {k: v - counts0.get(k, 0.0) for k, v in asr_counters(stack).items()}
-            lv = summarise(label, streams, wall, cpu, direct.whole_text, endpointing_s, args.p95, args.wer_margin)
+            lv = summarise(label, streams, wall, cpu, direct.whole_by_seed, endpointing_s, args.p95, args.wer_margin)
         res[f"{label}_cpu_per_audio_s"] = sum(cpu.values()) / audio_s
         res[f"{label}_by_process"] = {k: round(v / audio_s, 4) for k, v in sorted(cpu.items())}
         res[f"{label}_idle_cores"] = idle
