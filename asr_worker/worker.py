@@ -4,8 +4,9 @@ transcripts.
 Finals come from a durable work queue and are acknowledged only after their transcript is stored
 in the RESULTS stream: a worker killed mid-job loses nothing, JetStream redelivers the job.
 Partials come from a latest-only queue, are skipped when stale, and go out on core NATS.
-After publishing a final, the worker decodes the previous final again together with it and
-publishes a `Revision` of that final if its words changed (best effort, core NATS).
+After publishing a final, the worker queues a decode of the previous final together with it
+(`asr_worker.revisions`), served when no final waits, and publishes a `Revision` of that final
+(best effort, core NATS).
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import msgspec
 import nats
@@ -27,6 +29,7 @@ from nats.js.errors import NotFoundError
 from asr_worker import speculation
 from asr_worker.hallucinations import normalise
 from asr_worker.prompt import next_prompt
+from asr_worker.revisions import PendingRevision, RevisionQueue, why_not_revise
 from asr_worker.transcriber import RecognisedWord, Recognition, Transcriber, TranscriberOptions
 from common import bus, health, metrics, presence, stream_usage, streams, subjects, tasks
 from common.messages import (
@@ -92,6 +95,8 @@ class AsrWorker:
         self._stopping = False
         self._pulling = False  # the fetch loop runs (readiness)
         self._retry_at = 0.0  # time.monotonic() when the last final this worker put back is due again
+        self.revisions = RevisionQueue.from_settings(settings)
+        self._doorbell = asyncio.Event()  # rung by the VAD after storing jobs, and by a queued revision
         self.counts = {"final": 0, "partial": 0, "stale": 0, "failed": 0}
 
     def __repr__(self) -> str:
@@ -126,13 +131,14 @@ class AsrWorker:
             if self._jobs:
                 await asyncio.wait(self._jobs, timeout=20.0)
             await tasks.stop(*self._jobs)
+            await self._abandon(self.revisions.drain(), "stopped")
             await tasks.stop(beat)
             await bus.close(self.nc)
             self.executor.shutdown(wait=True, cancel_futures=True)
 
     async def _pull(self) -> None:
-        """Fetches jobs (finals first, then speculative finals, then partials) into free slots;
-        parks while the queues are empty (``PARK_S``).
+        """Fetches jobs into free slots: finals first, then speculative finals, then this worker's
+        queued revisions, then partials; parks while all are empty (``PARK_S``).
         Transient bus errors (a reconnect, a 503 while JetStream recovers) are retried with bounded
         backoff; the loop never ends on them."""
         assert self.js is not None
@@ -140,7 +146,7 @@ class AsrWorker:
         slots = asyncio.Semaphore(self.settings.asr_concurrency)
         subs: list[JetStreamContext.PullSubscription] | None = None
         backoff = Backoff()
-        doorbell = asyncio.Event()
+        doorbell = self._doorbell
         bell = await self.nc.subscribe(subjects.JOBS_DOORBELL, cb=bus.setter(doorbell))
         try:
             while True:
@@ -152,14 +158,19 @@ class AsrWorker:
                     finals, speculative, partials = subs
                     doorbell.clear()  # a ring from now on may be for a job these polls miss
                     polled_at = time.monotonic()
-                    msg = (await _fetch_one(finals, FINAL_POLL_S) or await _fetch_one(speculative, PARTIAL_POLL_S)
-                           or await _fetch_one(partials, PARTIAL_POLL_S))
+                    msg = await _fetch_one(finals, FINAL_POLL_S) or await _fetch_one(speculative, PARTIAL_POLL_S)
+                    revision = None if msg is not None else await self._next_revision()
+                    if msg is None and revision is None:
+                        msg = await _fetch_one(partials, PARTIAL_POLL_S)
                     backoff.reset()
                 except TRANSIENT as exc:
                     slots.release()
                     delay = backoff.next_delay()
                     log.warning("fetching jobs failed (%s: %s); retrying in %.1f s", type(exc).__name__, exc, delay)
                     await asyncio.sleep(delay)
+                    continue
+                if revision is not None:
+                    self._spawn(self._run_revision(revision), Slot(slots), "revision")
                     continue
                 if msg is None:
                     slots.release()
@@ -168,19 +179,23 @@ class AsrWorker:
                         await asyncio.wait_for(doorbell.wait(), park_wait(time.monotonic(), polled_at, self._retry_at))
                     continue
                 slot = Slot(slots)
-                task = asyncio.create_task(self._handle(msg, slot), name="job")
-                self._jobs.add(task)
-
-                def done(t: asyncio.Task[None], /, slot: Slot = slot) -> None:
-                    self._jobs.discard(t)
-                    slot.release()
-
-                task.add_done_callback(done)
+                self._spawn(self._handle(msg, slot), slot, "job")
         finally:
             # Unsubscribe so that draining the connection does not wait on fetch inboxes.
             for sub in (*(subs or ()), bell):
                 with contextlib.suppress(nats.errors.Error):
                     await sub.unsubscribe()
+
+    def _spawn(self, job: Coroutine[Any, Any, None], slot: Slot, name: str) -> None:
+        """Runs ``job`` as an owned task that gives ``slot`` back when it ends."""
+        task = asyncio.create_task(job, name=name)
+        self._jobs.add(task)
+
+        def done(t: asyncio.Task[None], /) -> None:
+            self._jobs.discard(t)
+            slot.release()
+
+        task.add_done_callback(done)
 
     async def _supervised_pull(self) -> None:
         """Runs the fetch loop; a failure other than a transient one is logged and the loop restarted
@@ -236,13 +251,18 @@ class AsrWorker:
             last = await self._last_final(job.session_id) if like_final and (
                 self.settings.context_chars or wants_revision) else None
             prompt = last.context if last is not None and self.settings.context_chars else ""
-            revising = wants_revision and self._revisable(job, last, age)
+            revising = wants_revision and self._revisable(job, last)
             rec, decoded = await self._recognise(job, prompt, slot)
             if revising and job.reason == "end":
                 # The session's last final: the edge ends the session once it is delivered, so the
-                # revision of the final before it goes first.
+                # revision of the final before it goes first, in this slot, unless a final waits.
                 assert last is not None
-                await self._revise(job, last, slot)
+                await slot.take()  # a final that took a speculative decode gave its slot back
+                pending = PendingRevision(last, job.previous_audio, job.audio, time.monotonic())
+                if await self._finals_waiting():
+                    await self._abandon([pending], "busy")
+                else:
+                    await self._run_revision(pending)
                 revising = False
             await self._publish(job, rec, prompt, revising=revising)
         except Exception:
@@ -280,10 +300,10 @@ class AsrWorker:
                     extra={"session_id": job.session_id})
             if revising:
                 assert last is not None
-                await self._revise(job, last, slot)
+                self._queue_revision(PendingRevision(last, job.previous_audio, job.audio, time.monotonic()))
 
-    def _revisable(self, job: AsrJob, last: Transcript | None, age: float) -> bool:
-        skipped = why_not_revise(job, last, age, self.settings)
+    def _revisable(self, job: AsrJob, last: Transcript | None) -> bool:
+        skipped = why_not_revise(job, last, self.settings)
         if not skipped:
             return True
         metrics.ASR_JOBS.labels("revision", skipped).inc()
@@ -291,55 +311,82 @@ class AsrWorker:
                  extra={"session_id": job.session_id})
         return False
 
-    async def _revise(self, job: AsrJob, last: Transcript, slot: Slot) -> None:
-        """Decodes the previous final (``last``, as stored) again with this final's audio after it
-        and publishes its `Revision`: the new text if its words changed, else "" (the final
-        announced it, and an edge ending the session waits for it). Not started while a final job
-        waits for a worker ("busy"): a final never waits behind a revision that had not begun."""
-        outcome, text = "busy", ""
-        words: tuple[RecognisedWord, ...] = ()
-        await slot.take()  # a final that took a speculative decode gave its slot back
-        if not await self._finals_waiting():
-            # The prompt the previous final had: its stored context without its own text.
-            old = last.text.strip()
-            prompt = last.context[: -len(old)].strip() if old and last.context.endswith(old) else ""
-            metrics.ASR_BUSY.inc()
-            try:
-                rec = await asyncio.get_running_loop().run_in_executor(
-                    self.executor, lambda: self.transcriber.revise(job.previous_audio, job.audio, prompt=prompt))
-            except Exception:
-                outcome = "failed"
-                log.exception("session %s final %d: revision failed", job.session_id, last.final_index,
-                              extra={"session_id": job.session_id})
-            else:
-                metrics.ASR_INFERENCE.labels("revision").observe(rec.inference_s)
-                metrics.ASR_AUDIO_SECONDS.labels("revision").inc(rec.audio_s)
-                changed = bool(rec.text) and normalise(rec.text) != normalise(last.text)
-                outcome = "ok" if changed else "empty" if not rec.text else "same"
-                text = rec.text if changed else ""
-                words = rec.words if changed else ()
-            finally:
-                metrics.ASR_BUSY.dec()
+    def _queue_revision(self, pending: PendingRevision) -> None:
+        """Queues a revision for the next free slot that no final wants (the fetch loop's doorbell
+        wakes it if it is parked)."""
+        pushed = self.revisions.put(pending)
+        metrics.ASR_REVISIONS_QUEUED.set(len(self.revisions))
+        self._doorbell.set()
+        if pushed:
+            self._spawn_abandon(pushed, "late")
+
+    async def _next_revision(self) -> PendingRevision | None:
+        """The oldest queued revision that has not waited too long; those that have are given up."""
+        pending, late = self.revisions.take(time.monotonic())
+        metrics.ASR_REVISIONS_QUEUED.set(len(self.revisions))
+        if late:
+            await self._abandon(late, "late")
+        return pending
+
+    def _spawn_abandon(self, pending: list[PendingRevision], outcome: str) -> None:
+        task = asyncio.create_task(self._abandon(pending, outcome), name="revision-abandon")
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _abandon(self, pending: list[PendingRevision], outcome: str) -> None:
+        """Publishes an empty outcome for revisions that will not run (an edge ending the session
+        stops waiting for them)."""
+        for p in pending:
+            await self._publish_revision(p, outcome, None)
+
+    async def _run_revision(self, pending: PendingRevision) -> None:
+        """Decodes final ``pending.last`` again with the next final's audio after it, with the
+        prompt it had, and publishes its `Revision`: the new text if its words changed, else ""."""
+        last = pending.last
+        metrics.ASR_QUEUE_WAIT.labels("revision").observe(max(0.0, time.monotonic() - pending.queued_at))
+        metrics.ASR_BUSY.inc()
+        try:
+            rec = await asyncio.get_running_loop().run_in_executor(
+                self.executor, lambda: self.transcriber.revise(pending.audio, pending.following, prompt=pending.prompt))
+        except Exception:
+            log.exception("session %s final %d: revision failed", last.session_id, last.final_index,
+                          extra={"session_id": last.session_id})
+            await self._publish_revision(pending, "failed", None)
+            return
+        finally:
+            metrics.ASR_BUSY.dec()
+        metrics.ASR_INFERENCE.labels("revision").observe(rec.inference_s)
+        metrics.ASR_AUDIO_SECONDS.labels("revision").inc(rec.audio_s)
+        changed = bool(rec.text) and normalise(rec.text) != normalise(last.text)
+        await self._publish_revision(pending, "ok" if changed else "empty" if not rec.text else "same",
+                                     rec if changed else None)
+
+    async def _publish_revision(self, pending: PendingRevision, outcome: str, rec: Recognition | None) -> None:
+        """The `Revision` of ``pending.last``: ``rec``'s text and words, or "" (no change, or no
+        decode: ``outcome`` says why)."""
+        last = pending.last
         metrics.ASR_JOBS.labels("revision", outcome).inc()
+        words: tuple[RecognisedWord, ...] = rec.words if rec is not None else ()
         revision = Revision(
-            session_id=job.session_id, utterance_id=last.utterance_id, final_index=last.final_index,
-            text=text, start_s=last.start_s, end_s=last.end_s, published_at=time.time(),
+            session_id=last.session_id, utterance_id=last.utterance_id, final_index=last.final_index,
+            text=rec.text if rec is not None else "", start_s=last.start_s, end_s=last.end_s,
+            published_at=time.time(),
             words=tuple(Word(w.word, last.start_s + w.start_s, last.start_s + w.end_s, w.probability)
                         for w in words),
         )
         assert self.nc is not None
         try:
-            await self.nc.publish(subjects.result_revision(job.session_id), encode(revision))
+            await self.nc.publish(subjects.result_revision(last.session_id), encode(revision))
         except (TimeoutError, nats.errors.Error) as exc:
-            log.warning("session %s final %d: revision not published: %s", job.session_id, last.final_index, exc,
-                        extra={"session_id": job.session_id})
+            log.warning("session %s final %d: revision not published: %s", last.session_id, last.final_index, exc,
+                        extra={"session_id": last.session_id})
             return
-        log.info("session %s final %d revision: %s", job.session_id, last.final_index, outcome,
-                 extra={"session_id": job.session_id})
-        if text:
+        log.info("session %s final %d revision: %s", last.session_id, last.final_index, outcome,
+                 extra={"session_id": last.session_id})
+        if rec is not None:
             text_level = logging.INFO if self.settings.log_transcripts else logging.DEBUG
-            log.log(text_level, "session %s final %d revised: %r", job.session_id, last.final_index, text,
-                    extra={"session_id": job.session_id})
+            log.log(text_level, "session %s final %d revised: %r", last.session_id, last.final_index, rec.text,
+                    extra={"session_id": last.session_id})
 
     async def _finals_waiting(self) -> bool:
         """Whether a final job is stored that no worker has taken yet (an error counts as no)."""
@@ -483,22 +530,6 @@ async def _optional(call: Awaitable[object], name: str) -> None:
         await call
     except (TimeoutError, nats.errors.Error) as exc:
         log.warning("speculation %s not stored: %s", name, exc)
-
-
-def why_not_revise(job: AsrJob, last: Transcript | None, age_s: float, settings: Settings) -> str:
-    """Why final ``job`` does not revise the final before it ("" if it does): the session's latest
-    stored final (``last``) is not its predecessor (another worker may still be decoding that) or
-    has no text (then it has no seq) ("no_previous"); the decoder was sure of it (its
-    ``avg_logprob`` is not below ``revision_max_logprob``; "sure"); the job waited longer than
-    ``revision_max_lag_ms`` for a worker ("late": under load revisions give way)."""
-    bound = settings.revision_max_logprob
-    if last is None or last.final_index != job.final_index - 1 or not last.text:
-        return "no_previous"
-    if bound < 0 and last.avg_logprob >= bound:
-        return "sure"
-    if age_s * 1000 > settings.revision_max_lag_ms:
-        return "late"
-    return ""
 
 
 def park_wait(now: float, polled_at: float, retry_at: float) -> float:

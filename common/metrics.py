@@ -93,6 +93,8 @@ ASR_SPECULATION = Counter(
     ["outcome"],
 )
 ASR_BUSY = Gauge("asr_worker_busy_slots", "Jobs running in this ASR worker")
+ASR_REVISIONS_QUEUED = Gauge("asr_worker_revisions_queued",
+                             "Revisions waiting in this ASR worker for a slot that no final wants")
 ASR_BATCH_SIZE = Histogram(
     "asr_batch_size", "Jobs per model call (CPU workers run one job per call)", buckets=(1, 2, 4, 8, 16, 32)
 )

@@ -223,8 +223,10 @@ class Settings:
     revision_max_logprob: float = -0.2
     """Only finals the decoder was unsure of are revised: those whose least sure sentence's mean token
     log-probability is below this (0 = every final). -0.2 skipped 40 % of revisions at the same WER."""
-    revision_max_lag_ms: int = 1000
-    """No revision when the final's job waited longer than this for a worker: under load they give way."""
+    revision_max_lag_ms: int = 5000
+    """A revision waits for a slot that no final wants; one not begun this long after its final is given up."""
+    revision_max_pending: int = 32
+    """Revisions an ASR worker keeps waiting at most; a new one pushes out the oldest (each holds two finals' audio)."""
     revision_end_wait_ms: int = 3000
     """After `end`, session_ended waits up to this long for the revision of the last final but one."""
     asr_http_port: int = 9102
@@ -434,7 +436,9 @@ def _validate(s: Settings) -> list[str]:
     add(_range("revision_max_logprob", s.revision_max_logprob, -5, 0,
                "use -0.5 to -0.1 (unsure finals only) or 0 (every final)."))
     add(_range("revision_max_lag_ms", s.revision_max_lag_ms, 0, 60000,
-               "use 500-3000; 0 revises only when a job never waits."))
+               "use 2000-10000 (revisions wait while finals run); 0 revises only a slot that is free at once."))
+    add(_range("revision_max_pending", s.revision_max_pending, 1, 10000,
+               "use 8-128 per worker (each waits with up to two finals' audio)."))
     add(_range("revision_end_wait_ms", s.revision_end_wait_ms, 0, 30000,
                "use 1000-5000 (a revision is one decode of two finals); 0 does not wait."))
     add(_range("trailing_pad_ms", s.trailing_pad_ms, 0, 1000, "use 60-300."))

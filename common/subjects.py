@@ -9,6 +9,7 @@
     asr_worker -> speculation.<session>.f<index>   core NATS: a speculative decode is stored (wakes its final)
     vad_worker -> results.<session>.flushed        stream RESULTS
     asr_worker -> results.<session>.partial        core NATS only (best effort)
+    asr_worker -> results.<session>.revision       core NATS only (best effort; asr_worker.revisions)
     vad_worker -> results.<session>.event          core NATS only (speech_started, utterance_end)
     ingest     -> sessions.<session>.takeover      core NATS: "<epoch> <connection>" resumed it
     workers    -> KV bucket asr_workers            heartbeats (key <role>.<worker_id>, TTL)

@@ -1,14 +1,14 @@
-"""Which finals revise the final before them (`asr_worker.worker.why_not_revise`)."""
+"""Which finals revise the final before them (`asr_worker.revisions.why_not_revise`)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from asr_worker.worker import why_not_revise
+from asr_worker.revisions import why_not_revise
 from common.messages import AsrJob, Transcript
 from common.settings import Settings
 
-SETTINGS = Settings()  # revision_max_logprob -0.2, revision_max_lag_ms 1000
+SETTINGS = Settings()  # revision_max_logprob -0.2
 JOB = AsrJob(session_id="s", utterance_id="u4", is_final=True, audio=b"\0" * 3200, start_s=9.0, end_s=9.1,
              final_index=5, previous_audio=b"\0" * 3200)
 
@@ -19,23 +19,18 @@ def stored(index: int = 4, text: str = "words", avg_logprob: float = -0.5) -> Tr
 
 
 def test_an_unsure_predecessor_is_revised() -> None:
-    assert why_not_revise(JOB, stored(), age_s=0.2, settings=SETTINGS) == ""
+    assert why_not_revise(JOB, stored(), SETTINGS) == ""
 
 
 def test_only_the_stored_predecessor_with_text_is_revised() -> None:
-    assert why_not_revise(JOB, None, 0.2, SETTINGS) == "no_previous"
-    assert why_not_revise(JOB, stored(index=3), 0.2, SETTINGS) == "no_previous"  # 4 not stored yet
-    assert why_not_revise(JOB, stored(text=""), 0.2, SETTINGS) == "no_previous"  # no seq to revise
+    assert why_not_revise(JOB, None, SETTINGS) == "no_previous"
+    assert why_not_revise(JOB, stored(index=3), SETTINGS) == "no_previous"  # 4 not stored yet
+    assert why_not_revise(JOB, stored(text=""), SETTINGS) == "no_previous"  # no seq to revise
 
 
 def test_a_final_the_decoder_was_sure_of_is_kept_unless_every_final_is_revised() -> None:
-    assert why_not_revise(JOB, stored(avg_logprob=-0.15), 0.2, SETTINGS) == "sure"
-    assert why_not_revise(JOB, stored(avg_logprob=-0.2), 0.2, SETTINGS) == "sure"
+    assert why_not_revise(JOB, stored(avg_logprob=-0.15), SETTINGS) == "sure"
+    assert why_not_revise(JOB, stored(avg_logprob=-0.2), SETTINGS) == "sure"
     every = replace(SETTINGS, revision_max_logprob=0.0)
-    assert why_not_revise(JOB, stored(avg_logprob=-0.01), 0.2, every) == ""
-    assert why_not_revise(JOB, stored(avg_logprob=0.0), 0.2, every) == ""
-
-
-def test_under_load_revisions_give_way() -> None:
-    assert why_not_revise(JOB, stored(), age_s=1.2, settings=SETTINGS) == "late"
-    assert why_not_revise(JOB, stored(), 1.2, replace(SETTINGS, revision_max_lag_ms=5000)) == ""
+    assert why_not_revise(JOB, stored(avg_logprob=-0.01), every) == ""
+    assert why_not_revise(JOB, stored(avg_logprob=0.0), every) == ""

@@ -1,0 +1,81 @@
+"""Revisions wait for the slots that finals leave (asr_worker.revisions), in a real ASR worker with
+the real model on a real nats-server: a final stored while revisions are queued is decoded and
+published first; a revision that waited past ``revision_max_lag_ms`` is given up with an empty
+outcome (an edge ending the session stops waiting for it) and the next one is decoded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import nats
+import pytest
+from nats.aio.msg import Msg
+
+from asr_worker.revisions import PendingRevision
+from asr_worker.transcriber import Transcriber
+from asr_worker.worker import AsrWorker, transcriber_options
+from common import bus, subjects
+from common.messages import AsrJob, Revision, Transcript, encode, result_decoder
+from common.nats_server import NatsServer
+from common.settings import Settings, replace
+from tests.conftest import THREE_UTTERANCES, pcm_of
+from tests.helpers import wer
+
+pytestmark = pytest.mark.slow
+
+BYTES_PER_S = 32000
+
+
+async def test_a_final_goes_before_queued_revisions_and_a_late_one_is_given_up(nats_server: NatsServer) -> None:
+    settings = replace(Settings(), nats_url=nats_server.url, asr_http_port=0, worker_id="asr1", asr_concurrency=1,
+                       speculative_finals=False, revision_max_lag_ms=5000)
+    pcm = pcm_of("three_utterances.wav")
+    one, two = int(3.7 * BYTES_PER_S), int(8.0 * BYTES_PER_S)  # in the pauses between the sentences
+    first, second, rest = pcm[:one], pcm[one:two], pcm[two:]
+    sid = "revisionqueue1"
+
+    def stored(index: int, text: str) -> Transcript:
+        return Transcript(session_id=sid, utterance_id=f"u{index}", is_final=True, text=text, start_s=0.0,
+                          end_s=len(first) / BYTES_PER_S, final_index=index, context=text, avg_logprob=-1.0)
+
+    worker = AsrWorker(settings, Transcriber(transcriber_options(settings)))
+    now = time.monotonic()
+    # Queued before the worker runs: one that has waited a minute already, one just queued.
+    worker.revisions.put(PendingRevision(stored(1, "stale words"), first, second, queued_at=now - 60))
+    worker.revisions.put(PendingRevision(stored(2, "fresh words"), second, rest, queued_at=now + 60))
+
+    nc = await nats.connect(nats_server.url)
+    seen: list[tuple[str, Transcript | Revision]] = []
+    got_all = asyncio.Event()
+
+    async def note(msg: Msg) -> None:
+        result = result_decoder.decode(msg.data)
+        assert isinstance(result, (Transcript, Revision))
+        seen.append((msg.subject.rsplit(".", 1)[-1], result))
+        if len(seen) == 3:
+            got_all.set()
+
+    stop = asyncio.Event()
+    run = None
+    jnc, js = await bus.connect_jetstream(settings, "test")  # creates the streams
+    try:
+        await nc.subscribe(f"results.{sid}.*", cb=note)
+        job = AsrJob(session_id=sid, utterance_id="u3", is_final=True, audio=rest, start_s=0.0,
+                     end_s=len(rest) / BYTES_PER_S, final_index=3, created_at=time.time())
+        await js.publish(subjects.FINAL_JOBS, encode(job))
+        run = asyncio.create_task(worker.run(stop))
+        await asyncio.wait_for(got_all.wait(), 120)
+    finally:
+        stop.set()
+        if run is not None:
+            await asyncio.wait_for(run, 60)
+        await nc.close()
+        await bus.close(jnc)
+    kinds = [(kind, r.final_index) for kind, r in seen]
+    assert kinds == [("final", 3), ("revision", 1), ("revision", 2)], kinds
+    final, stale, fresh = (r for _, r in seen)
+    assert wer(THREE_UTTERANCES[2], final.text) <= 0.3, final.text
+    assert stale.text == "" and stale.words == ()  # given up, not decoded
+    assert wer(THREE_UTTERANCES[1], fresh.text) <= 0.3, fresh.text  # decoded: the words changed
+    assert len(worker.revisions) == 0
