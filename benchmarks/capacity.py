@@ -543,7 +543,8 @@ def level_row(lv: LevelResult) -> str:
             f"| {roles} | {_ms(lv.send_lag_s)} | {'yes' if lv.passed else 'no'} |")
 
 
-LEVEL_HEADER = ("| system | streams | ended | finals | revised | WER | first pass | direct WER, mean (range) of seeds | final p50 (ms) "
+LEVEL_HEADER = ("| system | streams | ended | finals | revised | WER | first pass "
+                "| direct WER, mean (range) of seeds | final p50 (ms) "
                 "| p95 | max | first partial p50 / p95 (ms) | partials per stream | CPU-s per audio-s "
                 "| CPU by process (% of one core) | worst send lag (ms) | within bounds |\n"
                 + "| " + " | ".join(["---"] * 17) + " |")
