@@ -371,6 +371,8 @@ class LevelResult:
     cpu_s: dict[str, float] = field(default_factory=dict)
     send_lag_s: float = 0.0
     passed: bool = False
+    texts: list[dict[str, str]] = field(default_factory=list)
+    """Each stream's conversation, text as revised and as first sent (for reading its errors)."""
 
     def p(self, q: float) -> float:
         return float(np.percentile(self.latency_s, q)) if self.latency_s else float("nan")
@@ -406,6 +408,7 @@ def summarise(system: str, streams: list[Stream], wall_s: float, cpu: dict[str, 
     lv.wer = corpus_wer([s.conv.text for s in streams], [s.hypothesis() for s in streams])
     lv.first_pass_wer = corpus_wer([s.conv.text for s in streams], [s.first_pass() for s in streams])
     lv.revisions = sum(s.revisions for s in streams)
+    lv.texts = [{"conversation": s.conv.name, "text": s.hypothesis(), "first_pass": s.first_pass()} for s in streams]
     by_seed = spread([corpus_wer([s.conv.text for s in streams], [texts[s.conv.name] for s in streams])
                       for texts in direct])
     lv.direct_wer, lv.direct_wer_seeds = by_seed.mean, list(by_seed.values)
