@@ -1,7 +1,9 @@
 """Which finals are revised, and when: the ASR worker's revision policy, without I/O.
 
 After publishing final n, a worker may decode final n-1 again with n's audio after it
-(`Transcriber.revise`). `why_not_revise` decides whether n-1 is worth it. The decode does not run
+(`Transcriber.revise`). `why_not_revise` decides whether n-1 is worth it; when another worker is
+still decoding n-1, the worker waits for n-1 to be stored (at most ``revision_max_lag_ms``) and
+asks `predecessor_gate` then. The decode does not run
 in the final's slot right away: it waits in a `RevisionQueue`, which the worker's fetch loop serves
 when a slot is free and no final (or final decoded ahead) waits, before any partial. Under load,
 revisions wait instead of delaying finals, and they run in the gaps that finals leave. A revision
@@ -20,12 +22,24 @@ from common.settings import Settings
 
 
 def why_not_revise(job: AsrJob, last: Transcript | None, settings: Settings) -> str:
-    """Why final ``job`` does not revise the final before it ("" if it does): the session's latest
-    stored final (``last``) is not its predecessor (another worker may still be decoding that) or
-    has no text (then it has no seq) ("no_previous"); the decoder was sure of it (its
-    ``avg_logprob`` is not below ``revision_max_logprob``; "sure")."""
+    """Why final ``job`` does not revise the final before it now ("" if it does), given the
+    session's latest stored final (``last``): the predecessor is not stored yet, another worker
+    still decoding it ("unstored": the worker waits for it, `predecessor_gate`); a later final is
+    stored, as when a job is delivered again ("no_previous"); or `predecessor_gate` says no."""
+    previous = job.final_index - 1
+    if last is None or last.final_index < previous:
+        return "unstored"
+    if last.final_index > previous:
+        return "no_previous"
+    return predecessor_gate(last, settings)
+
+
+def predecessor_gate(last: Transcript, settings: Settings) -> str:
+    """Why the stored final ``last`` is not worth a revision ("" if it is): it has no text, so no
+    seq to revise ("no_previous"); the decoder was sure of it (its ``avg_logprob`` is not below
+    ``revision_max_logprob``; "sure")."""
     bound = settings.revision_max_logprob
-    if last is None or last.final_index != job.final_index - 1 or not last.text:
+    if not last.text:
         return "no_previous"
     if bound < 0 and last.avg_logprob >= bound:
         return "sure"

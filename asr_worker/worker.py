@@ -29,7 +29,7 @@ from nats.js.errors import NotFoundError
 from asr_worker import speculation
 from asr_worker.hallucinations import normalise
 from asr_worker.prompt import next_prompt
-from asr_worker.revisions import PendingRevision, RevisionQueue, why_not_revise
+from asr_worker.revisions import PendingRevision, RevisionQueue, predecessor_gate, why_not_revise
 from asr_worker.transcriber import RecognisedWord, Recognition, Transcriber, TranscriberOptions
 from common import bus, health, metrics, presence, stream_usage, streams, subjects, tasks
 from common.messages import (
@@ -64,6 +64,7 @@ PARTIAL_POLL_S = 0.02
 PARK_S = 2.0
 RETRY_DELAY_S = 1.0  # a failed final's next try (nak delay)
 RETRY_SLACK_S = 0.1  # looked for this long after it is due
+PREDECESSOR_POLL_S = 0.1  # a final published before its predecessor looks for it this often
 IN_PROGRESS_EVERY_S = 3.0  # well inside the final consumer's ack_wait (common.streams)
 
 
@@ -248,10 +249,15 @@ class AsrWorker:
         try:
             like_final = job.is_final or job.speculative
             wants_revision = job.is_final and bool(job.previous_audio) and self.settings.revise_finals
-            last = await self._last_final(job.session_id) if like_final and (
-                self.settings.context_chars or wants_revision) else None
+            last, last_seq = await self._last_final(job.session_id) if like_final and (
+                self.settings.context_chars or wants_revision) else (None, 0)
             prompt = last.context if last is not None and self.settings.context_chars else ""
-            revising = wants_revision and self._revisable(job, last)
+            skipped = why_not_revise(job, last, self.settings) if wants_revision else "off"
+            # The predecessor is still being decoded elsewhere: wait for it after publishing this one.
+            awaits_previous = skipped == "unstored" and job.reason != "end"
+            revising = not skipped or awaits_previous
+            if wants_revision and not revising:
+                self._not_revised(job, skipped)
             rec, decoded = await self._recognise(job, prompt, slot)
             if revising and job.reason == "end":
                 # The session's last final: the edge ends the session once it is delivered, so the
@@ -298,18 +304,53 @@ class AsrWorker:
                      "" if decoded else " (decoded ahead)", len(rec.text), extra={"session_id": job.session_id})
             log.log(text_level, "session %s final %d text: %r", job.session_id, job.final_index, rec.text,
                     extra={"session_id": job.session_id})
-            if revising:
+            if revising and awaits_previous:
+                self._spawn_owned(self._revise_when_stored(job, last_seq), "revision-predecessor")
+            elif revising:
                 assert last is not None
                 self._queue_revision(PendingRevision(last, job.previous_audio, job.audio, time.monotonic()))
 
-    def _revisable(self, job: AsrJob, last: Transcript | None) -> bool:
-        skipped = why_not_revise(job, last, self.settings)
-        if not skipped:
-            return True
+    def _not_revised(self, job: AsrJob, skipped: str) -> None:
         metrics.ASR_JOBS.labels("revision", skipped).inc()
         log.info("session %s final %d revision: %s", job.session_id, job.final_index - 1, skipped,
                  extra={"session_id": job.session_id})
-        return False
+
+    async def _revise_when_stored(self, job: AsrJob, after_seq: int) -> None:
+        """Final ``job`` was published before its predecessor was stored (another worker is still
+        decoding it): reads the session's finals stored after sequence ``after_seq`` until the
+        predecessor is there, at most ``revision_max_lag_ms``, then queues its revision (or
+        publishes why not: the edge waits for an outcome that final ``job`` announced)."""
+        assert self.js is not None
+        index, subject = job.final_index - 1, subjects.result_final(job.session_id)
+        deadline = time.monotonic() + self.settings.revision_max_lag_ms / 1000
+        seq = after_seq + 1
+        while time.monotonic() < deadline:
+            try:
+                raw = await self.js.get_msg(subjects.RESULTS_STREAM, seq=seq, subject=subject, next=True,
+                                            direct=True)
+            except NotFoundError:  # not stored yet
+                await asyncio.sleep(PREDECESSOR_POLL_S)
+                continue
+            except (TimeoutError, nats.errors.Error) as exc:
+                log.debug("session %s: reading finals after %d failed: %s", job.session_id, seq, exc)
+                await asyncio.sleep(PREDECESSOR_POLL_S)
+                continue
+            seq = (raw.seq or seq) + 1
+            try:
+                stored = result_decoder.decode(raw.data or b"")
+            except msgspec.DecodeError:
+                continue
+            if not isinstance(stored, (Transcript, TranscriptionFailed)) or stored.final_index != index:
+                continue
+            if isinstance(stored, TranscriptionFailed):  # it failed for good: nothing to revise
+                break
+            pending = PendingRevision(stored, job.previous_audio, job.audio, time.monotonic())
+            if skipped := predecessor_gate(stored, self.settings):
+                await self._publish_revision(pending, skipped, None)
+            else:
+                self._queue_revision(pending)
+            return
+        await self._publish_outcome(job.session_id, index, "no_previous")
 
     def _queue_revision(self, pending: PendingRevision) -> None:
         """Queues a revision for the next free slot that no final wants (the fetch loop's doorbell
@@ -329,7 +370,11 @@ class AsrWorker:
         return pending
 
     def _spawn_abandon(self, pending: list[PendingRevision], outcome: str) -> None:
-        task = asyncio.create_task(self._abandon(pending, outcome), name="revision-abandon")
+        self._spawn_owned(self._abandon(pending, outcome), "revision-abandon")
+
+    def _spawn_owned(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """A task that holds no slot, owned like the jobs (waited for and cancelled on stop)."""
+        task = asyncio.create_task(work, name=name)
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
@@ -365,7 +410,6 @@ class AsrWorker:
         """The `Revision` of ``pending.last``: ``rec``'s text and words, or "" (no change, or no
         decode: ``outcome`` says why)."""
         last = pending.last
-        metrics.ASR_JOBS.labels("revision", outcome).inc()
         words: tuple[RecognisedWord, ...] = rec.words if rec is not None else ()
         revision = Revision(
             session_id=last.session_id, utterance_id=last.utterance_id, final_index=last.final_index,
@@ -374,19 +418,31 @@ class AsrWorker:
             words=tuple(Word(w.word, last.start_s + w.start_s, last.start_s + w.end_s, w.probability)
                         for w in words),
         )
-        assert self.nc is not None
-        try:
-            await self.nc.publish(subjects.result_revision(last.session_id), encode(revision))
-        except (TimeoutError, nats.errors.Error) as exc:
-            log.warning("session %s final %d: revision not published: %s", last.session_id, last.final_index, exc,
-                        extra={"session_id": last.session_id})
+        if not await self._send_revision(revision, outcome):
             return
-        log.info("session %s final %d revision: %s", last.session_id, last.final_index, outcome,
-                 extra={"session_id": last.session_id})
         if rec is not None:
             text_level = logging.INFO if self.settings.log_transcripts else logging.DEBUG
             log.log(text_level, "session %s final %d revised: %r", last.session_id, last.final_index, rec.text,
                     extra={"session_id": last.session_id})
+
+    async def _publish_outcome(self, session_id: str, final_index: int, outcome: str) -> None:
+        """An empty `Revision` of a final this worker never had (the edge only needs its index)."""
+        revision = Revision(session_id=session_id, utterance_id="", final_index=final_index, text="", start_s=0.0,
+                            end_s=0.0, published_at=time.time())
+        await self._send_revision(revision, outcome)
+
+    async def _send_revision(self, revision: Revision, outcome: str) -> bool:
+        metrics.ASR_JOBS.labels("revision", outcome).inc()
+        assert self.nc is not None
+        try:
+            await self.nc.publish(subjects.result_revision(revision.session_id), encode(revision))
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("session %s final %d: revision not published: %s", revision.session_id,
+                        revision.final_index, exc, extra={"session_id": revision.session_id})
+            return False
+        log.info("session %s final %d revision: %s", revision.session_id, revision.final_index, outcome,
+                 extra={"session_id": revision.session_id})
+        return True
 
     async def _finals_waiting(self) -> bool:
         """Whether a final job is stored that no worker has taken yet (an error counts as no)."""
@@ -489,18 +545,19 @@ class AsrWorker:
         else:
             await self.nc.publish(subjects.result_partial(job.session_id), encode(result))
 
-    async def _last_final(self, session_id: str) -> Transcript | None:
-        """The session's latest stored final (its ``context`` is the next final's prompt)."""
+    async def _last_final(self, session_id: str) -> tuple[Transcript | None, int]:
+        """The session's latest stored final (its ``context`` is the next final's prompt) and its
+        sequence in the RESULTS stream (0: none stored)."""
         assert self.js is not None
         try:
             last = await self.js.get_last_msg(subjects.RESULTS_STREAM, subjects.result_final(session_id),
                                               direct=True)
         except NotFoundError:
-            return None
+            return None, 0
         if not last.data:
-            return None
+            return None, last.seq or 0
         stored = result_decoder.decode(last.data)
-        return stored if isinstance(stored, Transcript) else None
+        return stored if isinstance(stored, Transcript) else None, last.seq or 0
 
 
 class Slot:

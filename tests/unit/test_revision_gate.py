@@ -1,10 +1,10 @@
-"""Which finals revise the final before them (`asr_worker.revisions.why_not_revise`)."""
+"""Which finals revise the final before them (`asr_worker.revisions.why_not_revise`, `predecessor_gate`)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from asr_worker.revisions import why_not_revise
+from asr_worker.revisions import predecessor_gate, why_not_revise
 from common.messages import AsrJob, Transcript
 from common.settings import Settings
 
@@ -22,10 +22,14 @@ def test_an_unsure_predecessor_is_revised() -> None:
     assert why_not_revise(JOB, stored(), SETTINGS) == ""
 
 
-def test_only_the_stored_predecessor_with_text_is_revised() -> None:
-    assert why_not_revise(JOB, None, SETTINGS) == "no_previous"
-    assert why_not_revise(JOB, stored(index=3), SETTINGS) == "no_previous"  # 4 not stored yet
+def test_a_predecessor_not_stored_yet_is_waited_for_and_one_without_text_is_not_revised() -> None:
+    assert why_not_revise(JOB, None, SETTINGS) == "unstored"
+    assert why_not_revise(JOB, stored(index=3), SETTINGS) == "unstored"  # 4 still being decoded
+    assert why_not_revise(JOB, stored(index=5), SETTINGS) == "no_previous"  # this job delivered again
     assert why_not_revise(JOB, stored(text=""), SETTINGS) == "no_previous"  # no seq to revise
+    assert predecessor_gate(stored(text=""), SETTINGS) == "no_previous"
+    assert predecessor_gate(stored(), SETTINGS) == ""
+    assert predecessor_gate(stored(avg_logprob=-0.1), SETTINGS) == "sure"
 
 
 def test_a_final_the_decoder_was_sure_of_is_kept_unless_every_final_is_revised() -> None:
