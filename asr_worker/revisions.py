@@ -21,15 +21,16 @@ from common.messages import AsrJob, Transcript
 from common.settings import Settings
 
 
-def why_not_revise(job: AsrJob, last: Transcript | None, settings: Settings) -> str:
-    """Why final ``job`` does not revise the final before it now ("" if it does), given the
-    session's latest stored final (``last``): the predecessor is not stored yet, another worker
-    still decoding it ("unstored": the worker waits for it, `predecessor_gate`); a later final is
-    stored, as when a job is delivered again ("no_previous"); or `predecessor_gate` says no."""
+def why_not_revise(job: AsrJob, last: Transcript | None, stored_index: int, settings: Settings) -> str:
+    """Why final ``job`` does not revise the final before it now ("" if it does), given the index
+    of the session's latest stored final (``stored_index``, 0 if none) and that final (``last``,
+    None if it failed): the predecessor is not stored yet, another worker still decoding it
+    ("unstored": the worker waits for it, `predecessor_gate`); a later final is stored, as when a
+    job is delivered again, or the predecessor failed ("no_previous"); or `predecessor_gate` says no."""
     previous = job.final_index - 1
-    if last is None or last.final_index < previous:
+    if stored_index < previous:
         return "unstored"
-    if last.final_index > previous:
+    if stored_index > previous or last is None:
         return "no_previous"
     return predecessor_gate(last, settings)
 

@@ -249,10 +249,10 @@ class AsrWorker:
         try:
             like_final = job.is_final or job.speculative
             wants_revision = job.is_final and bool(job.previous_audio) and self.settings.revise_finals
-            last, last_seq = await self._last_final(job.session_id) if like_final and (
-                self.settings.context_chars or wants_revision) else (None, 0)
+            last, stored_index, last_seq = await self._last_final(job.session_id) if like_final and (
+                self.settings.context_chars or wants_revision) else (None, 0, 0)
             prompt = last.context if last is not None and self.settings.context_chars else ""
-            skipped = why_not_revise(job, last, self.settings) if wants_revision else "off"
+            skipped = why_not_revise(job, last, stored_index, self.settings) if wants_revision else "off"
             # The predecessor is still being decoded elsewhere: wait for it after publishing this one.
             awaits_previous = skipped == "unstored" and job.reason != "end"
             revising = not skipped or awaits_previous
@@ -545,19 +545,19 @@ class AsrWorker:
         else:
             await self.nc.publish(subjects.result_partial(job.session_id), encode(result))
 
-    async def _last_final(self, session_id: str) -> tuple[Transcript | None, int]:
-        """The session's latest stored final (its ``context`` is the next final's prompt) and its
-        sequence in the RESULTS stream (0: none stored)."""
+    async def _last_final(self, session_id: str) -> tuple[Transcript | None, int, int]:
+        """The session's latest stored final (its ``context`` is the next final's prompt; None if
+        it failed), the index of that final, and its sequence in the RESULTS stream (0, 0: none
+        stored)."""
         assert self.js is not None
         try:
             last = await self.js.get_last_msg(subjects.RESULTS_STREAM, subjects.result_final(session_id),
                                               direct=True)
         except NotFoundError:
-            return None, 0
-        if not last.data:
-            return None, last.seq or 0
-        stored = result_decoder.decode(last.data)
-        return stored if isinstance(stored, Transcript) else None, last.seq or 0
+            return None, 0, 0
+        stored = result_decoder.decode(last.data) if last.data else None
+        index = stored.final_index if isinstance(stored, (Transcript, TranscriptionFailed)) else 0
+        return stored if isinstance(stored, Transcript) else None, index, last.seq or 0
 
 
 class Slot:

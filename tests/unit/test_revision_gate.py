@@ -19,22 +19,23 @@ def stored(index: int = 4, text: str = "words", avg_logprob: float = -0.5) -> Tr
 
 
 def test_an_unsure_predecessor_is_revised() -> None:
-    assert why_not_revise(JOB, stored(), SETTINGS) == ""
+    assert why_not_revise(JOB, stored(), 4, SETTINGS) == ""
 
 
 def test_a_predecessor_not_stored_yet_is_waited_for_and_one_without_text_is_not_revised() -> None:
-    assert why_not_revise(JOB, None, SETTINGS) == "unstored"
-    assert why_not_revise(JOB, stored(index=3), SETTINGS) == "unstored"  # 4 still being decoded
-    assert why_not_revise(JOB, stored(index=5), SETTINGS) == "no_previous"  # this job delivered again
-    assert why_not_revise(JOB, stored(text=""), SETTINGS) == "no_previous"  # no seq to revise
+    assert why_not_revise(JOB, None, 0, SETTINGS) == "unstored"
+    assert why_not_revise(JOB, stored(index=3), 3, SETTINGS) == "unstored"  # 4 still being decoded
+    assert why_not_revise(JOB, stored(index=5), 5, SETTINGS) == "no_previous"  # this job delivered again
+    assert why_not_revise(JOB, stored(text=""), 4, SETTINGS) == "no_previous"  # no seq to revise
+    assert why_not_revise(JOB, None, 4, SETTINGS) == "no_previous"  # 4 failed for good
     assert predecessor_gate(stored(text=""), SETTINGS) == "no_previous"
     assert predecessor_gate(stored(), SETTINGS) == ""
     assert predecessor_gate(stored(avg_logprob=-0.1), SETTINGS) == "sure"
 
 
 def test_a_final_the_decoder_was_sure_of_is_kept_unless_every_final_is_revised() -> None:
-    assert why_not_revise(JOB, stored(avg_logprob=-0.15), SETTINGS) == "sure"
-    assert why_not_revise(JOB, stored(avg_logprob=-0.2), SETTINGS) == "sure"
+    assert why_not_revise(JOB, stored(avg_logprob=-0.15), 4, SETTINGS) == "sure"
+    assert why_not_revise(JOB, stored(avg_logprob=-0.2), 4, SETTINGS) == "sure"
     every = replace(SETTINGS, revision_max_logprob=0.0)
-    assert why_not_revise(JOB, stored(avg_logprob=-0.01), every) == ""
-    assert why_not_revise(JOB, stored(avg_logprob=0.0), every) == ""
+    assert why_not_revise(JOB, stored(avg_logprob=-0.01), 4, every) == ""
+    assert why_not_revise(JOB, stored(avg_logprob=0.0), 4, every) == ""
