@@ -3,13 +3,14 @@
 After publishing final n, a worker may decode final n-1 again with n's audio after it
 (`Transcriber.revise`). `why_not_revise` decides whether n-1 is worth it; when another worker is
 still decoding n-1, the worker waits for n-1 to be stored (at most ``revision_max_lag_ms``) and
-asks `predecessor_gate` then. The decode does not run
-in the final's slot right away: it waits in a `RevisionQueue`, which the worker's fetch loop serves
-when a slot is free and no final (or final decoded ahead) waits, before any partial. Under load,
-revisions wait instead of delaying finals, and they run in the gaps that finals leave. A revision
-that waited longer than ``revision_max_lag_ms``, or was pushed out of a full queue
-(``revision_max_pending``), is given up ("late"): the worker publishes an empty outcome so that
-an edge ending the session does not wait for it.
+asks `predecessor_gate` then.
+
+The decode does not run in the final's slot right away: it waits in a `RevisionQueue`, which the
+worker's fetch loop serves when a slot is free and no final (or final decoded ahead) waits, before
+any partial. Under load, revisions wait instead of delaying finals, and they run in the gaps that
+finals leave. A revision that waited longer than ``revision_max_lag_ms``, or was pushed out of a
+full queue (``revision_max_pending``), is given up ("late"): the worker publishes an empty outcome
+so that an edge ending the session does not wait for it.
 """
 
 from __future__ import annotations
