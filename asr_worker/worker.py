@@ -189,14 +189,7 @@ class AsrWorker:
 
     def _spawn(self, job: Coroutine[Any, Any, None], slot: Slot, name: str) -> None:
         """Runs ``job`` as an owned task that gives ``slot`` back when it ends."""
-        task = asyncio.create_task(job, name=name)
-        self._jobs.add(task)
-
-        def done(t: asyncio.Task[None], /) -> None:
-            self._jobs.discard(t)
-            slot.release()
-
-        task.add_done_callback(done)
+        self._spawn_owned(job, name).add_done_callback(lambda _: slot.release())
 
     async def _supervised_pull(self) -> None:
         """Runs the fetch loop; a failure other than a transient one is logged and the loop restarted
@@ -359,24 +352,24 @@ class AsrWorker:
         metrics.ASR_REVISIONS_QUEUED.set(len(self.revisions))
         self._doorbell.set()
         if pushed:
-            self._spawn_abandon(pushed, "late")
+            self._spawn_owned(self._abandon(pushed, "late"), "revision-abandon")
 
     async def _next_revision(self) -> PendingRevision | None:
         """The oldest queued revision that has not waited too long; those that have are given up."""
+        if not self.revisions:  # every fetch round without a final asks: nothing to do most times
+            return None
         pending, late = self.revisions.take(time.monotonic())
         metrics.ASR_REVISIONS_QUEUED.set(len(self.revisions))
         if late:
             await self._abandon(late, "late")
         return pending
 
-    def _spawn_abandon(self, pending: list[PendingRevision], outcome: str) -> None:
-        self._spawn_owned(self._abandon(pending, outcome), "revision-abandon")
-
-    def _spawn_owned(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        """A task that holds no slot, owned like the jobs (waited for and cancelled on stop)."""
+    def _spawn_owned(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Runs ``work`` as a task owned like the jobs (waited for and cancelled on stop)."""
         task = asyncio.create_task(work, name=name)
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
+        return task
 
     async def _abandon(self, pending: list[PendingRevision], outcome: str) -> None:
         """Publishes an empty outcome for revisions that will not run (an edge ending the session
