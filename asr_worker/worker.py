@@ -116,7 +116,7 @@ class AsrWorker:
             # ensure_streams (bus.connect_jetstream) created the bucket: bind to it as it is.
             self.speculations = speculation.SpeculationStore(
                 await streams.when_ready(lambda: speculation.bucket(js), s), s.speculation_wait_ms / 1000, self.nc)
-        beat = asyncio.create_task(presence.heartbeat(kv, ROLE, self.worker_id), name="heartbeat")
+        beat = asyncio.create_task(presence.heartbeat(kv, js, ROLE, self.worker_id), name="heartbeat")
         puller = asyncio.create_task(self._supervised_pull(), name="pull")
         gauges = asyncio.create_task(self._measure_pending(), name="pending")
         try:

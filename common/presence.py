@@ -2,6 +2,13 @@
 
 Each worker puts ``<role>.<worker_id>`` every ``interval``; the bucket's TTL removes the key of
 a worker that stopped. Edges read the live set for /readyz, VAD workers to balance shards.
+
+The live set is read with one stream-info request that lists the bucket's subjects
+(``live_workers``), not with ``KeyValue.keys()``, which creates, asks about and deletes a consumer
+on the server each time: edges read it every second and VAD workers every lease refresh, a fixed
+cost of the bus whether anyone speaks or not (docs/benchmarks.md). A subject listed there is a live
+key only if no delete marker is stored for it, so a stopping worker removes its key by purging the
+subject (nothing left behind) instead of deleting it (a marker until the TTL).
 """
 
 from __future__ import annotations
@@ -11,7 +18,6 @@ import logging
 import time
 
 from nats.js import JetStreamContext
-from nats.js.errors import NoKeysError
 from nats.js.kv import KeyValue
 
 from common import subjects
@@ -29,8 +35,16 @@ async def bucket(js: JetStreamContext, replicas: int | None = None) -> KeyValue:
     return await ensure_bucket(js, subjects.WORKERS_BUCKET, HEARTBEAT_TTL_S, replicas)
 
 
-async def heartbeat(kv: KeyValue, role: str, worker_id: str) -> None:
-    """Runs until cancelled; deletes this worker's key on the way out."""
+def _stream() -> str:
+    return f"KV_{subjects.WORKERS_BUCKET}"
+
+
+def _subject(key: str) -> str:
+    return f"$KV.{subjects.WORKERS_BUCKET}.{key}"
+
+
+async def heartbeat(kv: KeyValue, js: JetStreamContext, role: str, worker_id: str) -> None:
+    """Runs until cancelled; removes this worker's key on the way out (purged: no marker)."""
     started = time.time()
     key = f"{role}.{worker_id}"
     try:
@@ -43,19 +57,17 @@ async def heartbeat(kv: KeyValue, role: str, worker_id: str) -> None:
             await asyncio.sleep(HEARTBEAT_INTERVAL_S)
     finally:
         try:
-            await asyncio.wait_for(asyncio.shield(kv.delete(key)), 1.0)
+            await asyncio.wait_for(asyncio.shield(js.purge_stream(_stream(), subject=_subject(key))), 1.0)
         except Exception as exc:
             log.debug("could not remove heartbeat %s: %s", key, exc)
 
 
-async def live_workers(kv: KeyValue) -> dict[str, list[str]]:
-    """Live worker ids by role."""
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return {}
+async def live_workers(js: JetStreamContext) -> dict[str, list[str]]:
+    """Live worker ids by role: the bucket's keys, from one stream-info request."""
+    prefix = _subject("")
+    info = await js.stream_info(_stream(), subjects_filter=prefix + ">")
     out: dict[str, list[str]] = {}
-    for key in keys:
-        role, _, worker_id = key.partition(".")
+    for subject in sorted(info.state.subjects or {}):
+        role, _, worker_id = subject.removeprefix(prefix).partition(".")
         out.setdefault(role, []).append(worker_id)
     return out

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
-from nats.js.kv import KeyValue
 from redis.exceptions import RedisError
 
 from common import bus, metrics, presence, redis_client, streams, tasks
@@ -166,8 +165,8 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CONTEXT] = EdgeContext(settings=settings, nc=nc, js=js, store=store, edge_id=edge_id,
                                      gate=Gatekeeper.from_settings(settings), pipe=JetStreamPipe(nc))
     await ctx.pipe.start()
-    kv = await streams.when_ready(lambda: presence.bucket(js), settings)
-    poller = asyncio.create_task(_poll_workers(ctx, kv), name="poll-workers")
+    await streams.when_ready(lambda: presence.bucket(js), settings)  # the bucket exists before it is read
+    poller = asyncio.create_task(_poll_workers(ctx), name="poll-workers")
     keeper = asyncio.create_task(_keep_store(ctx), name="session-store")
     log.info("edge %s connected to NATS %s", edge_id, nc.connected_url.netloc if nc.connected_url else "?")
     try:
@@ -214,10 +213,10 @@ async def _keep_store(ctx: EdgeContext) -> None:
         await asyncio.sleep(interval)
 
 
-async def _poll_workers(ctx: EdgeContext, kv: KeyValue) -> None:
+async def _poll_workers(ctx: EdgeContext) -> None:
     while True:
         try:
-            ctx.workers = await presence.live_workers(kv)
+            ctx.workers = await presence.live_workers(ctx.js)
         except Exception as exc:  # bus hiccup: keep the last view, try again
             log.warning("could not read worker presence: %s", exc)
         await asyncio.sleep(1.0)

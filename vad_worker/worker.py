@@ -126,8 +126,8 @@ class VadWorker:
         self.leases = shard_leases.ShardLeases(
             await streams.when_ready(lambda: shard_leases.bucket(js, s.stream_replicas), s),
             shard_leases.token_for(self.worker_id), s.audio_shards)
-        beat = asyncio.create_task(presence.heartbeat(workers_kv, ROLE, self.worker_id), name="heartbeat")
-        self._manager = asyncio.create_task(self._supervise(lambda: self._manage_shards(workers_kv)),
+        beat = asyncio.create_task(presence.heartbeat(workers_kv, js, ROLE, self.worker_id), name="heartbeat")
+        self._manager = asyncio.create_task(self._supervise(self._manage_shards),
                                             name="shards")
         try:
             async with health.serve(health.worker_app(lambda: self.ready), s.host, s.vad_http_port):
@@ -158,13 +158,13 @@ class VadWorker:
                 self._managing = False
             await backoff.wait()
 
-    async def _manage_shards(self, workers_kv: KeyValue) -> None:
-        assert self.leases is not None
+    async def _manage_shards(self) -> None:
+        assert self.leases is not None and self.js is not None
         leases = self.leases
         measured_at = -math.inf
         while True:
             try:
-                live = max(1, len((await presence.live_workers(workers_kv)).get(ROLE, [])))
+                live = max(1, len((await presence.live_workers(self.js)).get(ROLE, [])))
             except TRANSIENT as exc:
                 log.warning("reading live VAD workers failed: %s", exc)
                 live = 0
