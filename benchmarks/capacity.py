@@ -1,7 +1,7 @@
 """Capacity: how many real-time two-voice conversations a stack serves live, side by side with a peer.
 
     .venv/bin/python -m benchmarks.capacity [--streams 1,4,8,12,16] [--pools default,1x2,2x1]
-        [--peer] [--overhead-streams 4] [--conversations 8] [--device cpu] [--json PATH]
+        [--peer] [--overhead-streams 4,12] [--conversations 8] [--device cpu] [--json PATH]
 
 1. Audio: ``--conversations`` deterministic espeak-ng conversations (benchmarks/conversations.py:
    two voices, 0.3-3 s pauses, 60-90 s each, cached). Stream i plays conversation i mod K.
@@ -29,12 +29,14 @@
    through its WebSocket protocol (int16 PCM at 16 kHz, END_OF_AUDIO after ``--peer-tail-s`` of
    silence, as a microphone left open would send). Its finals are its ``completed`` segments. It
    runs every level any pool of ours ran (not stopping at a failure), so the ratios compare equal loads.
-5. Overhead (``--overhead-streams`` > 0): the default stack three more times with that many
-   streams: with partials, speculative finals and revisions off (``ASR_PARTIAL_INTERVAL_MS=0
-   ASR_SPECULATIVE_FINALS=false ASR_REVISE_FINALS=false``: every final decoded once, at its
-   endpoint), with partials and revisions off (the default speculation on), with partials off, and
-   as it is: pipeline CPU per audio second (all processes) against direct per-utterance CPU of the
-   same conversations, timed before the stacks and again after them (the ratios use the mean).
+5. Overhead (``--overhead-streams`` not 0): the default stack four more times, each running
+   every level of ``--overhead-streams`` in turn (default 4,12: the bus's cost per message falls
+   as load batches its wake-ups, so the ratio depends on the load): with partials, speculative
+   finals and revisions off (``ASR_PARTIAL_INTERVAL_MS=0 ASR_SPECULATIVE_FINALS=false
+   ASR_REVISE_FINALS=false``: every final decoded once, at its endpoint), with partials and
+   revisions off (the default speculation on), with partials off, and as it is: pipeline
+   CPU per audio second (all processes) against direct per-utterance CPU of the same
+   conversations, timed before the stacks and again after them (the ratios use the mean).
    Speculation's, the revisions' and the partials' budgets are the differences; the ASR workers'
    counters say how many speculative decodes ran and how many finals took one.
 
@@ -579,8 +581,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--max-seconds", type=float, default=0.0,
                    help="cut every conversation after this much audio (smoke runs); 0 keeps them whole")
-    p.add_argument("--overhead-streams", type=int, default=4,
-                   help="streams of the CPU-overhead runs (partials off, then on); 0 skips them")
+    p.add_argument("--overhead-streams", default="4,12",
+                   help="comma-separated stream counts of the CPU-overhead runs (default 4,12: a light load "
+                        "and the default stack's capacity on 2 cores); 0 skips them")
     p.add_argument("--p95", type=float, default=1.5, help="final latency p95 bound, seconds (default 1.5)")
     p.add_argument("--wer-margin", type=float, default=0.01,
                    help="WER may exceed direct (its mean over the seeds) by this (default 0.01)")
@@ -609,6 +612,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--pools: {pool!r} is neither 'default' nor PxC such as 2x1")
     if not args.levels or min(args.levels) < 1:
         p.error("--streams levels must be at least 1")
+    try:
+        args.overhead_levels = sorted({int(x) for x in args.overhead_streams.split(",") if x.strip()} - {0})
+    except ValueError:
+        p.error(f"--overhead-streams must be comma-separated integers, not {args.overhead_streams!r}")
+    if any(n < 0 for n in args.overhead_levels):
+        p.error("--overhead-streams levels must be positive (0 skips the overhead runs)")
     args.compute_type = args.compute_type or ("int8_float16" if args.device == "cuda" else "int8")
     return args
 
@@ -663,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, list[LevelResult]] = {}
     pools_real: dict[str, str] = {}
-    overhead: dict[str, Any] = {}
+    overhead: dict[str, dict[str, Any]] = {}
     model_path = resolve_model_path(settings.model)
     extra_env = {"ASR_DEVICE": args.device, "ASR_COMPUTE_TYPE": args.compute_type}
     with tempfile.TemporaryDirectory(prefix="asr-capacity-") as tmp_name:
@@ -688,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
                         results["whisper-live"] = levels_of("whisper-live", args, convs, f"ws://127.0.0.1:{port}",
                                                             model_path, {"whisper-live": pid}, direct,
                                                             endpointing_s, None, ran, True)
-                if args.overhead_streams > 0:
+                if args.overhead_levels:
                     overhead = run_overhead(args, convs, direct, settings, extra_env, log, tmp, endpointing_s)
             except BaseException:
                 log.flush()
@@ -735,9 +744,8 @@ def main(argv: list[str] | None = None) -> int:
         if system != "whisper-live" and peer_levels:
             print(f"\nRatios, whisper-live against {system} at the same streams:\n")
             print("\n".join(ratios(levels, peer_levels)))
-    if overhead:
-        o = overhead
-        print(f"- overhead at {args.overhead_streams} streams, CPU-s per audio-s against direct per-utterance "
+    for n_streams, o in overhead.items():
+        print(f"- overhead at {n_streams} streams, CPU-s per audio-s against direct per-utterance "
               f"{o['direct_cut_cpu_per_audio_s']:.3f} (timed before the stacks "
               f"{o['direct_cut_cpu_per_audio_s_before']:.3f}, after them {o['direct_cut_cpu_per_audio_s_after']:.3f}): "
               f"every final decoded once (partials, speculation and revisions off) "
@@ -849,11 +857,14 @@ def asr_counters(stack: Stack) -> dict[str, float]:
 
 
 def run_overhead(args: argparse.Namespace, convs: list[Conversation], direct: Direct, settings: Settings,
-                 env: dict[str, str], log: Any, tmp: Path, endpointing_s: float) -> dict[str, Any]:
-    n = args.overhead_streams
-    picked = [convs[i % len(convs)] for i in range(n)]
-    audio_s = sum(c.duration_s for c in picked)
-    res: dict[str, Any] = {"streams": n, "audio_s": audio_s}
+                 env: dict[str, str], log: Any, tmp: Path, endpointing_s: float) -> dict[str, dict[str, Any]]:
+    """Each overhead stack once, running every level of ``args.overhead_levels`` in turn; the
+    results by stream count."""
+    levels: list[int] = args.overhead_levels
+    res: dict[int, dict[str, Any]] = {}
+    for n in levels:
+        picked = [convs[i % len(convs)] for i in range(n)]
+        res[n] = {"streams": n, "audio_s": sum(c.duration_s for c in picked)}
     for label, extra in OVERHEAD_RUNS:
         with our_stack("default", {**env, **extra}, log, tmp) as (stack, pids, _):
             url = f"ws://127.0.0.1:{stack.port}/v1/stream"
@@ -861,38 +872,43 @@ def run_overhead(args: argparse.Namespace, convs: list[Conversation], direct: Di
             idle0 = procstat.snapshot(pids)
             time.sleep(5.0)
             idle = sum(procstat.delta(idle0, procstat.snapshot(pids)).values()) / 5.0
-            counts0 = asr_counters(stack)
-            streams, wall, cpu = asyncio.run(run_level(n, convs, url, None, 0.0, True, pids))
-            counts = {k: v - counts0.get(k, 0.0) for k, v in asr_counters(stack).items()}
-            lv = summarise(label, streams, wall, cpu, direct.whole_by_seed, endpointing_s, args.p95, args.wer_margin)
-        res[f"{label}_cpu_per_audio_s"] = sum(cpu.values()) / audio_s
-        res[f"{label}_by_process"] = {k: round(v / audio_s, 4) for k, v in sorted(cpu.items())}
-        res[f"{label}_idle_cores"] = idle
-        res[f"{label}_wer"] = lv.wer
-        res[f"{label}_first_pass_wer"] = lv.first_pass_wer
-        res[f"{label}_revisions"] = lv.revisions
-        res[f"{label}_finals"] = lv.finals
-        res[f"{label}_final_p50_ms"] = round(lv.p(50) * 1000)
-        res[f"{label}_asr_counters"] = {k: v for k, v in sorted(counts.items()) if v}
-        print(f"  overhead {label}: {res[f'{label}_cpu_per_audio_s']:.3f} CPU-s per audio-s "
-              f"(idle stack {idle:.3f} cores), final p50 {res[f'{label}_final_p50_ms']} ms; "
-              f"ASR counters {res[f'{label}_asr_counters']}", flush=True)
+            for n in levels:
+                r, audio_s = res[n], res[n]["audio_s"]
+                counts0 = asr_counters(stack)
+                streams, wall, cpu = asyncio.run(run_level(n, convs, url, None, 0.0, True, pids))
+                counts = {k: v - counts0.get(k, 0.0) for k, v in asr_counters(stack).items()}
+                lv = summarise(label, streams, wall, cpu, direct.whole_by_seed, endpointing_s, args.p95,
+                               args.wer_margin)
+                r[f"{label}_cpu_per_audio_s"] = sum(cpu.values()) / audio_s
+                r[f"{label}_by_process"] = {k: round(v / audio_s, 4) for k, v in sorted(cpu.items())}
+                r[f"{label}_idle_cores"] = idle
+                r[f"{label}_wer"] = lv.wer
+                r[f"{label}_first_pass_wer"] = lv.first_pass_wer
+                r[f"{label}_revisions"] = lv.revisions
+                r[f"{label}_finals"] = lv.finals
+                r[f"{label}_final_p50_ms"] = round(lv.p(50) * 1000)
+                r[f"{label}_asr_counters"] = {k: v for k, v in sorted(counts.items()) if v}
+                print(f"  overhead {label} at {n} streams: {r[f'{label}_cpu_per_audio_s']:.3f} CPU-s per audio-s "
+                      f"(idle stack {idle:.3f} cores), final p50 {r[f'{label}_final_p50_ms']} ms; "
+                      f"ASR counters {r[f'{label}_asr_counters']}", flush=True)
     # The baseline is timed before the stacks and again after them; the ratios use the mean.
-    again = direct_cut_cpu_again(list({c.name: c for c in picked}.values()), settings)
-    before = sum(direct.cut_cpu_s[c.name] for c in picked) / audio_s
-    after = sum(again[c.name] for c in picked) / audio_s
-    direct_cut = (before + after) / 2
-    res["direct_cut_cpu_per_audio_s_before"] = before
-    res["direct_cut_cpu_per_audio_s_after"] = after
-    res["direct_cut_cpu_per_audio_s"] = direct_cut
-    res["ratio_no_speculation_vs_direct_cut"] = res["no_speculation_cpu_per_audio_s"] / direct_cut
-    res["ratio_vs_direct_cut"] = res["finals_only_cpu_per_audio_s"] / direct_cut
-    res["speculation_cpu_per_audio_s"] = res["finals_only_cpu_per_audio_s"] - res["no_speculation_cpu_per_audio_s"]
-    res["ratio_with_revisions_vs_direct_cut"] = res["with_revisions_cpu_per_audio_s"] / direct_cut
-    res["revisions_cpu_per_audio_s"] = res["with_revisions_cpu_per_audio_s"] - res["finals_only_cpu_per_audio_s"]
-    res["partials_cpu_per_audio_s"] = res["with_partials_cpu_per_audio_s"] - res["with_revisions_cpu_per_audio_s"]
-    return res
-
+    distinct = list({c.name: c for c in convs[:max(levels)]}.values())
+    again = direct_cut_cpu_again(distinct, settings)
+    for n, r in res.items():
+        picked = [convs[i % len(convs)] for i in range(n)]
+        before = sum(direct.cut_cpu_s[c.name] for c in picked) / r["audio_s"]
+        after = sum(again[c.name] for c in picked) / r["audio_s"]
+        direct_cut = (before + after) / 2
+        r["direct_cut_cpu_per_audio_s_before"] = before
+        r["direct_cut_cpu_per_audio_s_after"] = after
+        r["direct_cut_cpu_per_audio_s"] = direct_cut
+        r["ratio_no_speculation_vs_direct_cut"] = r["no_speculation_cpu_per_audio_s"] / direct_cut
+        r["ratio_vs_direct_cut"] = r["finals_only_cpu_per_audio_s"] / direct_cut
+        r["speculation_cpu_per_audio_s"] = r["finals_only_cpu_per_audio_s"] - r["no_speculation_cpu_per_audio_s"]
+        r["ratio_with_revisions_vs_direct_cut"] = r["with_revisions_cpu_per_audio_s"] / direct_cut
+        r["revisions_cpu_per_audio_s"] = r["with_revisions_cpu_per_audio_s"] - r["finals_only_cpu_per_audio_s"]
+        r["partials_cpu_per_audio_s"] = r["with_partials_cpu_per_audio_s"] - r["with_revisions_cpu_per_audio_s"]
+    return {str(n): r for n, r in res.items()}
 
 if __name__ == "__main__":
     sys.exit(main())
