@@ -861,10 +861,9 @@ def run_overhead(args: argparse.Namespace, convs: list[Conversation], direct: Di
     """Each overhead stack once, running every level of ``args.overhead_levels`` in turn; the
     results by stream count."""
     levels: list[int] = args.overhead_levels
-    res: dict[int, dict[str, Any]] = {}
-    for n in levels:
-        picked = [convs[i % len(convs)] for i in range(n)]
-        res[n] = {"streams": n, "audio_s": sum(c.duration_s for c in picked)}
+    picked = {n: [convs[i % len(convs)] for i in range(n)] for n in levels}  # what run_level streams
+    res: dict[int, dict[str, Any]] = {n: {"streams": n, "audio_s": sum(c.duration_s for c in picked[n])}
+                                      for n in levels}
     for label, extra in OVERHEAD_RUNS:
         with our_stack("default", {**env, **extra}, log, tmp) as (stack, pids, _):
             url = f"ws://127.0.0.1:{stack.port}/v1/stream"
@@ -895,9 +894,8 @@ def run_overhead(args: argparse.Namespace, convs: list[Conversation], direct: Di
     distinct = list({c.name: c for c in convs[:max(levels)]}.values())
     again = direct_cut_cpu_again(distinct, settings)
     for n, r in res.items():
-        picked = [convs[i % len(convs)] for i in range(n)]
-        before = sum(direct.cut_cpu_s[c.name] for c in picked) / r["audio_s"]
-        after = sum(again[c.name] for c in picked) / r["audio_s"]
+        before = sum(direct.cut_cpu_s[c.name] for c in picked[n]) / r["audio_s"]
+        after = sum(again[c.name] for c in picked[n]) / r["audio_s"]
         direct_cut = (before + after) / 2
         r["direct_cut_cpu_per_audio_s_before"] = before
         r["direct_cut_cpu_per_audio_s_after"] = after
@@ -909,6 +907,7 @@ def run_overhead(args: argparse.Namespace, convs: list[Conversation], direct: Di
         r["revisions_cpu_per_audio_s"] = r["with_revisions_cpu_per_audio_s"] - r["finals_only_cpu_per_audio_s"]
         r["partials_cpu_per_audio_s"] = r["with_partials_cpu_per_audio_s"] - r["with_revisions_cpu_per_audio_s"]
     return {str(n): r for n, r in res.items()}
+
 
 if __name__ == "__main__":
     sys.exit(main())

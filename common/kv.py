@@ -18,6 +18,11 @@ from nats.js.kv import KeyValue
 log = logging.getLogger(__name__)
 
 
+def stream_of(bucket: str) -> str:
+    """The JetStream stream that holds a KV bucket."""
+    return f"KV_{bucket}"
+
+
 async def ensure_bucket(js: JetStreamContext, name: str, ttl: float, replicas: int | None, *,
                         memory: bool = False) -> KeyValue:
     """``memory``: a cache kept in memory (lost when a lone nats-server restarts)."""
@@ -32,7 +37,7 @@ async def ensure_bucket(js: JetStreamContext, name: str, ttl: float, replicas: i
                                                         storage=storage))
     except BadRequestError:
         # Exists with another config: keep everything, change the replica count in place.
-        stream = f"KV_{name}"
+        stream = stream_of(name)
         info = await js.stream_info(stream)
         log.info("KV bucket %s has %s replica(s): updating to %d", name, info.config.num_replicas, replicas)
         await js.update_stream(info.config.evolve(num_replicas=replicas))

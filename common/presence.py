@@ -21,7 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from common import subjects
-from common.kv import ensure_bucket
+from common.kv import ensure_bucket, stream_of
 from common.messages import WorkerHeartbeat, encode
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,7 @@ async def bucket(js: JetStreamContext, replicas: int | None = None) -> KeyValue:
     return await ensure_bucket(js, subjects.WORKERS_BUCKET, HEARTBEAT_TTL_S, replicas)
 
 
-def _stream() -> str:
-    return f"KV_{subjects.WORKERS_BUCKET}"
+STREAM = stream_of(subjects.WORKERS_BUCKET)
 
 
 def _subject(key: str) -> str:
@@ -57,7 +56,7 @@ async def heartbeat(kv: KeyValue, js: JetStreamContext, role: str, worker_id: st
             await asyncio.sleep(HEARTBEAT_INTERVAL_S)
     finally:
         try:
-            await asyncio.wait_for(asyncio.shield(js.purge_stream(_stream(), subject=_subject(key))), 1.0)
+            await asyncio.wait_for(asyncio.shield(js.purge_stream(STREAM, subject=_subject(key))), 1.0)
         except Exception as exc:
             log.debug("could not remove heartbeat %s: %s", key, exc)
 
@@ -65,7 +64,7 @@ async def heartbeat(kv: KeyValue, js: JetStreamContext, role: str, worker_id: st
 async def live_workers(js: JetStreamContext) -> dict[str, list[str]]:
     """Live worker ids by role: the bucket's keys, from one stream-info request."""
     prefix = _subject("")
-    info = await js.stream_info(_stream(), subjects_filter=prefix + ">")
+    info = await js.stream_info(STREAM, subjects_filter=prefix + ">")
     out: dict[str, list[str]] = {}
     for subject in sorted(info.state.subjects or {}):
         role, _, worker_id = subject.removeprefix(prefix).partition(".")
