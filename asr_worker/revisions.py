@@ -1,9 +1,15 @@
-"""Which finals are revised, and when: the ASR worker's revision policy, without I/O.
+"""Which finals are revised or carried, and when: the ASR worker's revision policy, without I/O.
 
 After publishing final n, a worker may decode final n-1 again with n's audio after it
-(`Transcriber.revise`). `why_not_revise` decides whether n-1 is worth it; when another worker is
-still decoding n-1, the worker waits for n-1 to be stored (at most ``revision_max_lag_ms``) and
-asks `predecessor_gate` then.
+(`Transcriber.revise`). `why_not_revise` decides whether n-1 is worth it. When another worker is
+still decoding n-1, final n waits for n-1 to be stored (at most ``revision_max_lag_ms``) before it
+is published: the edge hands finals to the client in index order, so n could not reach the client
+earlier anyway, and the decision is made with n-1 known.
+
+A final n-1 that decoded to nothing on its own has no ``seq`` the client could see revised. Whole-
+file decoding hears such audio (a noisy first sentence, a word too short to stand alone) with what
+follows it, and often gets its words. So when n-1 is stored without text, final n is decoded again
+with n-1's audio in front of its own (`carries_previous`), and its text holds the words of both.
 
 The decode does not run in the final's slot right away: it waits in a `RevisionQueue`, which the
 worker's fetch loop serves when a slot is free and no final (or final decoded ahead) waits, before
@@ -26,10 +32,10 @@ def why_not_revise(job: AsrJob, last: Transcript | None, stored_index: int, sett
     """Why final ``job`` does not revise the final before it now ("" if it does), given the index
     of the session's latest stored final (``stored_index``, 0 if none) and that final (``last``,
     None if it failed): the predecessor is not stored yet, another worker still decoding it
-    ("unstored": the worker waits for it, `predecessor_gate`); a later final is stored, as when a
+    ("unstored": asked again once the worker has waited for it); a later final is stored, as when a
     job is delivered again, or the predecessor failed ("no_previous"); or `predecessor_gate` says no."""
     previous = job.final_index - 1
-    if stored_index < previous:
+    if stored_index < previous:  # after waiting revision_max_lag_ms for it
         return "unstored"
     if stored_index > previous or last is None:
         return "no_previous"
@@ -38,14 +44,28 @@ def why_not_revise(job: AsrJob, last: Transcript | None, stored_index: int, sett
 
 def predecessor_gate(last: Transcript, settings: Settings) -> str:
     """Why the stored final ``last`` is not worth a revision ("" if it is): it has no text, so no
-    seq to revise ("no_previous"); the decoder was sure of it (its ``avg_logprob`` is not below
-    ``revision_max_logprob``; "sure")."""
+    seq to revise ("no_previous"); it carries its own predecessor's words, which a revision (of its
+    own audio only) would drop ("carried"); the decoder was sure of it (its ``avg_logprob`` is not
+    below ``revision_max_logprob``; "sure")."""
     bound = settings.revision_max_logprob
     if not last.text:
         return "no_previous"
+    if last.carried_s > 0:
+        return "carried"
     if bound < 0 and last.avg_logprob >= bound:
         return "sure"
     return ""
+
+
+def carries_previous(job: AsrJob, last: Transcript | None, stored_index: int, heard: str,
+                     settings: Settings) -> bool:
+    """Whether final ``job``, which alone was heard as ``heard``, is decoded again with its
+    predecessor's audio (``job.previous_audio``) in front: `carry_empty_finals` is on, the
+    predecessor is stored (``last``, index ``stored_index``) and has no text, and this final has
+    words. A final without words of its own is not decoded again: two utterances the decoder found
+    empty are mostly noise, and a second decode of every noise blip would double its cost."""
+    return (settings.carry_empty_finals and job.is_final and bool(job.previous_audio) and bool(heard)
+            and stored_index == job.final_index - 1 and last is not None and not last.text)
 
 
 @dataclass(frozen=True, slots=True)

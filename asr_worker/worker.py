@@ -6,7 +6,8 @@ in the RESULTS stream: a worker killed mid-job loses nothing, JetStream redelive
 Partials come from a latest-only queue, are skipped when stale, and go out on core NATS.
 After publishing a final, the worker queues a decode of the previous final together with it
 (`asr_worker.revisions`), served when no final waits, and publishes a `Revision` of that final
-(best effort, core NATS).
+(best effort, core NATS). A final whose predecessor had no words alone is decoded again with that
+audio in front before it is published (`revisions.carries_previous`).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from nats.js.errors import NotFoundError
 from asr_worker import speculation
 from asr_worker.hallucinations import normalise
 from asr_worker.prompt import next_prompt
-from asr_worker.revisions import PendingRevision, RevisionQueue, predecessor_gate, why_not_revise
-from asr_worker.transcriber import RecognisedWord, Recognition, Transcriber, TranscriberOptions
+from asr_worker.revisions import PendingRevision, RevisionQueue, carries_previous, why_not_revise
+from asr_worker.transcriber import SAMPLE_RATE, RecognisedWord, Recognition, Transcriber, TranscriberOptions
 from common import bus, health, metrics, presence, stream_usage, streams, subjects, tasks
 from common.messages import (
     AsrJob,
@@ -64,7 +65,7 @@ PARTIAL_POLL_S = 0.02
 PARK_S = 2.0
 RETRY_DELAY_S = 1.0  # a failed final's next try (nak delay)
 RETRY_SLACK_S = 0.1  # looked for this long after it is due
-PREDECESSOR_POLL_S = 0.1  # a final published before its predecessor looks for it this often
+PREDECESSOR_POLL_S = 0.1  # a final decoded before its predecessor was stored looks for it this often
 IN_PROGRESS_EVERY_S = 3.0  # well inside the final consumer's ack_wait (common.streams)
 
 
@@ -245,13 +246,25 @@ class AsrWorker:
             last, stored_index, last_seq = await self._last_final(job.session_id) if like_final and (
                 self.settings.context_chars or wants_revision) else (None, 0, 0)
             prompt = last.context if last is not None and self.settings.context_chars else ""
+            rec, decoded = await self._recognise(job, prompt, slot)
+            carried_s = 0.0
+            if wants_revision:
+                if stored_index < job.final_index - 1:
+                    # Another worker is still decoding the predecessor (typically a slow noisy one).
+                    # The edge hands finals over in index order, so this one waits for it at no cost
+                    # to the client, without a slot, and is published knowing it.
+                    slot.release()
+                    last, stored_index = await self._stored_predecessor(job, last_seq, last, stored_index)
+                    if last is not None and self.settings.context_chars:
+                        prompt = last.context
+                if carries_previous(job, last, stored_index, rec.text, self.settings):
+                    assert last is not None
+                    await slot.take()
+                    rec, carried_s = await self._carry(job, last, rec)
             skipped = why_not_revise(job, last, stored_index, self.settings) if wants_revision else "off"
-            # The predecessor is still being decoded elsewhere: wait for it after publishing this one.
-            awaits_previous = skipped == "unstored" and job.reason != "end"
-            revising = not skipped or awaits_previous
+            revising = not skipped
             if wants_revision and not revising:
                 self._not_revised(job, skipped)
-            rec, decoded = await self._recognise(job, prompt, slot)
             if revising and job.reason == "end":
                 # The session's last final: the edge ends the session once it is delivered, so the
                 # revision of the final before it goes first, in this slot, unless a final waits.
@@ -263,7 +276,7 @@ class AsrWorker:
                 else:
                     await self._run_revision(pending)
                 revising = False
-            await self._publish(job, rec, prompt, revising=revising)
+            await self._publish(job, rec, prompt, revising=revising, carried=(last, carried_s))
         except Exception:
             self.counts["failed"] += 1
             metrics.ASR_JOBS.labels(kind, "failed").inc()
@@ -297,9 +310,7 @@ class AsrWorker:
                      "" if decoded else " (decoded ahead)", len(rec.text), extra={"session_id": job.session_id})
             log.log(text_level, "session %s final %d text: %r", job.session_id, job.final_index, rec.text,
                     extra={"session_id": job.session_id})
-            if revising and awaits_previous:
-                self._spawn_owned(self._revise_when_stored(job, last_seq), "revision-predecessor")
-            elif revising:
+            if revising:
                 assert last is not None
                 self._queue_revision(PendingRevision(last, job.previous_audio, job.audio, time.monotonic()))
 
@@ -308,11 +319,12 @@ class AsrWorker:
         log.info("session %s final %d revision: %s", job.session_id, job.final_index - 1, skipped,
                  extra={"session_id": job.session_id})
 
-    async def _revise_when_stored(self, job: AsrJob, after_seq: int) -> None:
-        """Final ``job`` was published before its predecessor was stored (another worker is still
-        decoding it): reads the session's finals stored after sequence ``after_seq`` until the
-        predecessor is there, at most ``revision_max_lag_ms``, then queues its revision (or
-        publishes why not: the edge waits for an outcome that final ``job`` announced)."""
+    async def _stored_predecessor(self, job: AsrJob, after_seq: int, last: Transcript | None,
+                                  stored_index: int) -> tuple[Transcript | None, int]:
+        """Final ``job``'s predecessor, still being decoded elsewhere when ``job`` was fetched: reads
+        the session's finals stored after sequence ``after_seq`` until it is there, at most
+        ``revision_max_lag_ms``. Returns it (None if it failed for good) and its index, or
+        ``last`` and ``stored_index`` unchanged if it did not come in time."""
         assert self.js is not None
         index, subject = job.final_index - 1, subjects.result_final(job.session_id)
         deadline = time.monotonic() + self.settings.revision_max_lag_ms / 1000
@@ -333,17 +345,31 @@ class AsrWorker:
                 stored = result_decoder.decode(raw.data or b"")
             except msgspec.DecodeError:
                 continue
-            if not isinstance(stored, (Transcript, TranscriptionFailed)) or stored.final_index != index:
-                continue
-            if isinstance(stored, TranscriptionFailed):  # it failed for good: nothing to revise
-                break
-            pending = PendingRevision(stored, job.previous_audio, job.audio, time.monotonic())
-            if skipped := predecessor_gate(stored, self.settings):
-                await self._publish_revision(pending, skipped, None)
-            else:
-                self._queue_revision(pending)
-            return
-        await self._publish_outcome(job.session_id, index, "no_previous")
+            if isinstance(stored, (Transcript, TranscriptionFailed)) and stored.final_index == index:
+                return (stored if isinstance(stored, Transcript) else None), index
+        return last, stored_index
+
+    async def _carry(self, job: AsrJob, last: Transcript, alone: Recognition) -> tuple[Recognition, float]:
+        """Final ``job`` decoded again with the audio of its predecessor ``last`` (which had no
+        words alone) in front, with the prompt ``last`` left; and the seconds of audio put in front
+        (0.0 if the pair came out empty: then ``alone`` stands)."""
+        prompt = last.context if self.settings.context_chars else ""
+        metrics.ASR_BUSY.inc()
+        try:
+            rec = await asyncio.get_running_loop().run_in_executor(
+                self.executor, lambda: self.transcriber.transcribe(job.previous_audio + job.audio, is_final=True,
+                                                                   prompt=prompt))
+        finally:
+            metrics.ASR_BUSY.dec()
+        metrics.ASR_INFERENCE.labels("carry").observe(rec.inference_s)
+        metrics.ASR_AUDIO_SECONDS.labels("carry").inc(rec.audio_s)
+        metrics.ASR_JOBS.labels("carry", "ok" if rec.text else "empty").inc()
+        log.info("session %s final %d: decoded again with final %d's audio in front (%s)", job.session_id,
+                 job.final_index, last.final_index, "words" if rec.text else "empty",
+                 extra={"session_id": job.session_id})
+        if not rec.text:
+            return alone, 0.0
+        return rec, len(job.previous_audio) // 2 / SAMPLE_RATE
 
     def _queue_revision(self, pending: PendingRevision) -> None:
         """Queues a revision for the next free slot that no final wants (the fetch loop's doorbell
@@ -417,12 +443,6 @@ class AsrWorker:
             text_level = logging.INFO if self.settings.log_transcripts else logging.DEBUG
             log.log(text_level, "session %s final %d revised: %r", last.session_id, last.final_index, rec.text,
                     extra={"session_id": last.session_id})
-
-    async def _publish_outcome(self, session_id: str, final_index: int, outcome: str) -> None:
-        """An empty `Revision` of a final this worker never had (the edge only needs its index)."""
-        revision = Revision(session_id=session_id, utterance_id="", final_index=final_index, text="", start_s=0.0,
-                            end_s=0.0, published_at=time.time())
-        await self._send_revision(revision, outcome)
 
     async def _send_revision(self, revision: Revision, outcome: str) -> bool:
         metrics.ASR_JOBS.labels("revision", outcome).inc()
@@ -519,17 +539,26 @@ class AsrWorker:
         log.error("session %s final %d failed %d times: stored as failed", job.session_id, job.final_index,
                   FINAL_MAX_DELIVER, extra={"session_id": job.session_id})
 
-    async def _publish(self, job: AsrJob, rec: Recognition, prompt: str, *, revising: bool = False) -> None:
+    async def _publish(self, job: AsrJob, rec: Recognition, prompt: str, *, revising: bool = False,
+                       carried: tuple[Transcript | None, float] = (None, 0.0)) -> None:
+        """Publishes ``rec`` as the job's transcript. ``carried``: the predecessor and the seconds
+        of its audio decoded in front of the job's (`_carry`), if any."""
         assert self.nc is not None and self.js is not None
         context = next_prompt(prompt, rec.text, self.settings.context_chars) if job.is_final else ""
+        before, carried_s = carried
+        start_s = before.start_s if before is not None and carried_s else job.start_s
+
+        def session_time(t: float) -> float:  # the decoded audio skips the pause between the two
+            return start_s + t if t < carried_s else job.start_s + t - carried_s
+
         result = Transcript(
             session_id=job.session_id, utterance_id=job.utterance_id, is_final=job.is_final,
-            text=rec.text, start_s=job.start_s, end_s=job.end_s, final_index=job.final_index,
+            text=rec.text, start_s=start_s, end_s=job.end_s, final_index=job.final_index,
             context=context, worker_id=self.worker_id, inference_s=rec.inference_s,
             speech_end_at=job.speech_end_at, published_at=time.time(),
-            words=tuple(Word(w.word, job.start_s + w.start_s, job.start_s + w.end_s, w.probability)
+            words=tuple(Word(w.word, session_time(w.start_s), session_time(w.end_s), w.probability)
                         for w in rec.words),
-            revising=revising, avg_logprob=rec.avg_logprob if job.is_final else 0.0,
+            revising=revising, avg_logprob=rec.avg_logprob if job.is_final else 0.0, carried_s=carried_s,
         )
         if job.is_final:
             msg_id = subjects.final_result_id(job.session_id, job.final_index)

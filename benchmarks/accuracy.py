@@ -306,8 +306,8 @@ def report(clips: list[Clip], direct: dict[str, Direct], runs: list[dict[str, St
 SHOWN_SETTINGS = ("model", "compute_type", "beam_size", "cpu_threads", "asr_concurrency", "endpointing_ms",
                   "long_endpointing_ms", "long_utterance_seconds", "soft_utterance_seconds",
                   "max_utterance_seconds", "partial_interval_ms", "vad_aggressiveness", "context_chars",
-                  "acoustic_context_seconds", "acoustic_context_max_snr_db", "revise_finals", "revision_max_logprob",
-                  "revision_max_lag_ms")
+                  "acoustic_context_seconds", "acoustic_context_max_snr_db", "revise_finals", "carry_empty_finals",
+                  "revision_max_logprob", "revision_max_lag_ms")
 
 
 def _commit() -> str:

@@ -85,6 +85,10 @@ class Transcript(_Msg, frozen=True, tag="transcript"):
     words: tuple[Word, ...] = ()  # finals with word_timestamps on: each word's times and confidence
     revising: bool = False  # finals: a `Revision` of final_index - 1 follows (changed or not)
     avg_logprob: float = 0.0  # finals: Recognition.avg_logprob, how sure the decoder was (gates revisions)
+    # Finals: seconds of the previous final's audio decoded in front of this one's, because that final
+    # had no words alone (asr_worker.revisions.carries_previous): ``text`` holds the words of both and
+    # ``start_s`` is the previous final's start. Such a final is not revised (it would lose them).
+    carried_s: float = 0.0
 
 
 class Revision(_Msg, frozen=True, tag="revision"):

@@ -220,6 +220,9 @@ class Settings:
     revise_finals: bool = True
     """After each final, the final before it is decoded again in one window with it and, if its words
     changed, sent to the client as a `revision` (best effort; a second decode of each unsure final)."""
+    carry_empty_finals: bool = True
+    """With `revise_finals`: a final whose predecessor decoded to nothing alone is decoded again with
+    that audio in front, so its words reach the client in this final (only when this one has words)."""
     revision_max_logprob: float = -0.2
     """Only finals the decoder was unsure of are revised: those whose least sure sentence's mean token
     log-probability is below this (0 = every final). -0.2 skipped 40 % of revisions at the same WER."""

@@ -81,58 +81,75 @@ async def test_a_final_goes_before_queued_revisions_and_a_late_one_is_given_up(n
     assert len(worker.revisions) == 0
 
 
-async def test_a_final_published_before_its_predecessor_revises_it_once_it_is_stored(
+async def test_a_final_decoded_before_its_predecessor_was_stored_waits_for_it_then_revises_or_carries_it(
     nats_server: NatsServer,
 ) -> None:
     """Final 3 is decoded while final 2 is still being decoded elsewhere (here: not stored until
-    the test stores it): final 3 announces the revision, the worker waits for final 2 to be stored
-    and then revises it. A predecessor that never comes gets an empty outcome after
-    ``revision_max_lag_ms``, so an edge ending the session does not wait for it."""
+    the test stores it). Final 3 is published only once final 2 is stored: it then announces and
+    runs the revision of a final 2 with words, and carries the audio of a final 2 without words
+    (its text holds both utterances, from final 2's start). A predecessor that never comes lets
+    final 3 go out after ``revision_max_lag_ms``, announcing nothing."""
     settings = replace(Settings(), nats_url=nats_server.url, asr_http_port=0, worker_id="asr1", asr_concurrency=1,
-                       speculative_finals=False, revision_max_lag_ms=4000)
+                       speculative_finals=False, revision_max_lag_ms=6000)
     pcm = pcm_of("three_utterances.wav")
     one, two = int(3.7 * BYTES_PER_S), int(8.0 * BYTES_PER_S)
     second, rest = pcm[one:two], pcm[two:]
     worker = AsrWorker(settings, Transcriber(transcriber_options(settings)))
     nc = await nats.connect(nats_server.url)
-    seen: dict[str, list[Transcript | Revision]] = {}
+    seen: dict[str, list[tuple[float, Transcript | Revision]]] = {}
     arrived = asyncio.Event()
 
     async def note(msg: Msg) -> None:
         result = result_decoder.decode(msg.data)
         assert isinstance(result, (Transcript, Revision))
-        seen.setdefault(msg.subject, []).append(result)
+        seen.setdefault(msg.subject, []).append((time.monotonic(), result))
         arrived.set()
 
-    async def next_on(subject: str, count: int) -> list[Transcript | Revision]:
+    async def next_on(subject: str, count: int) -> list[tuple[float, Transcript | Revision]]:
         while len(seen.get(subject, [])) < count:
             arrived.clear()
             await asyncio.wait_for(arrived.wait(), 60)
         return seen[subject]
 
+    def final_two(sid: str, text: str) -> Transcript:
+        return Transcript(session_id=sid, utterance_id="u2", is_final=True, text=text, start_s=3.7, end_s=8.0,
+                          final_index=2, avg_logprob=-1.0 if text else 0.0, context="Please call me back.")
+
+    sessions = ("waitsforits2", "empty2", "never2comes")
     stop = asyncio.Event()
     jnc, js = await bus.connect_jetstream(settings, "test")
     run = asyncio.create_task(worker.run(stop))
     try:
         await nc.subscribe("results.>", cb=note)
-        for sid in ("waitsforits2", "never2comes"):
+        for sid in sessions:
             job = AsrJob(session_id=sid, utterance_id="u3", is_final=True, audio=rest, start_s=8.0,
                          end_s=13.0, final_index=3, previous_audio=second, created_at=time.time())
             await js.publish(subjects.FINAL_JOBS, encode(job))
-        finals = [*await next_on(subjects.result_final("waitsforits2"), 1),
-                  *await next_on(subjects.result_final("never2comes"), 1)]
-        assert all(isinstance(f, Transcript) and f.revising for f in finals), finals
-        # The other worker stores final 2 of the first session only.
-        two_stored = Transcript(session_id="waitsforits2", utterance_id="u2", is_final=True, text="wrong words",
-                                start_s=3.7, end_s=8.0, final_index=2, avg_logprob=-1.0)
-        await js.publish(subjects.result_final("waitsforits2"), encode(two_stored))
-        revised = (await next_on(subjects.result_revision("waitsforits2"), 1))[0]
-        given_up = (await next_on(subjects.result_revision("never2comes"), 1))[0]
+        await asyncio.sleep(4.0)  # time enough to decode all three (about 0.5 s each here)
+        assert not seen, seen  # each waits for its final 2
+        # The other worker stores final 2 of two sessions: one with words, one without.
+        stored_at = time.monotonic()
+        await js.publish(subjects.result_final("waitsforits2"), encode(final_two("waitsforits2", "wrong words")))
+        await js.publish(subjects.result_final("empty2"), encode(final_two("empty2", "")))
+        (_, announcing), = (await next_on(subjects.result_final("waitsforits2"), 2))[1:]
+        (_, revised), = await next_on(subjects.result_revision("waitsforits2"), 1)
+        (_, carrying), = (await next_on(subjects.result_final("empty2"), 2))[1:]
+        (given_up_at, alone), = await next_on(subjects.result_final("never2comes"), 1)
+        await asyncio.sleep(1.0)  # a stray revision of never2comes' final 2 would be here by now
     finally:
         stop.set()
         await asyncio.wait_for(run, 60)
         await nc.close()
         await bus.close(jnc)
+    assert isinstance(announcing, Transcript) and announcing.final_index == 3 and announcing.revising
+    assert wer(THREE_UTTERANCES[2], announcing.text) <= 0.3, announcing.text
     assert isinstance(revised, Revision) and revised.final_index == 2 and revised.utterance_id == "u2"
     assert wer(THREE_UTTERANCES[1], revised.text) <= 0.3, revised.text
-    assert isinstance(given_up, Revision) and given_up.final_index == 2 and given_up.text == ""
+    assert isinstance(carrying, Transcript) and carrying.final_index == 3 and not carrying.revising
+    assert wer(f"{THREE_UTTERANCES[1]} {THREE_UTTERANCES[2]}", carrying.text) <= 0.3, carrying.text
+    assert carrying.start_s == 3.7 and carrying.end_s == 13.0
+    assert carrying.carried_s == pytest.approx(len(second) / BYTES_PER_S)
+    assert isinstance(alone, Transcript) and not alone.revising and alone.carried_s == 0.0
+    assert wer(THREE_UTTERANCES[2], alone.text) <= 0.3, alone.text
+    assert given_up_at - stored_at >= 1.0  # published after waiting revision_max_lag_ms (6 s), not at once
+    assert subjects.result_revision("never2comes") not in seen
