@@ -65,7 +65,9 @@ PARTIAL_POLL_S = 0.02
 PARK_S = 2.0
 RETRY_DELAY_S = 1.0  # a failed final's next try (nak delay)
 RETRY_SLACK_S = 0.1  # looked for this long after it is due
-PREDECESSOR_POLL_S = 0.1  # a final decoded before its predecessor was stored looks for it this often
+# A final decoded before its predecessor was stored looks for it whenever a final of its session is
+# published (a subscription rings), and at least this often.
+PREDECESSOR_POLL_S = 0.5
 IN_PROGRESS_EVERY_S = 3.0  # well inside the final consumer's ack_wait (common.streams)
 
 
@@ -323,30 +325,41 @@ class AsrWorker:
                                   stored_index: int) -> tuple[Transcript | None, int]:
         """Final ``job``'s predecessor, still being decoded elsewhere when ``job`` was fetched: reads
         the session's finals stored after sequence ``after_seq`` until it is there, at most
-        ``revision_max_lag_ms``. Returns it (None if it failed for good) and its index, or
-        ``last`` and ``stored_index`` unchanged if it did not come in time."""
-        assert self.js is not None
+        ``revision_max_lag_ms``, looking again whenever a final of the session is published (a
+        subscription wakes it) or ``PREDECESSOR_POLL_S`` passed. Returns it (None if it failed for
+        good) and its index, or ``last`` and ``stored_index`` unchanged if it did not come in time."""
+        assert self.js is not None and self.nc is not None
         index, subject = job.final_index - 1, subjects.result_final(job.session_id)
-        deadline = time.monotonic() + self.settings.revision_max_lag_ms / 1000
+        waited = time.monotonic()
+        deadline = waited + self.settings.revision_max_lag_ms / 1000
         seq = after_seq + 1
-        while time.monotonic() < deadline:
-            try:
-                raw = await self.js.get_msg(subjects.RESULTS_STREAM, seq=seq, subject=subject, next=True,
-                                            direct=True)
-            except NotFoundError:  # not stored yet
-                await asyncio.sleep(PREDECESSOR_POLL_S)
-                continue
-            except (TimeoutError, nats.errors.Error) as exc:
-                log.debug("session %s: reading finals after %d failed: %s", job.session_id, seq, exc)
-                await asyncio.sleep(PREDECESSOR_POLL_S)
-                continue
-            seq = (raw.seq or seq) + 1
-            try:
-                stored = result_decoder.decode(raw.data or b"")
-            except msgspec.DecodeError:
-                continue
-            if isinstance(stored, (Transcript, TranscriptionFailed)) and stored.final_index == index:
-                return (stored if isinstance(stored, Transcript) else None), index
+        published = asyncio.Event()
+        sub = await self.nc.subscribe(subject, cb=bus.setter(published))  # before the first read
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                published.clear()
+                try:
+                    raw = await self.js.get_msg(subjects.RESULTS_STREAM, seq=seq, subject=subject, next=True,
+                                                direct=True)
+                except (NotFoundError, TimeoutError, nats.errors.Error) as exc:  # not stored yet, or a bus error
+                    if not isinstance(exc, NotFoundError):
+                        log.debug("session %s: reading finals after %d failed: %s", job.session_id, seq, exc)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(published.wait(), min(left, PREDECESSOR_POLL_S))
+                    continue
+                seq = (raw.seq or seq) + 1
+                try:
+                    stored = result_decoder.decode(raw.data or b"")
+                except msgspec.DecodeError:
+                    continue
+                if isinstance(stored, (Transcript, TranscriptionFailed)) and stored.final_index == index:
+                    log.info("session %s final %d waited %.0f ms for final %d to be stored", job.session_id,
+                             job.final_index, (time.monotonic() - waited) * 1000, index,
+                             extra={"session_id": job.session_id})
+                    return (stored if isinstance(stored, Transcript) else None), index
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
         return last, stored_index
 
     async def _carry(self, job: AsrJob, last: Transcript, alone: Recognition) -> tuple[Recognition, float]:
