@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from asr_worker.hallucinations import normalise
 from common.messages import AsrJob, Transcript
 from common.settings import Settings
 
@@ -66,6 +67,22 @@ def carries_previous(job: AsrJob, last: Transcript | None, stored_index: int, he
     empty are mostly noise, and a second decode of every noise blip would double its cost."""
     return (settings.carry_empty_finals and job.is_final and bool(job.previous_audio) and bool(heard)
             and stored_index == job.final_index - 1 and last is not None and not last.text)
+
+
+def revision_outcome(old: str, new: str) -> str:
+    """What a revision that decoded ``new`` does to a final that reads ``old``: "ok" (replace it),
+    "same" (the same words), "empty" (nothing decoded), or "shorter": ``new`` is ``old`` without
+    its last words. That is not a correction: the revision keeps the words whose middle lies in the
+    final's audio, and Whisper stretches a sentence's last word over the pause after it (in every
+    such case on the accuracy corpus, 5 in 4 runs, the dropped word was right)."""
+    if not new:
+        return "empty"
+    before, after = normalise(old).split(), normalise(new).split()
+    if after == before:
+        return "same"
+    if len(after) < len(before) and before[: len(after)] == after:
+        return "shorter"
+    return "ok"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,9 +28,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from asr_worker import speculation
-from asr_worker.hallucinations import normalise
 from asr_worker.prompt import next_prompt
-from asr_worker.revisions import PendingRevision, RevisionQueue, carries_previous, why_not_revise
+from asr_worker.revisions import PendingRevision, RevisionQueue, carries_previous, revision_outcome, why_not_revise
 from asr_worker.transcriber import SAMPLE_RATE, RecognisedWord, Recognition, Transcriber, TranscriberOptions
 from common import bus, health, metrics, presence, stream_usage, streams, subjects, tasks
 from common.messages import (
@@ -434,9 +433,8 @@ class AsrWorker:
             metrics.ASR_BUSY.dec()
         metrics.ASR_INFERENCE.labels("revision").observe(rec.inference_s)
         metrics.ASR_AUDIO_SECONDS.labels("revision").inc(rec.audio_s)
-        changed = bool(rec.text) and normalise(rec.text) != normalise(last.text)
-        await self._publish_revision(pending, "ok" if changed else "empty" if not rec.text else "same",
-                                     rec if changed else None)
+        outcome = revision_outcome(last.text, rec.text)
+        await self._publish_revision(pending, outcome, rec if outcome == "ok" else None)
 
     async def _publish_revision(self, pending: PendingRevision, outcome: str, rec: Recognition | None) -> None:
         """The `Revision` of ``pending.last``: ``rec``'s text and words, or "" (no change, or no

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import msgspec
 
-from asr_worker.revisions import carries_previous, predecessor_gate, why_not_revise
+from asr_worker.revisions import carries_previous, predecessor_gate, revision_outcome, why_not_revise
 from common.messages import AsrJob, Transcript
 from common.settings import Settings
 
@@ -66,3 +66,16 @@ def test_nothing_is_carried_unless_the_predecessor_is_known_empty_and_this_final
     assert not carries_previous(no_audio, stored(text=""), 4, "heard words", SETTINGS)
     off = replace(SETTINGS, carry_empty_finals=False)
     assert not carries_previous(JOB, stored(text=""), 4, "heard words", off)
+
+
+def test_a_revision_that_only_drops_the_finals_last_words_is_not_a_correction() -> None:
+    final = "A gentle breeze carried the smell of the sea into the room."
+    assert revision_outcome(final, "A gentle breeze carried the smell of the sea into the") == "shorter"
+    assert revision_outcome(final, "a gentle breeze carried the smell of the sea") == "shorter"
+    assert revision_outcome(final, "A gentle breeze carried the smell of the sea into the room") == "same"
+    assert revision_outcome(final, "") == "empty"
+    # Different words, even fewer of them, or more words: a correction.
+    assert revision_outcome(final, "A gentle breeze carried the smell of the sea into the rooms.") == "ok"
+    assert revision_outcome(final, "Gentle breeze carried the smell of the sea into the room.") == "ok"
+    assert revision_outcome("Please end your work", "Please send your work") == "ok"
+    assert revision_outcome("into the", "into the room.") == "ok"
