@@ -32,7 +32,7 @@ PAUSE_S = (0.3, 3.0)
 LENGTH_S = (60.0, 90.0)
 NOISE_AMPLITUDE = 0.001 * 32767  # -60 dBFS white noise, as tests/data/make_speech.sh
 _SILENCE = 150  # |sample| below this counts as the synthesiser's silence when trimming
-_VERSION = 1  # bump when the way conversations are made changes
+_VERSION = 2  # bump when the way conversations are made changes (2: sox -R, repeatable dither)
 
 SENTENCES = (
     "Good morning, did you get a chance to look at the budget?",
@@ -127,7 +127,9 @@ class Conversation:
 def _speak(text: str, voice: str, wpm: int, tmp: Path) -> np.ndarray:
     raw, wav = tmp / "raw.wav", tmp / "speech.wav"
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-w", str(raw), text], check=True, timeout=60)
-    subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(wav)], check=True, timeout=60)
+    # -R: repeatable dither (sox seeds it at random otherwise: the audio differed by +-2 LSB from
+    # one cache to the next, enough to move the benchmark's WER).
+    subprocess.run(["sox", "-R", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(wav)], check=True, timeout=60)
     samples = np.frombuffer(read_wav(wav), dtype="<i2").astype(np.float64)
     loud = np.flatnonzero(np.abs(samples) > _SILENCE)
     if len(loud) == 0:

@@ -44,7 +44,7 @@ import numpy as np
 RATE = 16_000
 PHONE_RATE = 8_000
 SENTENCES = Path(__file__).with_name("sentences.txt")
-DEFAULT_CACHE = Path.home() / ".cache" / "realtime-asr" / "corpus-v1"
+DEFAULT_CACHE = Path.home() / ".cache" / "realtime-asr" / "corpus-v2"  # v1: sox dithered at random
 FLOOR_DBFS = -60.0
 
 
@@ -132,7 +132,9 @@ def synthesize(voice: Voice, text: str, cache: Path) -> np.ndarray:
         raw, conv, text_file = Path(tmp, "raw.wav"), Path(tmp, "conv.wav"), Path(tmp, "text.txt")
         text_file.write_text(text + "\n", encoding="utf-8")
         subprocess.run(_tts_command(voice, text, raw, text_file), check=True, capture_output=True, timeout=120)
-        subprocess.run(["sox", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(conv)], check=True,
+        # -R: sox dithers when it resamples to 16 bits, from a random seed unless told to repeat
+        # itself; +-2 LSB were enough to move tiny.en's WER on the same sentences by a point.
+        subprocess.run(["sox", "-R", str(raw), "-r", str(RATE), "-c", "1", "-b", "16", str(conv)], check=True,
                        capture_output=True, timeout=120)
         with wave.open(str(conv), "rb") as w:
             audio = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768.0

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-say() { espeak-ng -v en-us -s 150 -w "$tmp/raw.wav" "$2"; sox "$tmp/raw.wav" -r 16000 -c 1 -b 16 "$tmp/$1.wav"; }
+say() { espeak-ng -v en-us -s 150 -w "$tmp/raw.wav" "$2"; sox -R "$tmp/raw.wav" -r 16000 -c 1 -b 16 "$tmp/$1.wav"; }
 gap() { sox -n -r 16000 -c 1 -b 16 "$tmp/$1.wav" trim 0 "$2"; }
 say a "Please call me back tomorrow morning."
 say b "We will meet at the train station at noon."
