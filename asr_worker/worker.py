@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -366,15 +366,8 @@ class AsrWorker:
         words alone) in front, with the prompt ``last`` left; and the seconds of audio put in front
         (0.0 if the pair came out empty: then ``alone`` stands)."""
         prompt = last.context if self.settings.context_chars else ""
-        metrics.ASR_BUSY.inc()
-        try:
-            rec = await asyncio.get_running_loop().run_in_executor(
-                self.executor, lambda: self.transcriber.transcribe(job.previous_audio + job.audio, is_final=True,
-                                                                   prompt=prompt))
-        finally:
-            metrics.ASR_BUSY.dec()
-        metrics.ASR_INFERENCE.labels("carry").observe(rec.inference_s)
-        metrics.ASR_AUDIO_SECONDS.labels("carry").inc(rec.audio_s)
+        rec = await self._decode("carry", lambda: self.transcriber.transcribe(
+            job.previous_audio + job.audio, is_final=True, prompt=prompt))
         metrics.ASR_JOBS.labels("carry", "ok" if rec.text else "empty").inc()
         log.info("session %s final %d: decoded again with final %d's audio in front (%s)", job.session_id,
                  job.final_index, last.final_index, "words" if rec.text else "empty",
@@ -382,6 +375,18 @@ class AsrWorker:
         if not rec.text:
             return alone, 0.0
         return rec, len(job.previous_audio) // 2 / SAMPLE_RATE
+
+    async def _decode(self, kind: str, call: Callable[[], Recognition]) -> Recognition:
+        """Runs ``call`` (a decode beside a job's own: a revision, a carry) in the executor, counted
+        as a busy slot and in the inference and audio metrics of ``kind``."""
+        metrics.ASR_BUSY.inc()
+        try:
+            rec = await asyncio.get_running_loop().run_in_executor(self.executor, call)
+        finally:
+            metrics.ASR_BUSY.dec()
+        metrics.ASR_INFERENCE.labels(kind).observe(rec.inference_s)
+        metrics.ASR_AUDIO_SECONDS.labels(kind).inc(rec.audio_s)
+        return rec
 
     def _queue_revision(self, pending: PendingRevision) -> None:
         """Queues a revision for the next free slot that no final wants (the fetch loop's doorbell
@@ -420,19 +425,14 @@ class AsrWorker:
         prompt it had, and publishes its `Revision`: the new text if its words changed, else ""."""
         last = pending.last
         metrics.ASR_QUEUE_WAIT.labels("revision").observe(max(0.0, time.monotonic() - pending.queued_at))
-        metrics.ASR_BUSY.inc()
         try:
-            rec = await asyncio.get_running_loop().run_in_executor(
-                self.executor, lambda: self.transcriber.revise(pending.audio, pending.following, prompt=pending.prompt))
+            rec = await self._decode("revision", lambda: self.transcriber.revise(
+                pending.audio, pending.following, prompt=pending.prompt))
         except Exception:
             log.exception("session %s final %d: revision failed", last.session_id, last.final_index,
                           extra={"session_id": last.session_id})
             await self._publish_revision(pending, "failed", None)
             return
-        finally:
-            metrics.ASR_BUSY.dec()
-        metrics.ASR_INFERENCE.labels("revision").observe(rec.inference_s)
-        metrics.ASR_AUDIO_SECONDS.labels("revision").inc(rec.audio_s)
         outcome = revision_outcome(last.text, rec.text)
         await self._publish_revision(pending, outcome, rec if outcome == "ok" else None)
 
