@@ -73,8 +73,8 @@ def revision_outcome(old: str, new: str) -> str:
     """What a revision that decoded ``new`` does to a final that reads ``old``: "ok" (replace it),
     "same" (the same words), "empty" (nothing decoded), or "shorter": ``new`` is ``old`` without
     its last words. That is not a correction: the revision keeps the words whose middle lies in the
-    final's audio, and Whisper stretches a sentence's last word over the pause after it (in every
-    such case on the accuracy corpus, 5 in 4 runs, the dropped word was right)."""
+    final's audio, and Whisper stretches a sentence's last word over the pause after it (in each
+    of the 5 such cases in the accuracy runs on record, the dropped word was right)."""
     if not new:
         return "empty"
     before, after = normalise(old).split(), normalise(new).split()
