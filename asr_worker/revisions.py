@@ -88,12 +88,14 @@ def revision_outcome(old: str, new: str) -> str:
 @dataclass(frozen=True, slots=True)
 class PendingRevision:
     """Final ``last`` (as stored) to decode again with ``following`` (the next final's audio) after
-    its own ``audio``; queued at ``queued_at`` (monotonic seconds)."""
+    its own ``audio``; queued at ``queued_at`` (monotonic seconds). ``following_text``: the next
+    final's text as published, which tells where its words begin in the revision's decode."""
 
     last: Transcript
     audio: bytes
     following: bytes
     queued_at: float
+    following_text: str = ""
 
     @property
     def session_id(self) -> str:

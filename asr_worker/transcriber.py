@@ -25,6 +25,7 @@ from asr_worker.hallucinations import (
     repeated_tail,
     speech_segments,
 )
+from asr_worker.word_split import split_index
 from common.messages import DECODE_WINDOW_S
 
 SAMPLE_RATE = 16_000
@@ -199,10 +200,12 @@ class Transcriber:
                 return rec
         return self._decode(samples, pcm, 0.0, prompt if is_final else "", start, is_final=is_final)
 
-    def revise(self, pcm: bytes, following: bytes, *, prompt: str = "") -> Recognition:
+    def revise(self, pcm: bytes, following: bytes, *, prompt: str = "", following_text: str = "") -> Recognition:
         """A final (``pcm``) recognised again with the audio that followed it (``following``, the
         next final) in the same window, as whole-file decoding hears it: the words whose middle
-        lies in ``pcm``. ``prompt``: what the final itself was given. Audio that does not fit one
+        lies in ``pcm``, or, for a word that straddles the end of ``pcm``, the side that lets the
+        rest read most like ``following_text``, the next final's own text (`split_index`).
+        ``prompt``: what the final itself was given. Audio that does not fit one
         window with what follows is decoded alone, as a final is. One decode at temperature 0,
         without the finals' temperature fallback: a revision is a second opinion, and the finals
         it is worth (unsure ones) are the ones that fall back most (on the accuracy corpus: 12 %
@@ -214,12 +217,15 @@ class Transcriber:
         if samples.size < MIN_AUDIO_S * SAMPLE_RATE:
             return Recognition("", "", samples.size / SAMPLE_RATE, 0.0, self.options.language or "")
         joined = np.concatenate([samples, after[:room]])
-        return self._decode(joined, pcm, 0.0, prompt, start, until_s=samples.size / SAMPLE_RATE, fallback=False)
+        return self._decode(joined, pcm, 0.0, prompt, start, until_s=samples.size / SAMPLE_RATE, fallback=False,
+                            following=following_text)
 
     def _decode(self, samples: np.ndarray, pcm: bytes, skip_s: float, prompt: str, start: float,
-                *, is_final: bool = True, until_s: float = math.inf, fallback: bool = True) -> Recognition:
+                *, is_final: bool = True, until_s: float = math.inf, fallback: bool = True,
+                following: str = "") -> Recognition:
         """Decodes ``samples``; keeps the words whose middle lies after ``skip_s`` (the context)
-        and before ``until_s`` (the audio after the utterance)."""
+        and before ``until_s`` (the audio after the utterance; with ``following``, the text heard
+        in that audio, where `split_index` puts the boundary)."""
         cut = skip_s > 0 or until_s < math.inf
         opts = self.options
         flt = opts.filter
@@ -245,6 +251,11 @@ class Transcriber:
             self._model.window.frames = 0
         # Per segment, the words of the utterance (all of them when there is no context).
         heard = [[w for w in (seg.words or ()) if _in_utterance(w.start, w.end, skip_s, until_s)] for seg in decoded]
+        if following and until_s < math.inf and skip_s == 0:
+            ordered = [w for seg in decoded for w in (seg.words or ())]  # in time order, as decoded
+            keep = {id(w) for w in ordered[:split_index([(w.word, w.start, w.end) for w in ordered], until_s,
+                                                        following)]}
+            heard = [[w for w in (seg.words or ()) if id(w) in keep] for seg in decoded]
         if cut:
             kept_in = [(seg, ws) for seg, ws in zip(decoded, heard, strict=True) if ws]
             found = [SegmentInfo("".join(w.word for w in ws).strip(), seg.no_speech_prob, seg.avg_logprob,

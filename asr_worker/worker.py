@@ -271,7 +271,7 @@ class AsrWorker:
                 # revision of the final before it goes first, in this slot, unless a final waits.
                 assert last is not None
                 await slot.take()  # a final that took a speculative decode gave its slot back
-                pending = PendingRevision(last, job.previous_audio, job.audio, time.monotonic())
+                pending = PendingRevision(last, job.previous_audio, job.audio, time.monotonic(), rec.text)
                 if await self._finals_waiting():
                     await self._abandon([pending], "busy")
                 else:
@@ -313,7 +313,8 @@ class AsrWorker:
                     extra={"session_id": job.session_id})
             if revising:
                 assert last is not None
-                self._queue_revision(PendingRevision(last, job.previous_audio, job.audio, time.monotonic()))
+                self._queue_revision(PendingRevision(last, job.previous_audio, job.audio, time.monotonic(),
+                                                     rec.text))
 
     def _not_revised(self, job: AsrJob, skipped: str) -> None:
         metrics.ASR_JOBS.labels("revision", skipped).inc()
@@ -427,7 +428,7 @@ class AsrWorker:
         metrics.ASR_QUEUE_WAIT.labels("revision").observe(max(0.0, time.monotonic() - pending.queued_at))
         try:
             rec = await self._decode("revision", lambda: self.transcriber.revise(
-                pending.audio, pending.following, prompt=pending.prompt))
+                pending.audio, pending.following, prompt=pending.prompt, following_text=pending.following_text))
         except Exception:
             log.exception("session %s final %d: revision failed", last.session_id, last.final_index,
                           extra={"session_id": last.session_id})

@@ -73,7 +73,8 @@ def replay(clip: dict[str, Any], transcriber: Transcriber, settings: Settings, s
     seconds["first"] += time.perf_counter() - start
     start = time.perf_counter()
     for i in range(len(cuts)):
-        text = transcriber.revise(cuts[i], cuts[i + 1], prompt=prompts[i]).text if i + 1 < len(cuts) else ""
+        text = transcriber.revise(cuts[i], cuts[i + 1], prompt=prompts[i],
+                                  following_text=out.first[i + 1]).text if i + 1 < len(cuts) else ""
         out.revised.append(text or None)
     seconds["revisions"] += time.perf_counter() - start
     return out

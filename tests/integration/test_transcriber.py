@@ -220,3 +220,10 @@ def test_revise_keeps_only_the_words_of_the_first_utterance(transcriber: Transcr
     assert "coral" not in words(revised.text)  # the next sentence's words stay out
     assert revised.audio_s == pytest.approx(len(first) / 32000)
     assert transcriber.revise(first[:1000], following).text == ""  # too short to decode
+    # Cut as VAD cuts (speech end + 30 ms, the pause left out): the next final's text, as the
+    # worker passes it, decides straddling words; the words stay those of the first sentence.
+    tight = pcm[:int((segments[0]["end_s"] + 0.03) * 16000) * 2]
+    after = pcm[int((segments[1]["start_s"] - 0.2) * 16000) * 2:int((segments[1]["end_s"] + 0.03) * 16000) * 2]
+    split = transcriber.revise(tight, after, following_text=segments[1]["text"])
+    assert wer(segments[0]["text"], split.text) <= MAX_WER, split
+    assert "coral" not in words(split.text)
