@@ -3,8 +3,8 @@
 A revision decodes final n-1 with final n's audio after it (`Transcriber.revise`) and keeps the
 words that belong to n-1. Word times alone draw that line badly at one place: Whisper stretches a
 sentence's last word over the pause after it, and VAD cut that pause out of both finals, so the
-last word's middle often lies in n's audio and the word went to n (in the accuracy runs of
-2026-12-06, 5 of 94 revisions lost n-1's last word that way: "...drove across it." ->
+last word's middle often lies in n's audio and the word went to n (in an accuracy run of
+2026-12-06, 4 of 94 revisions lost n-1's last word that way: "...drove across it." ->
 "...drove across"). The words of final n as it was published tell where n begins in the
 revision's decode: a word whose times straddle the boundary goes to the side after which the
 revision's words read most like n's text; ties, and words wholly on one side, keep the times'

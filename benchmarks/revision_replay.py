@@ -10,7 +10,8 @@ Reads a JSON written by ``benchmarks.accuracy`` (its clips, the audio files in t
 where each final starts and ends, and direct faster-whisper's text of each whole file), cuts each
 clip where the pipeline cut it and decodes every cut with the ASR worker's own ``Transcriber``
 as the worker does (prompt, acoustic context for noisy finals), then revises every final but
-the last, in this process. Same cuts and model for every bound: only which revisions are kept
+the last, with the next final's first-pass text to split the words by (as the worker does), in
+this process. Same cuts and model for every bound: only which revisions are kept
 differs. Prints WER by kind, how many finals each bound revises, and the decoding time of first
 passes and revisions. Not a test.
 """
