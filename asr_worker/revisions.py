@@ -72,9 +72,10 @@ def carries_previous(job: AsrJob, last: Transcript | None, stored_index: int, he
 def revision_outcome(old: str, new: str) -> str:
     """What a revision that decoded ``new`` does to a final that reads ``old``: "ok" (replace it),
     "same" (the same words), "empty" (nothing decoded), or "shorter": ``new`` is ``old`` without
-    its last words. That is not a correction: the revision keeps the words whose middle lies in the
-    final's audio, and Whisper stretches a sentence's last word over the pause after it (in each
-    of the 5 such cases in the accuracy runs on record, the dropped word was right)."""
+    its last words. That is not a correction: Whisper stretches a sentence's last word over the
+    pause after it, and by its times the word can fall in the next final's audio (`word_split`
+    moves it back only when the next final's text says so; in each of the 5 such cases in the
+    accuracy runs on record, before that, the dropped word was right)."""
     if not new:
         return "empty"
     before, after = normalise(old).split(), normalise(new).split()

@@ -250,12 +250,17 @@ class Transcriber:
         finally:
             self._model.window.frames = 0
         # Per segment, the words of the utterance (all of them when there is no context).
-        heard = [[w for w in (seg.words or ()) if _in_utterance(w.start, w.end, skip_s, until_s)] for seg in decoded]
-        if following and until_s < math.inf and skip_s == 0:
-            ordered = [w for seg in decoded for w in (seg.words or ())]  # in time order, as decoded
-            keep = {id(w) for w in ordered[:split_index([(w.word, w.start, w.end) for w in ordered], until_s,
-                                                        following)]}
-            heard = [[w for w in (seg.words or ()) if id(w) in keep] for seg in decoded]
+        if following and until_s < math.inf and skip_s == 0:  # a revision: the first `left` words
+            left = split_index([(w.word, w.start, w.end) for seg in decoded for w in (seg.words or ())], until_s,
+                               following)
+            heard = []
+            for seg in decoded:
+                in_seg = list(seg.words or ())
+                heard.append(in_seg[:left])
+                left = max(0, left - len(in_seg))
+        else:
+            heard = [[w for w in (seg.words or ()) if _in_utterance(w.start, w.end, skip_s, until_s)]
+                     for seg in decoded]
         if cut:
             kept_in = [(seg, ws) for seg, ws in zip(decoded, heard, strict=True) if ws]
             found = [SegmentInfo("".join(w.word for w in ws).strip(), seg.no_speech_prob, seg.avg_logprob,

@@ -53,10 +53,10 @@ def split_index(words: Sequence[tuple[str, float, float]], until_s: float, follo
         hi += 1
     if lo == hi:
         return by_times
-    normal = [normalise(w).split() for w, _, _ in words]
+    normal = [normalise(w).split() for w, _, _ in words[lo:]]  # no split comes before lo
 
     def cost(k: int) -> tuple[int, int]:
-        rest = [t for ws in normal[k:] for t in ws]
+        rest = [t for ws in normal[k - lo:] for t in ws]
         return _distance(rest, target), abs(k - by_times)
 
     return min(range(lo, hi + 1), key=cost)
