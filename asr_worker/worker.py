@@ -458,9 +458,11 @@ class AsrWorker:
 
     async def _send_revision(self, revision: Revision, outcome: str) -> bool:
         metrics.ASR_JOBS.labels("revision", outcome).inc()
-        assert self.nc is not None
-        try:
-            await self.nc.publish(subjects.result_revision(revision.session_id), encode(revision))
+        assert self.js is not None
+        try:  # stored, so finals read back from RESULTS carry it (common.revised_finals)
+            await self.js.publish(subjects.result_revision(revision.session_id), encode(revision),
+                                  headers={subjects.H_MSG_ID: subjects.revision_result_id(revision.session_id,
+                                                                                          revision.final_index)})
         except (TimeoutError, nats.errors.Error) as exc:
             log.warning("session %s final %d: revision not published: %s", revision.session_id,
                         revision.final_index, exc, extra={"session_id": revision.session_id})

@@ -4,9 +4,10 @@
 What the streams hold (common/subjects.py): the session's audio messages on
 ``audio.<shard>.<session>`` in stream AUDIO (PCM s16le 16 kHz mono payloads, control messages
 with empty payloads; headers ``Asr-Kind``, ``Asr-Seq``, ``Asr-Offset``, ``Asr-Sent-At``), and its
-finals and ``flushed`` marker on ``results.<session>.final|flushed`` in stream RESULTS. Nothing
-else is needed: a session's start is its first audio message's ``Asr-Sent-At``, its length the
-last message's offset plus payload, and it ended when its last message is ``end``.
+finals, their revisions and ``flushed`` marker on ``results.<session>.final|revision|flushed`` in
+stream RESULTS. Nothing else is needed: a session's start is its first audio message's
+``Asr-Sent-At``, its length the last message's offset plus payload, and it ended when its last
+message is ``end``. Transcripts read back carry the revisions (`common.revised_finals`).
 
 Errors a user can act on are :class:`RecordingError` subclasses whose message is one sentence.
 """
@@ -27,7 +28,8 @@ from nats.js.errors import NotFoundError
 from cli.transcript_formats import delivered
 from common import subjects
 from common.audio import pcm_duration_s
-from common.messages import SessionFlushed, Transcript, result_decoder
+from common.messages import Revision, SessionFlushed, Transcript, result_decoder
+from common.revised_finals import revised
 from common.streams import RECORD_AUDIO_KEY
 
 FETCH_BATCH = 256
@@ -173,19 +175,21 @@ async def _get(js: JetStreamContext, stream: str, subject: str, *, first: bool, 
 
 
 async def read_results(js: JetStreamContext, session_id: str) -> tuple[list[Transcript], SessionFlushed | None]:
-    """The session's finals kept in RESULTS (stream order) and its ``flushed`` marker, if any."""
-    finals: list[Transcript] = []
+    """The session's finals kept in RESULTS (stream order), with their stored revisions applied,
+    and its ``flushed`` marker, if any."""
+    kept: list[Transcript | Revision] = []
     seq = 0
     while True:
         try:
             stored = await js.get_msg(subjects.RESULTS_STREAM, seq=seq + 1, next=True,
-                                      subject=subjects.result_final(session_id), direct=True)
+                                      subject=subjects.results(session_id), direct=True)
         except NotFoundError:
             break
         seq = stored.seq or seq + 1
         result = result_decoder.decode(stored.data or b"")
-        if isinstance(result, Transcript):
-            finals.append(result)
+        if isinstance(result, Revision) or (isinstance(result, Transcript) and result.is_final):
+            kept.append(result)
+    finals = [f for f in revised(kept) if isinstance(f, Transcript)]
     flushed = None
     last = await _get(js, subjects.RESULTS_STREAM, subjects.result_flushed(session_id), first=False, direct=True)
     if last is not None and last.data:

@@ -93,8 +93,9 @@ class Transcript(_Msg, frozen=True, tag="transcript"):
 
 class Revision(_Msg, frozen=True, tag="revision"):
     """A final's text decoded again, once, with the audio of the final after it in the same
-    window (a streaming final never hears what follows it; whole-file decoding does). Best effort,
-    over core NATS like partials: not stored, so a resumed or late client keeps the first text.
+    window (a streaming final never hears what follows it; whole-file decoding does). Stored in
+    RESULTS (``results.<session>.revision``, at most one per final), so finals read back from the
+    stream carry it (`common.revised_finals`); live, the edge sends it like a partial (droppable).
     Published for every final announced with ``Transcript.revising``, with ``text`` "" when
     nothing changed (or the decode failed): an edge ending the session waits for it."""
 

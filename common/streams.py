@@ -79,7 +79,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
         _best_effort_jobs(subjects.JOBS_SPECULATIVE_STREAM, "jobs.speculative.*", settings),
         StreamConfig(
             name=subjects.RESULTS_STREAM,
-            subjects=["results.*.final", "results.*.flushed"],
+            subjects=["results.*.final", "results.*.flushed", "results.*.revision"],
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=float(settings.results_retention_seconds),

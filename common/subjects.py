@@ -9,7 +9,7 @@
     asr_worker -> speculation.<session>.f<index>   core NATS: a speculative decode is stored (wakes its final)
     vad_worker -> results.<session>.flushed        stream RESULTS
     asr_worker -> results.<session>.partial        core NATS only (best effort)
-    asr_worker -> results.<session>.revision       core NATS only (best effort; asr_worker.revisions)
+    asr_worker -> results.<session>.revision       stream RESULTS (a final decoded again; common.revised_finals)
     vad_worker -> results.<session>.event          core NATS only (speech_started, utterance_end)
     ingest     -> sessions.<session>.takeover      core NATS: "<epoch> <connection>" resumed it
     workers    -> KV bucket asr_workers            heartbeats (key <role>.<worker_id>, TTL)
@@ -93,6 +93,11 @@ def final_result_id(session_id: str, final_index: int) -> str:
     return f"{session_id}.r{final_index}"
 
 
+def revision_result_id(session_id: str, final_index: int) -> str:
+    """De-duplication id of the one revision stored for a final index."""
+    return f"{session_id}.v{final_index}"
+
+
 def result_flushed(session_id: str) -> str:
     return f"results.{session_id}.flushed"
 
@@ -102,7 +107,7 @@ def result_partial(session_id: str) -> str:
 
 
 def result_revision(session_id: str) -> str:
-    """Core NATS only (not in RESULTS): a final's ``Revision``."""
+    """A final's ``Revision``, stored in RESULTS (``revision_result_id``)."""
     return f"results.{session_id}.revision"
 
 

@@ -116,7 +116,7 @@ class Feed:
         self.failed: BaseException | None = None
         self._sub: Any = None
         self._loading: list[Result] | None = []  # live results held back while the stream is read
-        self._stored = stored_results.FinalsCursor(ctx.js, session_id)  # finals read back from RESULTS
+        self._stored = stored_results.FinalsCursor(ctx.js, session_id)  # finals (and revisions) from RESULTS
         self._repairer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -188,8 +188,8 @@ class Feed:
             await asyncio.sleep(REPAIR_AFTER_S)
             if self.state.delivery.due(time.monotonic()):  # a gap: repair (giving up is the speaker edge's)
                 try:
-                    for final in await self._stored.read_new():
-                        self._handle(final)
+                    for stored in await self._stored.read_new():  # finals, and revisions of finals
+                        self._handle(stored)
                 except (TimeoutError, nats.errors.Error) as exc:
                     log.warning("captions %s: could not read stored finals: %r", self.session_id, exc)
 

@@ -515,8 +515,8 @@ class Connection:
         for action in self.delivery.due(now):
             match action:
                 case Repair():
-                    for final in await self.cursor.read_new():
-                        self._deliver(final, live=False)
+                    for stored in await self.cursor.read_new():  # finals, and revisions of finals
+                        self._deliver(stored, live=False)
                 case GiveUp(final_index=index):
                     await self._give_up(index)
 
@@ -529,8 +529,8 @@ class Connection:
         if await stored_results.declare_failed(self.ctx.js, failure):
             metrics.FINALS_FAILED.labels("edge_timeout").inc()
             self.log.warning("final %d missing for %.0f s: declared failed", index, timeout)
-        for final in await self.cursor.read_new():  # the failure, or the transcript that beat it
-            self._deliver(final, live=False)
+        for stored in await self.cursor.read_new():  # the failure, or the transcript that beat it
+            self._deliver(stored, live=False)
 
     # --- bookkeeping ------------------------------------------------------------------------
 

@@ -23,7 +23,9 @@ RESULTS stream) and the clock; it answers with the client messages to send. It o
   final this connection never queued (not yet released, or older than ``recent_utterances``
   finals) is dropped. A live final announces the revision of the final before it
   (``Transcript.revising``); ``revisions_settled`` says whether every announced one has come
-  (changed or not), so that ``end`` can wait for the last of them.
+  (changed or not), so that ``end`` can wait for the last of them. Revisions are stored after
+  their finals: finals queued again on resume carry their revised text, and a revision that comes
+  both read back and live is applied once.
 * **Targets**: ``expected_total`` (after ``end``) and ``drain_target`` (after ``drain``).
 
 Times are the caller's monotonic clock, in seconds.
@@ -48,6 +50,7 @@ from common.messages import (
     UtteranceEnd,
     Word,
 )
+from common.revised_finals import revised
 from ingest import protocol as p
 from ingest.finals import FinalOrderer
 from ingest.partials import PartialStabilizer
@@ -184,14 +187,15 @@ class Delivery:
         self.stored_index = max(self.stored_index, final_index)
         self._note_gaps(now)
 
-    def resume(self, stored: Iterable[Final], *, anchor_index: int, anchor_seq: int, last_seq: int,
+    def resume(self, stored: Iterable[Final | Revision], *, anchor_index: int, anchor_seq: int, last_seq: int,
                now: float) -> None:
         """Positions a resumed session: ``anchor_index``/``anchor_seq`` is the last position the
         session store holds; the client has finals up to ``last_seq``. Finals at or below the
         anchor that the client lacks are queued again with the seq they had (counted back from the
-        anchor while the stream still holds them); later ones go through the orderer."""
+        anchor while the stream still holds them), with the text of their stored revision if they
+        have one; later ones go through the orderer."""
         first: dict[int, Final] = {}
-        for stored_final in stored:
+        for stored_final in revised(stored):
             first.setdefault(stored_final.final_index, stored_final)
         self.orderer = FinalOrderer(anchor_index + 1, anchor_seq, self.options.max_waiting_finals)
         self.skip_upto_seq = last_seq
@@ -274,8 +278,8 @@ class Delivery:
         if not revision.text:  # nothing changed
             return
         final = self._queued.get(revision.final_index)
-        if final is None or final["utterance_id"] != revision.utterance_id:
-            return
+        if final is None or final["utterance_id"] != revision.utterance_id or final["text"] == revision.text:
+            return  # not ours to revise, or already revised (read back from RESULTS, then live)
         final["text"] = revision.text
         if revision.words:
             final["words"] = _word_list(revision.words)

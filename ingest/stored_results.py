@@ -2,7 +2,8 @@
 may write: a final declared failed).
 
 The live path is core NATS (fast, best effort); this is the durable path the edge falls back on to
-repair a gap, to resume a session and to learn how far the session's finals go.
+repair a gap, to resume a session and to learn how far the session's finals go. Finals come back
+with the revisions stored after them (`common.revised_finals` applies them).
 """
 
 from __future__ import annotations
@@ -14,22 +15,28 @@ from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from common import continuity, subjects
-from common.messages import Final, SessionFlushed, Transcript, TranscriptionFailed, encode, result_decoder
+from common.messages import Final, Revision, SessionFlushed, Transcript, TranscriptionFailed, encode, result_decoder
 
 log = logging.getLogger(__name__)
 
 
+Stored = Final | Revision
+"""What a `FinalsCursor` reads: finals, and revisions of finals (`common.revised_finals`)."""
+
+
 class FinalsCursor:
-    """Reads a session's stored finals in stream order, each only once: ``read_new`` returns what
-    was stored since the last call (from the start on the first call)."""
+    """Reads a session's stored finals and their revisions in stream order, each only once:
+    ``read_new`` returns what was stored since the last call (from the start on the first call).
+    A revision comes after the final it revises (the ASR worker revises a final once the next one
+    is published)."""
 
     def __init__(self, js: JetStreamContext, session_id: str) -> None:
         self.js = js
-        self.subject = subjects.result_final(session_id)
+        self.subject = subjects.results(session_id)  # final, revision and flushed are stored
         self.stream_seq = 0  # stream sequence of the last message read
 
-    async def read_new(self, limit: int = 100_000) -> list[Final]:
-        out: list[Final] = []
+    async def read_new(self, limit: int = 100_000) -> list[Stored]:
+        out: list[Stored] = []
         while len(out) < limit:
             try:
                 stored = await self.js.get_msg(subjects.RESULTS_STREAM, seq=self.stream_seq + 1, next=True,
@@ -37,9 +44,9 @@ class FinalsCursor:
             except NotFoundError:
                 break
             self.stream_seq = stored.seq or self.stream_seq + 1
-            final = _decode_final(stored.data)
-            if final is not None:
-                out.append(final)
+            item = _decode_stored(stored.data)
+            if item is not None:
+                out.append(item)
         return out
 
 
@@ -110,6 +117,12 @@ async def declare_failed(js: JetStreamContext, failure: TranscriptionFailed) -> 
 
 
 def _decode_final(data: bytes | None) -> Final | None:
+    item = _decode_stored(data)
+    return None if isinstance(item, Revision) else item
+
+
+def _decode_stored(data: bytes | None) -> Stored | None:
+    """A stored final or revision (None for anything else, e.g. the ``flushed`` marker)."""
     if not data:
         return None
     try:
@@ -117,6 +130,6 @@ def _decode_final(data: bytes | None) -> Final | None:
     except msgspec.DecodeError:
         log.error("undecodable result in %s", subjects.RESULTS_STREAM)
         return None
-    if isinstance(result, TranscriptionFailed) or (isinstance(result, Transcript) and result.is_final):
+    if isinstance(result, TranscriptionFailed | Revision) or (isinstance(result, Transcript) and result.is_final):
         return result
     return None

@@ -18,8 +18,9 @@ from nats.js.errors import NotFoundError
 
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import AsrWorker, transcriber_options
+from cli import recordings
 from common import bus, subjects
-from common.messages import Transcript, encode
+from common.messages import Revision, Transcript, encode
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
 from ingest.connection import Connection
@@ -174,6 +175,18 @@ async def publish_finals(settings: Settings, session_id: str, first: int, last: 
         await bus.close(nc)
 
 
+async def publish_revision(settings: Settings, session_id: str, final_index: int, text: str) -> None:
+    """Acts as the ASR worker: stores the revision of final ``final_index`` in RESULTS."""
+    nc, js = await bus.connect_jetstream(settings, "test-asr")
+    try:
+        revision = Revision(session_id=session_id, utterance_id=f"u{final_index - 1}", final_index=final_index,
+                            text=text, start_s=float(final_index), end_s=final_index + 0.5)
+        await js.publish(subjects.result_revision(session_id), encode(revision),
+                         headers={subjects.H_MSG_ID: subjects.revision_result_id(session_id, final_index)})
+    finally:
+        await bus.close(nc)
+
+
 async def drop_connection(client: Client) -> None:
     """The client's network goes away: no close handshake."""
     transport = client.ws._response.connection.transport  # type: ignore[union-attr]
@@ -209,6 +222,40 @@ async def test_resume_with_last_seq_0_after_300_finals_gets_all_300_in_order(nat
         assert [f["text"] for f in again.finals()] == [f"final number {i}" for i in range(1, 301)]
         await again.send_json({"type": "keepalive"})
         assert not again.ws.closed
+
+
+async def test_a_resumed_client_and_the_stored_transcript_get_finals_as_revised(nats_server: NatsServer) -> None:
+    """Revisions are stored in RESULTS after their finals: the live client gets a `revision`, a
+    client that resumes from seq 0 gets the final again with the revised text (and no `revision`),
+    and `asr transcript`'s reader returns the revised text."""
+    settings = settings_for(nats_server)
+    async with aiohttp.ClientSession() as http, edge_server(settings) as server:
+        first = await connect(http, ws_url(server))
+        started = first.messages[0]
+        sid = started["session_id"]
+        await publish_finals(settings, sid, 1, 3)
+        async with asyncio.timeout(30):
+            while len(first.finals()) < 3:
+                await first.recv(30)
+        await publish_revision(settings, sid, 2, "the second final as revised")
+        live = await first.until("revision", timeout=30)
+        assert (live["seq"], live["text"]) == (2, "the second final as revised")
+        await drop_connection(first)
+        again = await reconnect(http, ws_url(server), started, last_seq=0)
+        async with asyncio.timeout(30):
+            while len(again.finals()) < 3:
+                assert await again.recv(30) is not None
+        assert [(f["seq"], f["text"]) for f in again.finals()] == [
+            (1, "final number 1"), (2, "the second final as revised"), (3, "final number 3")]
+        await again.send_json({"type": "keepalive"})
+        await asyncio.sleep(0.5)
+        assert again.of_type("revision") == []
+    nc, js = await bus.connect_jetstream(settings, "test-reader")
+    try:
+        finals, _ = await recordings.read_results(js, sid)
+    finally:
+        await bus.close(nc)
+    assert [f.text for f in finals] == ["final number 1", "the second final as revised", "final number 3"]
 
 
 async def test_resume_of_a_session_older_than_the_results_retention_continues_with_the_next_seq(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from common.messages import SessionFlushed, SpeechStarted, Transcript
+from common.messages import Revision, SessionFlushed, SpeechStarted, Transcript
 from common.settings import Settings, replace
 from ingest.captions import CaptionState
 from ingest.viewer_tokens import token_valid, viewer_token
@@ -83,3 +83,12 @@ def test_viewer_settings_are_validated_with_what_to_use_instead() -> None:
     problems = " ".join(info.value.problems)
     assert "viewer_token_secret is shorter than 16 characters" in problems and "openssl rand" in problems
     assert "max_viewers_per_edge=-1" in problems and "viewer_backlog_finals=1000000" in problems
+
+
+def test_a_late_joiner_gets_finals_as_revised_and_viewers_get_no_revision_message() -> None:
+    state = CaptionState(backlog=10)
+    state.add(final(1, "wan"))
+    state.add(final(2, "two"))
+    revision = Revision(session_id="s" * 8, utterance_id="u1", final_index=1, text="one", start_s=1.0, end_s=1.5)
+    assert state.add(revision) == []  # a `revision` is not sent to viewers
+    assert [(m["seq"], m["text"]) for m in state.joiner_backlog()] == [(1, "one"), (2, "two")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.messages import Revision, SessionFlushed, Transcript, TranscriptionFailed, UtteranceEnd
+from common.messages import Final, Revision, SessionFlushed, Transcript, TranscriptionFailed, UtteranceEnd
 from ingest.delivery import Delivery, DeliveryOptions, GiveUp, Repair
 
 SID = "session-0001"
@@ -193,3 +193,22 @@ def test_end_can_wait_for_the_revision_a_live_final_announced() -> None:
     d.add(Transcript(session_id=SID, utterance_id="u2", is_final=True, text="words 3", start_s=3.0, end_s=3.5,
                      final_index=3, revising=True), 2.0, live=False)  # read back on resume: nothing will come
     assert d.revisions_settled
+
+
+def test_finals_queued_again_on_resume_carry_their_stored_revision() -> None:
+    # RESULTS holds finals 1-3 and, after final 2, the revision of final 1 (stream order).
+    stored: list[Final | Revision] = [final(1), final(2), revision(1, "revised one"), final(3), revision(2, "")]
+    d = Delivery()
+    d.resume(stored, anchor_index=3, anchor_seq=3, last_seq=0, now=0.0)
+    assert [(m["seq"], m["text"]) for m in sent(d)] == [(1, "revised one"), (2, "words 2"), (3, "words 3")]
+
+
+def test_a_revision_read_back_and_then_live_reaches_the_client_once() -> None:
+    d = Delivery()
+    d.add(final(1), 0.0)
+    d.add(final(2), 0.0)
+    sent(d)
+    first = d.add(revision(1, "better words"), 1.0, live=False).now  # a repair read it from RESULTS
+    assert [m["type"] for m in first] == ["revision"]
+    assert d.add(revision(1, "better words"), 1.1).now == []  # the live copy: nothing new
+    assert [m["text"] for m in d.add(revision(1, "other words"), 1.2).now] == ["other words"]
