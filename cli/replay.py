@@ -8,7 +8,8 @@ pace (the gaps between the edge's ``Asr-Sent-At``); ``--speed max`` publishes as
 JetStream acknowledges, at most :data:`MAX_IN_FLIGHT` publishes unacknowledged, and the pool
 works through them at its pace. The new session's finals are collected from
 ``results.<new>.*`` (live) and from the RESULTS stream (gaps), until its ``flushed`` marker and
-every final it counts have arrived.
+every final it counts have arrived (and, up to ``revision_end_wait_ms``, the revisions they
+announced); the transcript is read back from RESULTS as revised.
 
 Replays never pass through an edge, so they hold no live capacity; ``replay_max_concurrent``
 (or ``--concurrency``) bounds how many one run feeds at once.
@@ -45,7 +46,7 @@ from cli.sessions import parse_duration
 from cli.transcript_formats import EXTENSIONS, FORMATS, Final, delivered, render
 from common import subjects, tasks
 from common.audio import TARGET_RATE, AudioFormatError, pcm_duration_s, read_audio
-from common.messages import SessionFlushed, Transcript, result_decoder
+from common.messages import Revision, SessionFlushed, Transcript, result_decoder
 from common.settings import Settings, SettingsError, replace
 
 FILE_CHUNK_MS = 100  # an audio file given to `asr replay` is fed in chunks of this length
@@ -173,10 +174,13 @@ async def replay_one(
     nc: NATS, js: JetStreamContext, settings: Settings, job: Job, speed: float, progress: Progress,
     timeout_s: float,
 ) -> Replayed:
-    """Feeds one recording as a new session and waits for all of its finals."""
+    """Feeds one recording as a new session and waits for all of its finals, and up to
+    ``revision_end_wait_ms`` for the revisions its finals announced; the finals come out as
+    revised (read back from RESULTS, where revisions are stored)."""
     replay_id = uuid.uuid4().hex
     t0 = time.monotonic()
     finals: dict[int, Transcript] = {}
+    revisions_due: set[int] = set()  # finals whose announced revision has not come
     flushed: SessionFlushed | None = None
     last_progress = time.monotonic()
 
@@ -189,7 +193,11 @@ async def replay_one(
         nonlocal flushed, last_progress
         if isinstance(result, Transcript) and result.is_final and result.final_index not in finals:
             finals[result.final_index] = result
+            if result.revising:
+                revisions_due.add(result.final_index - 1)
             last_progress = time.monotonic()
+        elif isinstance(result, Revision):
+            revisions_due.discard(result.final_index)
         elif isinstance(result, SessionFlushed) and result.ended:
             flushed = result
             last_progress = time.monotonic()
@@ -220,10 +228,16 @@ async def replay_one(
             except msgspec.DecodeError:
                 continue  # not a result of ours (nothing else should publish there)
         await feeder
+        wait_until = time.monotonic() + settings.revision_end_wait_ms / 1000
+        while revisions_due and (left := wait_until - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError, nats.errors.TimeoutError, msgspec.DecodeError):
+                take(result_decoder.decode((await sub.next_msg(timeout=left)).data))
     finally:
         await tasks.stop(feeder)
         with contextlib.suppress(nats.errors.Error):
             await sub.unsubscribe()
+    stored, _ = await recordings.read_results(js, replay_id)  # as revised
+    finals.update({final.final_index: final for final in stored})
     done = delivered(finals.values())
     progress.done(len(done))
     audio_s = pcm_duration_s(sum(len(m.pcm) for m in job.messages))

@@ -75,6 +75,11 @@ class Client:
     def finals(self) -> list[dict[str, Any]]:
         return [m for m in self.messages if m["type"] == "transcript" and m["is_final"]]
 
+    def shown(self) -> list[dict[str, Any]]:
+        """The finals as the client shows them last: each with the text of its latest `revision`."""
+        revised = {m["seq"]: m["text"] for m in self.of_type("revision")}
+        return [{**f, "text": revised.get(f["seq"], f["text"])} for f in self.finals()]
+
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [m for m in self.messages if m["type"] == kind]
 

@@ -52,14 +52,15 @@ def url(stack: Stack) -> str:
 
 
 async def stream_session(stack: Stack, pcm: bytes) -> tuple[str, list[dict[str, Any]]]:
-    """Streams PCM at 16 kHz as one live session; returns its id and the finals the client got."""
+    """Streams PCM at 16 kHz as one live session; returns its id and the finals the client got, as
+    revised (what RESULTS keeps and `asr transcript` prints)."""
     async with aiohttp.ClientSession() as http:
         client = await connect(http, url(stack))
         await client.stream(pcm, chunk_ms=100, realtime=2.5)
         await client.send_json({"type": "end"})
         await client.until("session_ended", timeout=90)
         await client.ws.close()
-        return str(client.messages[0]["session_id"]), client.finals()
+        return str(client.messages[0]["session_id"]), client.shown()
 
 
 @dataclass(frozen=True)
