@@ -6,9 +6,10 @@
 
 Per edge and session there is one ``Feed``: it subscribes once to ``results.<session>.*`` on core
 NATS, first reads the finals the RESULTS stream holds (so a late joiner gets the last
-``viewer_backlog_finals`` of them, numbered with the speaker's ``seq``), and hands every final (and
-partial, to viewers who asked) to each viewer's own ``Outbox``: a bounded queue and writer task, so
-a viewer that stops reading is closed with 1008 like any slow client while the others go on.
+``viewer_backlog_finals`` of them, numbered with the speaker's ``seq``, as revised), and hands
+every final and revision (and partial, to viewers who asked) to each viewer's own ``Outbox``: a
+bounded queue and writer task, so a viewer that stops reading is closed with 1008 like any slow
+client while the others go on.
 The feed ends when the speaker's session has ended and every final was handed out; it is
 dropped when its last viewer leaves.
 
@@ -65,19 +66,22 @@ class CaptionState:
     def __post_init__(self) -> None:
         self.recent = deque(maxlen=max(self.backlog, 1))
 
-    def add(self, result: Result, now: float = 0.0) -> list[tuple[dict[str, Any], bool]]:
-        """Takes one result; returns (message, is_partial) pairs to hand to viewers, in order."""
+    def add(self, result: Result, now: float = 0.0) -> list[tuple[dict[str, Any], str]]:
+        """Takes one result; returns (message, kind) pairs to hand to viewers, in order. Kinds:
+        ``final`` (never dropped), ``partial`` (only to viewers who asked; droppable),
+        ``revision`` (a final's new text, to every viewer; droppable, like the speaker's)."""
         released = self.delivery.add(result, now)
-        out: list[tuple[dict[str, Any], bool]] = []
+        out: list[tuple[dict[str, Any], str]] = []
         if not self.ended:
-            out += [(m, True) for m in released.now if m["type"] == "transcript"]
+            out += [(m, "partial") for m in released.now if m["type"] == "transcript"]
+        out += [(m, "revision") for m in released.now if m["type"] == "revision"]
         for msg in self.delivery.take(len(self.delivery.ready)):
             if msg["type"] == "transcript":
                 self.recent.append(msg)
-            out.append((msg, False))
+            out.append((msg, "final"))
         if not self.ended and self.delivery.complete:
             self.ended = True
-            out.append((self.ended_message(), False))
+            out.append((self.ended_message(), "final"))
         return out
 
     def ended_message(self) -> dict[str, Any]:
@@ -173,11 +177,11 @@ class Feed:
             self._handle(result)
 
     def _handle(self, result: Result) -> None:
-        for msg, partial in self.state.add(result):
+        for msg, kind in self.state.add(result):
             for viewer in self.viewers:
-                if partial and not viewer.partials:
+                if kind == "partial" and not viewer.partials:
                     continue
-                viewer.out.send(msg, droppable=partial)
+                viewer.out.send(msg, droppable=kind != "final")
         if self.state.ended:
             for viewer in self.viewers:
                 viewer.finish(Closing(p.CLOSE_NORMAL, "Session ended"))

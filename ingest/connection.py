@@ -409,8 +409,9 @@ class Connection:
         self.cursor = stored_results.FinalsCursor(self.ctx.js, self.session_id)
         stored = await self.cursor.read_new()
         self.delivery = Delivery(self.delivery_options)
-        self.delivery.resume(stored, anchor_index=record.final_index_released, anchor_seq=record.transcripts_sent,
-                             last_seq=command.last_seq, now=time.monotonic())
+        missed = self.delivery.resume(stored, anchor_index=record.final_index_released,
+                                      anchor_seq=record.transcripts_sent, last_seq=command.last_seq,
+                                      now=time.monotonic())
         # The stored position lags the dead connection by up to one watch tick; the finals stream
         # does not, so the count comes from delivery as positioned on it.
         completed = self.delivery.seq
@@ -421,6 +422,8 @@ class Connection:
                                  "transcripts_sent": completed},
             "message": f"Previous session recovered. {completed} transcripts completed.",
         }, droppable=False)
+        for revision in missed:  # revisions of finals the client has, which it may have missed
+            self._out.send(revision, droppable=True)
         held, self._held = self._held, None
         for result in held:
             self._deliver(result, live=True)

@@ -188,18 +188,29 @@ class Delivery:
         self._note_gaps(now)
 
     def resume(self, stored: Iterable[Final | Revision], *, anchor_index: int, anchor_seq: int, last_seq: int,
-               now: float) -> None:
+               now: float) -> list[dict[str, Any]]:
         """Positions a resumed session: ``anchor_index``/``anchor_seq`` is the last position the
         session store holds; the client has finals up to ``last_seq``. Finals at or below the
         anchor that the client lacks are queued again with the seq they had (counted back from the
         anchor while the stream still holds them), with the text of their stored revision if they
-        have one; later ones go through the orderer."""
+        have one; later ones go through the orderer.
+
+        Returns the ``revision`` messages to send now (droppable): for the finals the client has
+        (the last ``recent_utterances`` of them), the stored revisions that changed them, which it
+        may have missed while away or had dropped under pressure; a client applies a revision it
+        already has without change. Those finals are kept for revisions still to come."""
+        items = list(stored)
+        as_first: dict[int, Final] = {}
+        for item in items:
+            if not isinstance(item, Revision):
+                as_first.setdefault(item.final_index, item)
         first: dict[int, Final] = {}
-        for stored_final in revised(stored):
+        for stored_final in revised(items):
             first.setdefault(stored_final.final_index, stored_final)
         self.orderer = FinalOrderer(anchor_index + 1, anchor_seq, self.options.max_waiting_finals)
         self.skip_upto_seq = last_seq
         again: list[tuple[int, Transcript]] = []
+        had: list[tuple[int, Transcript]] = []  # the client has these, newest first
         seq = anchor_seq
         for index in range(anchor_index, 0, -1):
             kept = first.get(index)
@@ -208,11 +219,22 @@ class Delivery:
             if isinstance(kept, Transcript) and kept.text:
                 if seq > last_seq:
                     again.append((seq, kept))
+                elif len(had) < self.options.recent_utterances:
+                    had.append((seq, kept))
                 seq -= 1
+        revisions: list[dict[str, Any]] = []
+        for seq_no, final in reversed(had):
+            message = _final_message(seq_no, final)
+            self._queued[final.final_index] = message  # a later revision of it still reaches the client
+            original = as_first[final.final_index]
+            if isinstance(original, Transcript) and original.text != final.text:
+                revisions.append(p.revision(seq=seq_no, utterance_id=final.utterance_id, text=final.text,
+                                            start_s=final.start_s, end_s=final.end_s, words=message.get("words")))
         for seq_no, final in reversed(again):
             self._queue_final(seq_no, final, live=False)
         for index in sorted(i for i in first if i > anchor_index):
             self._add_final(first[index], now, False, Released())
+        return revisions
 
     # --- output -------------------------------------------------------------------------------
 
@@ -262,10 +284,7 @@ class Delivery:
         self._note_gaps(now)
 
     def _queue_final(self, seq: int, final: Transcript, live: bool) -> None:
-        message = p.transcript(is_final=True, seq=seq, utterance_id=final.utterance_id, text=final.text,
-                               start_s=final.start_s, end_s=final.end_s)
-        if final.words:  # word_timestamps is on
-            message["words"] = _word_list(final.words)
+        message = _final_message(seq, final)
         self.ready.append((message, live))
         self._live_in_ready += live
         self.sent_finals += 1
@@ -305,6 +324,14 @@ class Delivery:
                 del self._missing_since[index]
         for index in missing:
             self._missing_since.setdefault(index, now)
+
+
+def _final_message(seq: int, final: Transcript) -> dict[str, Any]:
+    message = p.transcript(is_final=True, seq=seq, utterance_id=final.utterance_id, text=final.text,
+                           start_s=final.start_s, end_s=final.end_s)
+    if final.words:  # word_timestamps is on
+        message["words"] = _word_list(final.words)
+    return message
 
 
 def _word_list(words: Iterable[Word]) -> list[dict[str, Any]]:

@@ -14,13 +14,30 @@ from typing import Any
 import aiohttp
 import jiwer
 from aiohttp.test_utils import TestServer
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from cli.dev import Stack
 from common import bus, subjects
+from common.messages import Result, result_decoder
 from common.settings import Settings
 from ingest.app import init
 
 STEP = 10.0  # every single await of a test is bounded by this
+
+
+async def stored_results(js: JetStreamContext, subject: str) -> list[Result]:
+    """What the RESULTS stream keeps on ``subject`` (wildcards allowed), in stream order."""
+    out: list[Result] = []
+    seq = 0
+    while True:
+        try:
+            msg = await js.get_msg(subjects.RESULTS_STREAM, seq=seq + 1, next=True, subject=subject)
+        except NotFoundError:
+            return out
+        assert msg.seq is not None and msg.data is not None
+        seq = msg.seq
+        out.append(result_decoder.decode(msg.data))
 
 
 def normalise(text: str) -> str:

@@ -60,6 +60,9 @@ function newClient() {
     onTranscript(msg) {
       view.show(msg);
     },
+    onRevision(msg) {
+      view.revise(msg);
+    },
     onEnded() {
       view.clearPartial();
     },

@@ -5,7 +5,8 @@
 const KEEP_AUDIO_BYTES = 120 * 16000 * 2; // audio held for a resend: two minutes at 16 kHz
 
 export class StreamClient {
-  // handlers: {onState(state, detail), onStarted(session), onTranscript(msg), onEnded(msg), onError(msg)}
+  // handlers: {onState(state, detail), onStarted(session), onTranscript(msg), onRevision(msg), onEnded(msg),
+  // onError(msg)}
   constructor(url, handlers) {
     this.url = url;
     this.h = handlers;
@@ -64,6 +65,8 @@ export class StreamClient {
           this.lastSeq = msg.seq;
         }
         this.h.onTranscript(msg);
+      } else if (msg.type === "revision") {
+        this.h.onRevision(msg);
       } else if (msg.type === "session_ended") {
         this.h.onEnded(msg);
       } else if (msg.type === "error") {

@@ -16,6 +16,15 @@ export class Transcript {
     return true;
   }
 
+  // Applies a `revision` message (the final's text decoded again); returns false when that final
+  // is not here or already reads so.
+  revise(msg) {
+    const final = this.finals.find((f) => f.seq === msg.seq);
+    if (!final || final.text === msg.text) return false;
+    final.text = msg.text;
+    return true;
+  }
+
   toText() {
     return this.finals.map((f) => f.text).join("\n") + (this.finals.length ? "\n" : "");
   }

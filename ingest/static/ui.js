@@ -29,6 +29,13 @@ export class CaptionView {
     item.scrollIntoView({ block: "nearest" });
   }
 
+  // A `revision`: the final it names is shown (and downloaded) with its new text.
+  revise(msg) {
+    if (!this.transcript.revise(msg)) return;
+    const item = this.finalsList.querySelector(`li[data-seq="${msg.seq}"]`);
+    if (item) item.textContent = msg.text;
+  }
+
   // A new session: its finals are numbered from 1 again, so the view starts empty.
   reset() {
     this.transcript = new Transcript();

@@ -40,6 +40,7 @@ function connect() {
   socket.onmessage = (event) => {
     const msg = JSON.parse(event.data);
     if (msg.type === "transcript") view.show(msg);
+    else if (msg.type === "revision") view.revise(msg);
     else if (msg.type === "session_ended") {
       view.clearPartial();
       showState(status, "ended", "The speaker's session has ended");

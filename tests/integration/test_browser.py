@@ -20,6 +20,8 @@ import pytest
 from playwright.async_api import async_playwright
 
 from cli.dev import Stack
+from common import bus, subjects
+from common.messages import Revision, Transcript, encode
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
 from tests.conftest import DATA, ONE_SENTENCE, THREE_UTTERANCES, pcm_of, wav_bytes
@@ -259,3 +261,44 @@ async def test_at_capacity_the_page_says_captions_are_unavailable(
         assert await state_of(page) == "capacity"
         assert await page.is_hidden("#reconnect")
         await holder.ws.close()
+
+
+async def test_the_viewer_page_shows_a_revision_in_place_and_downloads_it(
+    nats_server: NatsServer, browser: Any
+) -> None:
+    """The test stores the session's finals and a revision in RESULTS as the ASR worker would; the
+    viewer page replaces the revised final's text where it stands, and its transcript download has
+    the new text."""
+    settings = replace(Settings(), nats_url=nats_server.url, require_workers_ready=False, vad_http_port=0,
+                       asr_http_port=0)
+    async with edge_server(settings) as edge, aiohttp.ClientSession() as http:
+        speaker = await connect(http, ws_url(edge))
+        started = speaker.messages[0]
+        sid = started["session_id"]
+        nc, js = await bus.connect_jetstream(settings, "test-asr")
+        try:
+            for i, text in ((1, "the first final"), (2, "the second final")):
+                final = Transcript(session_id=sid, utterance_id=f"u{i}", is_final=True, text=text,
+                                   start_s=float(i), end_s=i + 0.5, final_index=i)
+                await js.publish(subjects.result_final(sid), encode(final),
+                                 headers={subjects.H_MSG_ID: subjects.final_result_id(sid, i)})
+            link = f"/viewer?session={sid}&token={started['viewer_token']}"
+            viewer = await new_page(browser, str(edge.make_url(link)))
+            assert await finals_on(viewer, 2) == [(1, "the first final"), (2, "the second final")]
+            revision = Revision(session_id=sid, utterance_id="u1", final_index=1, text="the first final, revised",
+                                start_s=1.0, end_s=1.5)
+            await js.publish(subjects.result_revision(sid), encode(revision),
+                             headers={subjects.H_MSG_ID: subjects.revision_result_id(sid, 1)})
+            await viewer.wait_for_function(
+                "document.querySelector('#finals li[data-seq=\"1\"]').textContent === 'the first final, revised'",
+                timeout=30_000)
+            assert await finals_on(viewer, 2) == [(1, "the first final, revised"), (2, "the second final")]
+            async with viewer.expect_download() as download_info:
+                await viewer.click("#dl-txt")
+            download = await download_info.value
+            text = await asyncio.to_thread(Path(await download.path()).read_text)
+            assert text == "the first final, revised\nthe second final\n"
+            assert viewer.errors == []
+        finally:
+            await bus.close(nc)
+            await speaker.ws.close()

@@ -187,6 +187,19 @@ async def publish_revision(settings: Settings, session_id: str, final_index: int
         await bus.close(nc)
 
 
+async def client_with_finals(http: aiohttp.ClientSession, server: Any, settings: Settings,
+                             count: int) -> tuple[Client, dict[str, Any]]:
+    """A client whose session has finals 1..``count`` stored (acting as the ASR worker) and
+    received; and its ``session_started``."""
+    client = await connect(http, ws_url(server))
+    started = client.messages[0]
+    await publish_finals(settings, started["session_id"], 1, count)
+    async with asyncio.timeout(30):
+        while len(client.finals()) < count:
+            await client.recv(30)
+    return client, started
+
+
 async def drop_connection(client: Client) -> None:
     """The client's network goes away: no close handshake."""
     transport = client.ws._response.connection.transport  # type: ignore[union-attr]
@@ -227,16 +240,12 @@ async def test_resume_with_last_seq_0_after_300_finals_gets_all_300_in_order(nat
 async def test_a_resumed_client_and_the_stored_transcript_get_finals_as_revised(nats_server: NatsServer) -> None:
     """Revisions are stored in RESULTS after their finals: the live client gets a `revision`, a
     client that resumes from seq 0 gets the final again with the revised text (and no `revision`),
-    and `asr transcript`'s reader returns the revised text."""
+    one that resumes with every final gets the `revision` again, and `asr transcript`'s reader
+    returns the revised text."""
     settings = settings_for(nats_server)
     async with aiohttp.ClientSession() as http, edge_server(settings) as server:
-        first = await connect(http, ws_url(server))
-        started = first.messages[0]
+        first, started = await client_with_finals(http, server, settings, 3)
         sid = started["session_id"]
-        await publish_finals(settings, sid, 1, 3)
-        async with asyncio.timeout(30):
-            while len(first.finals()) < 3:
-                await first.recv(30)
         await publish_revision(settings, sid, 2, "the second final as revised")
         live = await first.until("revision", timeout=30)
         assert (live["seq"], live["text"]) == (2, "the second final as revised")
@@ -250,6 +259,12 @@ async def test_a_resumed_client_and_the_stored_transcript_get_finals_as_revised(
         await again.send_json({"type": "keepalive"})
         await asyncio.sleep(0.5)
         assert again.of_type("revision") == []
+        # A client that has all three finals may have missed the revision: it comes again.
+        await drop_connection(again)
+        third = await reconnect(http, ws_url(server), started, last_seq=3)
+        resent = await third.until("revision", timeout=30)
+        assert (resent["seq"], resent["text"]) == (2, "the second final as revised")
+        assert third.finals() == []
     nc, js = await bus.connect_jetstream(settings, "test-reader")
     try:
         finals, _ = await recordings.read_results(js, sid)
@@ -263,13 +278,8 @@ async def test_resume_of_a_session_older_than_the_results_retention_continues_wi
 ) -> None:
     settings = settings_for(nats_server, results_retention_seconds=5)
     async with aiohttp.ClientSession() as http, edge_server(settings) as server:
-        first = await connect(http, ws_url(server))
-        started = first.messages[0]
+        first, started = await client_with_finals(http, server, settings, 5)
         sid = started["session_id"]
-        await publish_finals(settings, sid, 1, 5)
-        async with asyncio.timeout(30):
-            while len(first.finals()) < 5:
-                await first.recv(30)
         await drop_connection(first)
         # Wait until the stream has forgotten the session's finals.
         nc, js = await bus.connect_jetstream(settings, "test-probe")

@@ -17,13 +17,13 @@ from typing import Any
 import aiohttp
 import nats
 import pytest
-from nats.js.errors import NoStreamResponseError, NotFoundError, ServiceUnavailableError
+from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 
 from cli.dev import Stack
 from common import subjects
-from common.messages import Transcript, result_decoder
+from common.messages import Transcript
 from tests.conftest import ONE_SENTENCE, THREE_UTTERANCES, pcm_of
-from tests.helpers import Client, connect, wer
+from tests.helpers import Client, connect, stored_results, wer
 from tests.nats_cluster import NatsCluster, Node
 
 pytestmark = pytest.mark.slow
@@ -99,23 +99,12 @@ async def stored_finals(cluster: NatsCluster, session_id: str) -> list[int]:
     """final_index of every final of a session in the RESULTS stream, in stream order (the bus's
     own record: what the service kept, whatever the edge did with it)."""
     nc = await nats.connect(cluster.urls.split(","), connect_timeout=5, max_reconnect_attempts=5)
-    out: list[int] = []
     try:
-        js = nc.jetstream(timeout=10)
-        seq = 0
-        while True:
-            try:
-                msg = await js.get_msg(subjects.RESULTS_STREAM, seq=seq + 1, next=True,
-                                       subject=subjects.result_final(session_id))
-            except NotFoundError:
-                return out
-            assert msg.seq is not None and msg.data is not None
-            seq = msg.seq
-            result = result_decoder.decode(msg.data)
-            assert isinstance(result, Transcript)
-            out.append(result.final_index)
+        finals = await stored_results(nc.jetstream(timeout=10), subjects.result_final(session_id))
     finally:
         await nc.close()
+    assert all(isinstance(f, Transcript) for f in finals), finals
+    return [f.final_index for f in finals if isinstance(f, Transcript)]
 
 
 async def speak(client: Client, pcm: bytes) -> list[dict[str, Any]]:

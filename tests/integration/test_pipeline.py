@@ -17,14 +17,12 @@ import aiohttp
 import nats
 import pytest
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
 from cli.dev import Stack
 from common import subjects
 from common.messages import Revision, result_decoder
 from tests.conftest import ONE_SENTENCE, THREE_UTTERANCES, pcm_of
-from tests.helpers import connect, running_stack, wer
+from tests.helpers import connect, running_stack, stored_results, wer
 
 pytestmark = pytest.mark.slow
 
@@ -222,22 +220,6 @@ async def test_resume_on_the_same_edge_without_redis(stack: Stack, http: aiohttp
     assert error["code"] == "RESUME_FAILED" and "closed" in error["message"]  # it ended with `end`
 
 
-async def stored_revisions(js: JetStreamContext, session_id: str) -> list[Revision]:
-    """The session's revisions as the RESULTS stream keeps them."""
-    out: list[Revision] = []
-    seq = 0
-    while True:
-        try:
-            msg = await js.get_msg(subjects.RESULTS_STREAM, seq=seq + 1, next=True,
-                                   subject=subjects.result_revision(session_id))
-        except NotFoundError:
-            return out
-        seq = msg.seq or seq + 1
-        result = result_decoder.decode(msg.data or b"")
-        assert isinstance(result, Revision)
-        out.append(result)
-
-
 async def test_each_final_after_the_first_brings_the_revision_of_the_one_before(
     stack: Stack, http: aiohttp.ClientSession
 ) -> None:
@@ -262,7 +244,7 @@ async def test_each_final_after_the_first_brings_the_revision_of_the_one_before(
         await client.stream(pcm_of("three_utterances.wav"), chunk_ms=100, realtime=1.0)
         await client.send_json({"type": "end"})
         await client.until("session_ended", timeout=60)
-        stored = await stored_revisions(nc.jetstream(), sid)
+        stored = await stored_results(nc.jetstream(), subjects.result_revision(sid))
     finally:
         await nc.close()
     assert stored == sorted(outcomes, key=lambda r: r.final_index)  # each kept in RESULTS, as published

@@ -18,8 +18,9 @@ def partial(utterance: int, text: str) -> Transcript:
                       end_s=1.0)
 
 
-def texts(out: list[tuple[dict[str, object], bool]]) -> list[tuple[object, object, bool]]:
-    return [(m.get("seq"), m.get("text", m["type"]), is_partial) for m, is_partial in out]
+def texts(out: list[tuple[dict[str, object], str]]) -> list[tuple[object, object, bool]]:
+    """(seq, text or type, is a partial) of what viewers are handed."""
+    return [(m.get("seq"), m.get("text", m["type"]), kind == "partial") for m, kind in out]
 
 
 def test_finals_in_index_order_numbered_like_the_speaker_and_empty_ones_skipped() -> None:
@@ -85,10 +86,12 @@ def test_viewer_settings_are_validated_with_what_to_use_instead() -> None:
     assert "max_viewers_per_edge=-1" in problems and "viewer_backlog_finals=1000000" in problems
 
 
-def test_a_late_joiner_gets_finals_as_revised_and_viewers_get_no_revision_message() -> None:
+def test_viewers_get_a_revision_and_a_late_joiner_gets_finals_as_revised() -> None:
     state = CaptionState(backlog=10)
     state.add(final(1, "wan"))
     state.add(final(2, "two"))
     revision = Revision(session_id="s" * 8, utterance_id="u1", final_index=1, text="one", start_s=1.0, end_s=1.5)
-    assert state.add(revision) == []  # a `revision` is not sent to viewers
+    out = state.add(revision)
+    assert [(m["type"], m["seq"], m["text"], kind) for m, kind in out] == [("revision", 1, "one", "revision")]
+    assert state.add(revision) == []  # the same revision again (read back, then live): once
     assert [(m["seq"], m["text"]) for m in state.joiner_backlog()] == [(1, "one"), (2, "two")]

@@ -199,7 +199,7 @@ def test_finals_queued_again_on_resume_carry_their_stored_revision() -> None:
     # RESULTS holds finals 1-3 and, after final 2, the revision of final 1 (stream order).
     stored: list[Final | Revision] = [final(1), final(2), revision(1, "revised one"), final(3), revision(2, "")]
     d = Delivery()
-    d.resume(stored, anchor_index=3, anchor_seq=3, last_seq=0, now=0.0)
+    assert d.resume(stored, anchor_index=3, anchor_seq=3, last_seq=0, now=0.0) == []  # nothing to resend
     assert [(m["seq"], m["text"]) for m in sent(d)] == [(1, "revised one"), (2, "words 2"), (3, "words 3")]
 
 
@@ -212,3 +212,23 @@ def test_a_revision_read_back_and_then_live_reaches_the_client_once() -> None:
     assert [m["type"] for m in first] == ["revision"]
     assert d.add(revision(1, "better words"), 1.1).now == []  # the live copy: nothing new
     assert [m["text"] for m in d.add(revision(1, "other words"), 1.2).now] == ["other words"]
+
+
+def test_a_resume_sends_again_the_revisions_of_finals_the_client_has_and_keeps_them_revisable() -> None:
+    stored: list[Final | Revision] = [final(1), final(2), revision(1, "revised one"), final(3), final(4)]
+    d = Delivery()
+    # The client has seq 1-3 (it may have missed the revision of 1); 4 was stored since.
+    missed = d.resume(stored, anchor_index=4, anchor_seq=4, last_seq=3, now=0.0)
+    assert [(m["type"], m["seq"], m["text"]) for m in missed] == [("revision", 1, "revised one")]
+    assert [(m["seq"], m["text"]) for m in sent(d)] == [(4, "words 4")]
+    # The revision of final 3, decoded after the client went away, still reaches it.
+    out = d.add(revision(3, "revised three"), 1.0).now
+    assert [(m["type"], m["seq"], m["text"]) for m in out] == [("revision", 3, "revised three")]
+
+
+def test_a_resume_resends_at_most_recent_utterances_revisions() -> None:
+    stored: list[Final | Revision] = [final(i) for i in range(1, 11)]
+    stored += [revision(i, f"r{i}") for i in range(1, 11)]
+    d = Delivery(DeliveryOptions(recent_utterances=3))
+    missed = d.resume(stored, anchor_index=10, anchor_seq=10, last_seq=10, now=0.0)
+    assert [m["seq"] for m in missed] == [8, 9, 10]
