@@ -24,8 +24,9 @@ RESULTS stream) and the clock; it answers with the client messages to send. It o
   finals) is dropped. A live final announces the revision of the final before it
   (``Transcript.revising``); ``revisions_settled`` says whether every announced one has come
   (changed or not), so that ``end`` can wait for the last of them. Revisions are stored after
-  their finals: finals queued again on resume carry their revised text, and a revision that comes
-  both read back and live is applied once.
+  their finals: finals queued again on resume carry their revised text; the finals a resuming
+  client already has are kept for their revisions, and the stored ones are sent again (the client
+  may have missed them); a revision that comes both read back and live is applied once.
 * **Targets**: ``expected_total`` (after ``end``) and ``drain_target`` (after ``drain``).
 
 Times are the caller's monotonic clock, in seconds.
@@ -222,18 +223,20 @@ class Delivery:
                 elif len(had) < self.options.recent_utterances:
                     had.append((seq, kept))
                 seq -= 1
-        revisions: list[dict[str, Any]] = []
         for seq_no, final in reversed(had):
-            message = _final_message(seq_no, final)
-            self._queued[final.final_index] = message  # a later revision of it still reaches the client
-            original = as_first[final.final_index]
-            if isinstance(original, Transcript) and original.text != final.text:
-                revisions.append(p.revision(seq=seq_no, utterance_id=final.utterance_id, text=final.text,
-                                            start_s=final.start_s, end_s=final.end_s, words=message.get("words")))
+            self._keep(seq_no, final)
         for seq_no, final in reversed(again):
             self._queue_final(seq_no, final, live=False)
         for index in sorted(i for i in first if i > anchor_index):
             self._add_final(first[index], now, False, Released())
+        waiting = {id(message) for message, _ in self.ready}
+        revisions: list[dict[str, Any]] = []
+        for index, message in self._queued.items():  # the stored revisions of finals the client has
+            original = as_first.get(index)
+            if id(message) not in waiting and isinstance(original, Transcript) and original.text != message["text"]:
+                revisions.append(p.revision(seq=message["seq"], utterance_id=message["utterance_id"],
+                                            text=message["text"], start_s=message["start_s"],
+                                            end_s=message["end_s"], words=message.get("words")))
         return revisions
 
     # --- output -------------------------------------------------------------------------------
@@ -275,6 +278,8 @@ class Delivery:
                 if seq > self.skip_upto_seq:
                     self._queue_final(seq, item, live)
                     out.finals.append(item)
+                else:
+                    self._keep(seq, item)
             else:
                 self._remember(item.utterance_id)
                 message = p.error(p.TRANSCRIPTION_FAILED, item.message)
@@ -284,13 +289,19 @@ class Delivery:
         self._note_gaps(now)
 
     def _queue_final(self, seq: int, final: Transcript, live: bool) -> None:
-        message = _final_message(seq, final)
+        message = self._keep(seq, final)
         self.ready.append((message, live))
         self._live_in_ready += live
         self.sent_finals += 1
+
+    def _keep(self, seq: int, final: Transcript) -> dict[str, Any]:
+        """The final's message, kept (the last ``recent_utterances``) so that its revision can
+        reach the client, whether it is queued now or the client had it before a resume."""
+        message = _final_message(seq, final)
         self._queued[final.final_index] = message
         while len(self._queued) > self.options.recent_utterances:
             self._queued.popitem(last=False)
+        return message
 
     def _revise(self, revision: Revision, out: Released) -> None:
         self._revisions_due.discard(revision.final_index)

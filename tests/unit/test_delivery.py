@@ -232,3 +232,15 @@ def test_a_resume_resends_at_most_recent_utterances_revisions() -> None:
     d = Delivery(DeliveryOptions(recent_utterances=3))
     missed = d.resume(stored, anchor_index=10, anchor_seq=10, last_seq=10, now=0.0)
     assert [m["seq"] for m in missed] == [8, 9, 10]
+
+
+def test_a_resume_behind_the_client_keeps_the_newest_finals_it_has_revisable() -> None:
+    # The store's position lags: it says index 2 / seq 2, the client has seq 4; 3 and 4 go
+    # through the orderer and are skipped, but their revisions (stored and later) reach the client.
+    stored: list[Final | Revision] = [final(1), final(2), final(3), final(4), revision(3, "revised three")]
+    d = Delivery()
+    missed = d.resume(stored, anchor_index=2, anchor_seq=2, last_seq=4, now=0.0)
+    assert [(m["seq"], m["text"]) for m in missed] == [(3, "revised three")]
+    assert sent(d) == []
+    out = d.add(revision(4, "revised four"), 1.0).now
+    assert [(m["type"], m["seq"], m["text"]) for m in out] == [("revision", 4, "revised four")]
