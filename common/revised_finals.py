@@ -2,9 +2,9 @@
 
 RESULTS keeps each final once (``results.<session>.final``) and, since revisions are stored too
 (``results.<session>.revision``), each final's `Revision`: its text decoded again with the audio
-that followed it. Whoever reads finals back from the stream (an edge resuming a session, a caption
-feed, ``asr sessions``) applies the revisions, so the text a client gets again, or reads later, is
-the one the live client was shown last, not the first decode. Pure.
+that followed it. Whoever reads finals back from the stream (an edge resuming a session,
+``asr transcript``, ``asr replay``) applies the revisions, so the text a client gets again, or
+reads later, is the one the live client was shown last, not the first decode. Pure.
 """
 
 from __future__ import annotations
