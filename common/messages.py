@@ -158,6 +158,9 @@ class SessionError(_Msg, frozen=True, tag="session_error"):
 Result = Transcript | Revision | TranscriptionFailed | SpeechStarted | UtteranceEnd | SessionFlushed | SessionError
 Final = Transcript | TranscriptionFailed
 """What RESULTS holds under ``results.<session>.final``: one of these per final index."""
+StoredFinal = Final | Revision
+"""What a session's finals read back from RESULTS are made of: the finals, and their revisions
+(``results.<session>.revision``; `common.revised_finals` applies them)."""
 
 # --- worker presence ------------------------------------------------------------------------
 

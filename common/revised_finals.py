@@ -13,10 +13,10 @@ from collections.abc import Iterable
 
 import msgspec
 
-from common.messages import Final, Revision, Transcript
+from common.messages import Final, Revision, StoredFinal, Transcript
 
 
-def revised(stored: Iterable[Final | Revision]) -> list[Final]:
+def revised(stored: Iterable[StoredFinal]) -> list[Final]:
     """The finals among ``stored`` (stream order), each ``Transcript`` with the text and words of
     the last revision of it that changed its words (same ``final_index`` and ``utterance_id``;
     a revision's ``text`` "" means "no change"). Revisions of finals not among ``stored`` are

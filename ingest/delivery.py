@@ -46,6 +46,7 @@ from common.messages import (
     SessionError,
     SessionFlushed,
     SpeechStarted,
+    StoredFinal,
     Transcript,
     TranscriptionFailed,
     UtteranceEnd,
@@ -188,7 +189,7 @@ class Delivery:
         self.stored_index = max(self.stored_index, final_index)
         self._note_gaps(now)
 
-    def resume(self, stored: Iterable[Final | Revision], *, anchor_index: int, anchor_seq: int, last_seq: int,
+    def resume(self, stored: Iterable[StoredFinal], *, anchor_index: int, anchor_seq: int, last_seq: int,
                now: float) -> list[dict[str, Any]]:
         """Positions a resumed session: ``anchor_index``/``anchor_seq`` is the last position the
         session store holds; the client has finals up to ``last_seq``. Finals at or below the

@@ -15,13 +15,18 @@ from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from common import continuity, subjects
-from common.messages import Final, Revision, SessionFlushed, Transcript, TranscriptionFailed, encode, result_decoder
+from common.messages import (
+    Final,
+    Revision,
+    SessionFlushed,
+    StoredFinal,
+    Transcript,
+    TranscriptionFailed,
+    encode,
+    result_decoder,
+)
 
 log = logging.getLogger(__name__)
-
-
-Stored = Final | Revision
-"""What a `FinalsCursor` reads: finals, and revisions of finals (`common.revised_finals`)."""
 
 
 class FinalsCursor:
@@ -35,8 +40,8 @@ class FinalsCursor:
         self.subject = subjects.results(session_id)  # final, revision and flushed are stored
         self.stream_seq = 0  # stream sequence of the last message read
 
-    async def read_new(self, limit: int = 100_000) -> list[Stored]:
-        out: list[Stored] = []
+    async def read_new(self, limit: int = 100_000) -> list[StoredFinal]:
+        out: list[StoredFinal] = []
         while len(out) < limit:
             try:
                 stored = await self.js.get_msg(subjects.RESULTS_STREAM, seq=self.stream_seq + 1, next=True,
@@ -121,7 +126,7 @@ def _decode_final(data: bytes | None) -> Final | None:
     return None if isinstance(item, Revision) else item
 
 
-def _decode_stored(data: bytes | None) -> Stored | None:
+def _decode_stored(data: bytes | None) -> StoredFinal | None:
     """A stored final or revision (None for anything else, e.g. the ``flushed`` marker)."""
     if not data:
         return None
