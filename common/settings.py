@@ -104,6 +104,11 @@ class Settings:
     """On SIGTERM, longest wait for open sessions' pending finals before closing them with 1012."""
     require_workers_ready: bool = True
     """/readyz of an edge also needs a live VAD worker and a live ASR worker."""
+    audio_batch_ms: int = 60
+    """Audio of one session is published to JetStream in messages of at least this many milliseconds:
+    smaller client chunks are joined, each held at most this long (20 ms frames then cost the bus and
+    the VAD worker a third of what they would one by one); longer chunks go out as they come. 0
+    publishes every chunk as it comes."""
     max_pending_publishes: int = 64
     """Audio messages of one session published but not yet acknowledged by JetStream; past it the
     edge stops reading that client's socket (TCP pushes back) until JetStream catches up."""
@@ -349,6 +354,7 @@ def _validate(s: Settings) -> list[str]:
             "use 0 to disable partials or at least 200."
         )
     add(_range("max_pending_publishes", s.max_pending_publishes, 1, 10000, "64 is a good default."))
+    add(_range("audio_batch_ms", s.audio_batch_ms, 0, 1000, "use 0 (off) or 20-200; 60 is the default."))
     add(_range("bus_outage_timeout_seconds", s.bus_outage_timeout_seconds, 1, 600,
                "long enough for a nats-server restart or a cluster failover, e.g. 30."))
     add(_range("final_repair_after_seconds", s.final_repair_after_seconds, 0.1, 60, "2 is a good default."))

@@ -10,6 +10,12 @@ its original ``Nats-Msg-Id`` (JetStream drops the copies it already stored), unt
 ``outage_timeout_s`` has passed since the outage began; only then does ``BusUnavailable`` end the
 session. ``stored_offset`` is the audio JetStream has acknowledged, which is all the service may
 promise a resuming client.
+
+Small chunks are joined into one message (``ingest.audio_batch``, the ``audio_batch_ms`` setting):
+``publish_audio`` holds them until enough audio is held, or until the oldest has waited that long
+(a timer owned by the publisher sends it then). Anything else published, and ``flush``, sends
+what is held first, so the bus sees the session's audio and control messages in the order they
+came.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import nats
 from nats.aio.client import Client as NATS
 
 from common import metrics, subjects
+from ingest.audio_batch import AudioBatch
 from ingest.jetstream_pipe import JetStreamPipe
 
 log = logging.getLogger(__name__)
@@ -54,6 +61,7 @@ class AudioPublisher:
     def __init__(
         self, nc: NATS, pipe: JetStreamPipe, session_id: str, *, window: int, ack_timeout_s: float,
         outage_timeout_s: float, seq: int = 0, offset: int = 0, options_header: str = "",
+        batch: AudioBatch | None = None,
     ) -> None:
         self.nc, self.pipe = nc, pipe
         self.window = window
@@ -68,6 +76,11 @@ class AudioPublisher:
         self._pending: deque[_Pending] = deque()
         self._lock = asyncio.Lock()  # seq order on the bus = order of publish calls
         self._abandoned = False
+        self._batch = batch  # audio held to be joined with the next chunks (None: every chunk goes out)
+        self._subject = ""  # where held audio goes
+        self._timer: asyncio.TimerHandle | None = None  # sends held audio once it is due
+        self._sender: asyncio.Task[None] | None = None  # the timer's send, while it runs
+        self._send_error: BaseException | None = None  # what the timer's send ran into, raised to the reader
 
     def __repr__(self) -> str:
         return f"<AudioPublisher {self.session_id} seq={self.seq} pending={len(self._pending)}>"
@@ -76,23 +89,90 @@ class AudioPublisher:
         """A resumed session carries on after what the AUDIO stream holds."""
         self.seq, self.offset, self.stored_offset = seq, offset, offset
 
-    async def publish(self, kind: str, payload: bytes, subject: str) -> None:
+    @property
+    def handed_in(self) -> int:
+        """Session audio bytes given to this publisher: published, or held to be joined."""
+        return self.offset + (self._batch.held if self._batch is not None else 0)
+
+    async def publish_audio(self, payload: bytes, subject: str) -> None:
+        """Publishes a chunk of audio, or holds it to join it with the next ones (``AudioBatch``)."""
+        if self._batch is None:
+            await self.publish("audio", payload, subject)
+            return
+        self._raise_send_error()
         async with self._lock:
-            self.seq += 1
-            headers = {
-                subjects.H_MSG_ID: f"{self.session_id}.{self.seq}",
-                subjects.H_KIND: kind,
-                subjects.H_SEQ: str(self.seq),
-                subjects.H_OFFSET: str(self.offset),
-                subjects.H_SENT_AT: f"{time.time():.6f}",
-            }
-            if self.options_header:
-                headers[subjects.H_OPTIONS] = self.options_header
-            self.offset += len(payload)
-            future = await self._send(subject, payload, headers)
-            self._pending.append(_Pending(subject, payload, headers, self.offset, future, time.monotonic()))
-            while len(self._pending) > self.window or self._head_due():
-                await self._settle_oldest()
+            self._subject = subject
+            out = self._batch.add(payload, time.monotonic())
+            if out is not None:
+                self._disarm()
+                await self._publish_locked("audio", out, subject)
+            elif self._timer is None:
+                self._arm()
+
+    async def publish(self, kind: str, payload: bytes, subject: str) -> None:
+        """Publishes ``payload`` as a message of ``kind``, after any audio held."""
+        self._raise_send_error()
+        async with self._lock:
+            await self._send_held()
+            await self._publish_locked(kind, payload, subject)
+
+    def _on_due(self) -> None:
+        self._timer = None
+        if self._sender is None and not self._abandoned:
+            self._sender = asyncio.create_task(self._send_due(), name=f"audio-batch-{self.session_id}")
+
+    async def _send_due(self) -> None:
+        try:
+            async with self._lock:
+                if self._batch is not None and self._batch.due(time.monotonic()):
+                    await self._send_held(settle=False)
+        except (nats.errors.Error, OSError, ConnectionError) as exc:
+            self._send_error = exc  # the reader's next publish raises it
+        finally:
+            self._sender = None
+        if self._timer is None and not self._abandoned:
+            self._arm()  # audio that came while it waited for the lock
+
+    def _arm(self) -> None:
+        """Sets the timer for the audio held, if any."""
+        deadline = self._batch.deadline() if self._batch is not None else None
+        if deadline is not None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._on_due)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _raise_send_error(self) -> None:
+        if self._send_error is not None:
+            exc, self._send_error = self._send_error, None
+            raise exc
+
+    async def _send_held(self, *, settle: bool = True) -> None:
+        """Under the lock: publishes the audio held, if any."""
+        if self._batch is None or not self._batch.held:
+            return
+        self._disarm()
+        await self._publish_locked("audio", self._batch.take(), self._subject, settle=settle)
+
+    async def _publish_locked(self, kind: str, payload: bytes, subject: str, *, settle: bool = True) -> None:
+        self.seq += 1
+        headers = {
+            subjects.H_MSG_ID: f"{self.session_id}.{self.seq}",
+            subjects.H_KIND: kind,
+            subjects.H_SEQ: str(self.seq),
+            subjects.H_OFFSET: str(self.offset),
+            subjects.H_SENT_AT: f"{time.time():.6f}",
+        }
+        if self.options_header:
+            headers[subjects.H_OPTIONS] = self.options_header
+        self.offset += len(payload)
+        future = await self._send(subject, payload, headers)
+        self._pending.append(_Pending(subject, payload, headers, self.offset, future, time.monotonic()))
+        while settle and (len(self._pending) > self.window or self._head_due()):
+            await self._settle_oldest()
 
     async def settle_overdue(self) -> None:
         """Settles acknowledgements that are due (called now and then when no audio arrives, so a
@@ -111,14 +191,23 @@ class AudioPublisher:
         return head.future.done() or time.monotonic() - head.sent_at >= self.ack_timeout_s
 
     async def flush(self) -> None:
-        """Returns once everything published so far is stored."""
+        """Returns once everything published so far, and the audio held, is stored."""
+        self._raise_send_error()
         async with self._lock:
+            await self._send_held(settle=False)
             while self._pending:
                 await self._settle_oldest()
 
     def abandon(self) -> None:
-        """The session's connection is closing: stop waiting for acknowledgements."""
+        """The session's connection is closing: stop waiting for acknowledgements. Audio still
+        held was never acknowledged, so a resuming client sends it again (it resumes from
+        ``stored_offset``)."""
         self._abandoned = True
+        self._disarm()
+        if self._sender is not None:
+            self._sender.cancel()
+        if self._batch is not None:
+            self._batch.take()
         for pending in self._pending:
             pending.future.cancel()
         self._pending.clear()

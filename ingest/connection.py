@@ -34,6 +34,7 @@ from common.messages import Result, SessionFlushed, Transcript, TranscriptionFai
 from common.settings import Settings
 from ingest import protocol as p
 from ingest import stored_results
+from ingest.audio_batch import AudioBatch
 from ingest.audio_publisher import AudioPublisher, BusUnavailable
 from ingest.context import STORE_ERRORS, EdgeContext
 from ingest.delivery import Delivery, DeliveryOptions, GiveUp, Repair
@@ -285,7 +286,8 @@ class Connection:
         metrics.CHUNKS_RECEIVED.inc()
         metrics.BYTES_RECEIVED.inc(len(pcm))
         if pcm16k:
-            await self._publish("audio", pcm16k)
+            await self.publisher.publish_audio(pcm16k, self._audio_subject)
+            self._note_stored_audio()
         await self._store_now_and_then()
 
     async def _pace(self, nbytes: int) -> None:
@@ -308,8 +310,12 @@ class Connection:
         metrics.THROTTLED_SECONDS.inc(wait)
         await asyncio.sleep(wait)
 
+    @property
+    def _audio_subject(self) -> str:
+        return subjects.audio(self.session_id, self.settings.audio_shards)
+
     async def _publish(self, kind: str, payload: bytes) -> None:
-        await self.publisher.publish(kind, payload, subjects.audio(self.session_id, self.settings.audio_shards))
+        await self.publisher.publish(kind, payload, self._audio_subject)
         self._note_stored_audio()
 
     def _note_stored_audio(self) -> None:
@@ -320,7 +326,7 @@ class Connection:
     async def _end(self) -> Closing:
         tail = self.resampler.flush()
         if tail:
-            await self._publish("audio", tail)
+            await self.publisher.publish_audio(tail, self._audio_subject)
         await self._publish("end", b"")
         self._end_state = "closed"
         self.record.state = "closing"
@@ -359,7 +365,7 @@ class Connection:
         far (bounded by ``timeout``), then close with 1012 so the client resumes on another edge."""
         try:
             # With no audio sent, no final can be pending: close straight away.
-            if self.publisher.offset:
+            if self.publisher.handed_in:
                 async with asyncio.timeout(timeout):
                     await self._publish("drain", b"")
                     await self.publisher.flush()
@@ -436,9 +442,11 @@ class Connection:
 
     def _publisher_for(self, session_id: str) -> AudioPublisher:
         s = self.settings
+        batch = (AudioBatch(s.audio_batch_ms * TARGET_RATE // 1000 * 2, s.audio_batch_ms / 1000)
+                 if s.audio_batch_ms else None)
         return AudioPublisher(self.ctx.nc, self.ctx.pipe, session_id, window=s.max_pending_publishes,
                               ack_timeout_s=s.publish_timeout_seconds, outage_timeout_s=s.bus_outage_timeout_seconds,
-                              options_header=self.options_header)
+                              options_header=self.options_header, batch=batch)
 
     # --- bus -> client ----------------------------------------------------------------------
 
