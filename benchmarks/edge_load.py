@@ -1,14 +1,17 @@
 """Edge load: how many streaming sessions one edge process holds within a chunk->JetStream bound.
 
     .venv/bin/python -m benchmarks.edge_load [--sessions 250,500,1000,1500,2000] [--seconds 20]
-        [--p99-ms 50] [--no-pin] [--json PATH]
+        [--p99-ms 50] [--chunk-ms 100] [--vad] [--no-pin] [--json PATH]
 
 One edge process and its own nats-server (a cli.dev.Stack without workers; the edge's readiness
 does not wait for workers). No VAD or ASR worker runs: in their place this process holds a pull
 consumer on the AUDIO stream that only acknowledges (AckPolicy.ALL, one ack per batch), so no ASR
 work is done. A load generator in another process opens N WebSocket sessions (ramped) and sends
-each a 100 ms chunk of PCM every 100 ms, phases spread evenly; the first 8 bytes of every chunk
-carry the generator's wall clock at the moment it was sent.
+each a 100 ms chunk of PCM every 100 ms (``--chunk-ms``), phases spread evenly; the first 8 bytes of
+every chunk carry the generator's wall clock at the moment it was sent. Chunks shorter than the
+stack's ``audio_batch_ms`` (ASR_AUDIO_BATCH_MS of the shell, else the default) are joined by the
+edge, so fewer messages are stored than chunks sent; a joined message's latency is its first
+chunk's, the longest held.
 
 For each level, over a steady window of ``--seconds`` that starts ``--warmup`` seconds after every
 session is connected and streaming:
@@ -49,6 +52,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import shlex
 import struct
@@ -68,14 +72,30 @@ from benchmarks import procstat
 from benchmarks.pipeline_latency import machine
 from cli.dev import Stack, _ready, free_port
 from common import subjects
+from common.settings import Settings
 
-CHUNK_MS = 100
-CHUNK_BYTES = 3200  # 100 ms of PCM s16le 16 kHz mono
+CHUNK_MS = 100  # --chunk-ms
+CHUNK_BYTES = 3200  # CHUNK_MS of PCM s16le 16 kHz mono
 TICKS = 10  # the generator sends to 1/TICKS of the sessions every CHUNK_MS / TICKS
 SAMPLES = 20000  # stored messages read back per level for the latency percentiles
 
 
 # --- load generator (its own process) -------------------------------------------------------------
+
+def set_chunk_ms(ms: int) -> None:
+    global CHUNK_MS, CHUNK_BYTES
+    CHUNK_MS, CHUNK_BYTES = ms, ms * 32
+
+
+def batch_ms() -> int:
+    """The stack's ``audio_batch_ms`` (the shell's ASR_AUDIO_BATCH_MS reaches it)."""
+    return int(os.environ.get("ASR_AUDIO_BATCH_MS", Settings().audio_batch_ms))
+
+
+def chunks_per_message() -> int:
+    """How many of the generator's chunks the edge joins into one message (``ingest.audio_batch``)."""
+    return max(1, math.ceil(batch_ms() / CHUNK_MS)) if batch_ms() > CHUNK_MS else 1
+
 
 async def loadgen(url: str, n: int, seconds: float, ramp_per_s: float, warmup: float) -> dict[str, Any]:
     noise = (np.random.default_rng(0).normal(0, 30, CHUNK_BYTES // 2)).astype("<i2").tobytes()
@@ -200,7 +220,7 @@ async def read_back(js: Any, first: int, last: int, t_from: float, t_to: float) 
         msgs = await asyncio.gather(*(js.get_msg(subjects.AUDIO_STREAM, seq=s) for s in seqs[i : i + 200]),
                                     return_exceptions=True)
         for m in msgs:
-            if isinstance(m, BaseException) or not m.data or len(m.data) != CHUNK_BYTES:
+            if isinstance(m, BaseException) or not m.data or len(m.data) % CHUNK_BYTES:
                 continue
             (sent,) = struct.unpack_from("<d", m.data)
             if not t_from <= sent <= t_to:
@@ -266,7 +286,8 @@ async def level(n: int, args: argparse.Namespace, stack: Stack, nats_url: str, o
     consumer = asyncio.create_task(ack_consumer(nc, stop_consumer) if not vad else asyncio.sleep(0, 0))
     rss_before = procstat.rss_bytes(edge)
     cmd = [sys.executable, "-m", "benchmarks.edge_load", "--loadgen", f"ws://127.0.0.1:{stack.port}/v1/stream",
-           "--sessions", str(n), "--seconds", str(args.seconds), "--ramp", str(args.ramp), "--warmup", str(args.warmup)]
+           "--sessions", str(n), "--chunk-ms", str(CHUNK_MS),
+           "--seconds", str(args.seconds), "--ramp", str(args.ramp), "--warmup", str(args.warmup)]
     gen = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
     if others:
         pin(gen.pid, others)
@@ -320,11 +341,14 @@ async def level(n: int, args: argparse.Namespace, stack: Stack, nats_url: str, o
     gen_result = events.get("result", {})
     window = max(done - steady, 1e-9)
     stored = max(0, seq1 - seq0 + 1)
-    offered = n * 1000 / CHUNK_MS
+    offered = n * 1000 / CHUNK_MS  # chunks per second
+    expected = offered / chunks_per_message()  # messages per second, once joined
     lag = np.array(lags) * 1000 if lags else np.array([float("nan")])
     res: dict[str, Any] = {
         "sessions": n, "connected": gen_result.get("connected", 0), "window_s": window,
-        "offered_msg_s": offered, "stored_msg_s": stored / window, "acked_by_consumer": acked,
+        "chunk_ms": CHUNK_MS, "audio_batch_ms": batch_ms(),
+        "offered_msg_s": offered, "expected_msg_s": expected, "stored_msg_s": stored / window,
+        "acked_by_consumer": acked,
         "latency": back, "edge_cpu_pct": (cpu1 - cpu0) / window * 100,
         "edge_cpu_us_per_msg": (cpu1 - cpu0) / max(stored, 1) * 1e6,
         "nats_cpu_pct": (nats1 - nats0) / window * 100,
@@ -332,6 +356,10 @@ async def level(n: int, args: argparse.Namespace, stack: Stack, nats_url: str, o
         "consumer_cpu_pct": (own1 - own0) / window * 100,  # this process: the ack-only consumer, probes
         "vad_cpu_pct": (vad1 - vad0) / window * 100 if vad else None,
         "vad_cpu_us_per_msg": (vad1 - vad0) / max(stored, 1) * 1e6 if vad else None,
+        # Per chunk the generator sent (what a client's audio costs, however the edge joins it):
+        "edge_cpu_us_per_chunk": (cpu1 - cpu0) / max(offered * window, 1) * 1e6,
+        "nats_cpu_us_per_chunk": (nats1 - nats0) / max(offered * window, 1) * 1e6,
+        "vad_cpu_us_per_chunk": (vad1 - vad0) / max(offered * window, 1) * 1e6 if vad else None,
         # How busy the CPUs that are not the edge's were (generator, nats-server, this process):
         # near 100 % of them, latency is theirs, not the edge's.
         "other_cpus_busy_pct": (rest1 - rest0) / window / max(len(others), 1) * 100 if others else float("nan"),
@@ -343,7 +371,7 @@ async def level(n: int, args: argparse.Namespace, stack: Stack, nats_url: str, o
     p99 = back.get("stored", {}).get("p99_ms", float("inf"))
     res["passed"] = bool(res["connected"] == n and gen_result.get("connect_error_count", 1) == 0
                          and gen_result.get("closed_early_count", 1) == 0
-                         and res["stored_msg_s"] >= 0.95 * offered and p99 < args.p99_ms)
+                         and res["stored_msg_s"] >= 0.95 * expected and p99 < args.p99_ms)
     return res
 
 
@@ -355,6 +383,8 @@ def row(r: dict[str, Any]) -> str:
             f"| {lat.get('p50_ms', float('nan')):.1f} / {lat.get('p99_ms', float('nan')):.1f} / "
             f"{lat.get('max_ms', float('nan')):.0f} | {pub.get('p99_ms', float('nan')):.1f} "
             f"| {r['edge_cpu_pct']:.0f} % | {r['edge_cpu_us_per_msg']:.0f} | {r['nats_cpu_pct']:.0f} % "
+            f"| {r['edge_cpu_us_per_chunk']:.0f} / {r['nats_cpu_us_per_chunk']:.0f} / "
+            f"{'-' if r['vad_cpu_us_per_chunk'] is None else format(r['vad_cpu_us_per_chunk'], '.0f')} "
             f"| {r.get('generator_cpu_pct', float('nan')):.0f} % | {r.get('other_cpus_busy_pct', float('nan')):.0f} % "
             f"| {r['rss_before_mb']:.0f} -> {r['rss_peak_mb']:.0f} ({r['rss_per_session_kb']:.0f}) "
             f"| {r['loop_lag_p50_ms']:.1f} / {r['loop_lag_p99_ms']:.1f} "
@@ -364,12 +394,13 @@ def row(r: dict[str, Any]) -> str:
             f"| {r['latency'].get('samples', 0)} | {'yes' if r['passed'] else 'no'} |")
 
 
-HEADER = ("| sessions | connected | msg/s offered / stored | chunk->ack p50 / p99 / max (ms) | edge publish p99 (ms) "
-          "| edge CPU | edge CPU µs per msg | nats-server CPU | generator CPU | other CPUs busy "
+HEADER = ("| sessions | connected | chunks/s offered / msg/s stored | chunk->ack p50 / p99 / max (ms) "
+          "| edge publish p99 (ms) | edge CPU | edge CPU µs per msg | nats-server CPU "
+          "| CPU µs per chunk: edge / nats-server / VAD | generator CPU | other CPUs busy "
           "| edge RSS MB before -> peak (KB per session) "
           "| /healthz round trip p50 / p99 (ms) | edge GC: collections / total ms / longest under ms "
           "| generator late p99 (ms) | connect errors / closed early "
-          "| samples | within bound |\n| " + " | ".join(["---"] * 17) + " |")
+          "| samples | within bound |\n| " + " | ".join(["---"] * 18) + " |")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -379,6 +410,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=3.0,
                    help="seconds of streaming before the measured window (default 3)")
     p.add_argument("--ramp", type=float, default=200.0, help="new sessions per second while connecting")
+    p.add_argument("--chunk-ms", type=int, default=100,
+                   help="audio per chunk the generator sends (default 100; the edge joins chunks shorter than "
+                        "its audio_batch_ms, and the rows' JSON has the CPU per chunk)")
     p.add_argument("--p99-ms", type=float, default=50.0, help="chunk->ack p99 bound (default 50)")
     p.add_argument("--keep-going", action="store_true", help="run every level even after one fails")
     p.add_argument("--pin", action=argparse.BooleanOptionalAction, default=len(os.sched_getaffinity(0)) >= 2,
@@ -396,6 +430,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    set_chunk_ms(args.chunk_ms)
     if args.loadgen:
         result = uvloop.run(loadgen(args.loadgen, args.levels[0], args.seconds, args.ramp, args.warmup))
         print(json.dumps(result), flush=True)
@@ -403,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     command = ".venv/bin/python -m benchmarks.edge_load " + shlex.join(sys.argv[1:] if argv is None else argv)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     info = machine()
+    info["chunks"] = f"{CHUNK_MS} ms, joined {chunks_per_message()} per message (audio_batch_ms {batch_ms()})"
     print(f"{when} {args.label}\n{command}\n" + "\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
     top = max(args.levels)
     env = {
@@ -465,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{sorted(others) or 'the same CPUs'}\n\n{HEADER}")
     for r in results:
         print(row(r))
-    print(f"\n- largest N within p99 < {args.p99_ms:g} ms: {best} sessions ({best * 1000 // CHUNK_MS} msg/s)")
+    print(f"\n- largest N within p99 < {args.p99_ms:g} ms: {best} sessions ({best * 1000 // CHUNK_MS} chunks/s)")
     out = args.json or Path(tempfile.mkstemp(prefix="edge-load-", suffix=".json")[1])
     out.write_text(json.dumps({"when": when, "command": command, "label": args.label, "machine": info,
                                "pinned": bool(others), "levels": results, "largest": best}, indent=1))
