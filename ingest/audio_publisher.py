@@ -116,6 +116,12 @@ class AudioPublisher:
             await self._send_held()
             await self._publish_locked(kind, payload, subject)
 
+    async def send_held(self) -> None:
+        """Publishes the audio held now, without waiting for its acknowledgement (the client closed
+        its socket right after its last chunk: what it sent is stored, as it would be one by one)."""
+        async with self._lock:
+            await self._send_held(settle=False)
+
     def _on_due(self) -> None:
         self._timer = None
         if self._sender is None and not self._abandoned:
@@ -200,8 +206,8 @@ class AudioPublisher:
 
     def abandon(self) -> None:
         """The session's connection is closing: stop waiting for acknowledgements. Audio still
-        held was never acknowledged, so a resuming client sends it again (it resumes from
-        ``stored_offset``)."""
+        held (the connection ended other than by the client's close, before it was due) was never
+        acknowledged, so a resuming client sends it again (it resumes from ``stored_offset``)."""
         self._abandoned = True
         self._disarm()
         if self._sender is not None:

@@ -234,6 +234,7 @@ class Connection:
                 except TimeoutError:
                     return Closing(p.CLOSE_NORMAL, f"Idle timeout: no audio or keepalive for {idle:g} s")
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
+                    await self._send_held()
                     return Closing(p.CLOSE_NORMAL, "Client closed")
                 if msg.type == WSMsgType.ERROR:
                     return self._frame_error(msg.data)
@@ -254,6 +255,14 @@ class Connection:
                 metrics.REQUEST_LATENCY.observe(time.perf_counter() - t0)
                 if done is not None:
                     return done
+
+    async def _send_held(self) -> None:
+        """The client closed its socket: the audio it sent last, held to be joined with chunks that
+        will not come, is stored now (best effort: the bus may be down; the stored offset says
+        what a resume starts from either way). Done here, as the close arrives, so it lands before
+        the client can reconnect and resume on another connection."""
+        with contextlib.suppress(nats.errors.Error, OSError, ConnectionError):
+            await self.publisher.send_held()
 
     def _frame_error(self, exc: BaseException) -> Closing:
         code = getattr(exc, "code", None)

@@ -97,3 +97,17 @@ async def test_chunks_as_long_as_the_batch_and_batching_off_go_out_one_by_one(na
             await client.until("session_ended", timeout=STEP)
         stored = await _stored(nats_server, session_id, settings.audio_shards)
         assert [(kind, len(data)) for kind, _, data in stored] == [("audio", len(chunk))] * 5 + [("end", 0)], batch_ms
+
+
+async def test_a_client_that_closes_right_after_a_small_chunk_has_it_stored(nats_server: NatsServer) -> None:
+    settings = replace(_settings(nats_server, 1000), idle_timeout_seconds=5.0)  # held for up to 1 s
+    async with edge_server(settings) as server, aiohttp.ClientSession() as http:
+        client, session_id = await _started(http, ws_url(server))
+        await client.ws.send_bytes(b"\x09" * 3200)  # both held (less than 1 s): the close comes before
+        await client.ws.send_bytes(b"\x0a" * 114)  # they are due
+        await client.ws.close()
+        async with asyncio.timeout(STEP):
+            while sum(len(d) for _, _, d in await _stored(nats_server, session_id, settings.audio_shards)) < 3314:
+                await asyncio.sleep(0.05)
+    stored = await _stored(nats_server, session_id, settings.audio_shards)
+    assert [(kind, offset, data) for kind, offset, data in stored] == [("audio", 0, b"\x09" * 3200 + b"\x0a" * 114)]
