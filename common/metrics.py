@@ -25,6 +25,10 @@ MAX_SESSIONS = Gauge("asr_max_sessions", "Sessions the cluster admits (max_globa
 MAX_SESSIONS_PER_EDGE = Gauge("asr_max_sessions_per_edge", "Sessions this edge admits (max_sessions_per_worker)")
 CHUNKS_RECEIVED = Counter("asr_chunks_received_total", "Audio chunks accepted from clients")
 BYTES_RECEIVED = Counter("asr_bytes_received_total", "Audio bytes accepted from clients (as sent)")
+AUDIO_MESSAGES_PUBLISHED = Counter(
+    "asr_audio_messages_published_total",
+    "Audio messages the edge published to JetStream (client chunks shorter than audio_batch_ms joined)",
+)
 CLIENT_ERRORS = Counter("asr_client_errors_total", "Error messages sent to clients", ["code"])
 MESSAGES_SENT = Counter("asr_messages_sent_total", "Messages sent to clients", ["type"])
 MESSAGES_DROPPED = Counter("asr_messages_dropped_total", "Messages dropped for a full send queue", ["type"])

@@ -176,6 +176,8 @@ class AudioPublisher:
             headers[subjects.H_OPTIONS] = self.options_header
         self.offset += len(payload)
         future = await self._send(subject, payload, headers)
+        if kind == "audio":
+            metrics.AUDIO_MESSAGES_PUBLISHED.inc()
         self._pending.append(_Pending(subject, payload, headers, self.offset, future, time.monotonic()))
         while settle and (len(self._pending) > self.window or self._head_due()):
             await self._settle_oldest()

@@ -12,7 +12,7 @@ import aiohttp
 import nats
 from nats.js.errors import NotFoundError
 
-from common import subjects
+from common import metrics, subjects
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
 from tests.helpers import STEP, Client, connect, edge_server, ws_url
@@ -56,6 +56,7 @@ async def _started(http: aiohttp.ClientSession, url: str) -> tuple[Client, str]:
 async def test_20_ms_chunks_reach_the_stream_joined_whole_and_in_order(nats_server: NatsServer) -> None:
     settings = _settings(nats_server, 60)
     chunks = [bytes([i]) * MS20 for i in range(1, 12)]  # 220 ms in 11 chunks
+    published = metrics.AUDIO_MESSAGES_PUBLISHED._value.get()
     async with edge_server(settings) as server, aiohttp.ClientSession() as http:
         client, session_id = await _started(http, ws_url(server))
         for chunk in chunks:
@@ -71,6 +72,7 @@ async def test_20_ms_chunks_reach_the_stream_joined_whole_and_in_order(nats_serv
     assert b"".join(data for _, data in audio) == b"".join(chunks) + chunks[0]  # every byte, in order
     assert [len(data) for _, data in audio] == [3 * MS20, 3 * MS20, 3 * MS20, 2 * MS20, MS20]
     assert [offset for offset, _ in audio] == [0, 3 * MS20, 6 * MS20, 9 * MS20, 11 * MS20]
+    assert metrics.AUDIO_MESSAGES_PUBLISHED._value.get() - published == 5  # what ops see: messages, not chunks
 
 
 async def test_held_audio_goes_out_on_its_own_when_the_client_pauses(nats_server: NatsServer) -> None:
