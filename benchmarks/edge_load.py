@@ -94,7 +94,7 @@ def batch_ms() -> int:
 
 def chunks_per_message() -> int:
     """How many of the generator's chunks the edge joins into one message (``ingest.audio_batch``)."""
-    return max(1, math.ceil(batch_ms() / CHUNK_MS)) if batch_ms() > CHUNK_MS else 1
+    return max(1, math.ceil(batch_ms() / CHUNK_MS))
 
 
 async def loadgen(url: str, n: int, seconds: float, ramp_per_s: float, warmup: float) -> dict[str, Any]:

@@ -143,8 +143,7 @@ class AudioPublisher:
         """Sets the timer for the audio held, if any."""
         deadline = self._batch.deadline() if self._batch is not None else None
         if deadline is not None:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(loop.time() + max(0.0, deadline - time.monotonic()), self._on_due)
+            self._timer = asyncio.get_running_loop().call_later(max(0.0, deadline - time.monotonic()), self._on_due)
 
     def _disarm(self) -> None:
         if self._timer is not None:

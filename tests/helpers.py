@@ -15,6 +15,7 @@ import aiohttp
 import jiwer
 from aiohttp.test_utils import TestServer
 from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
 from cli.dev import Stack
@@ -26,18 +27,24 @@ from ingest.app import init
 STEP = 10.0  # every single await of a test is bounded by this
 
 
-async def stored_results(js: JetStreamContext, subject: str) -> list[Result]:
-    """What the RESULTS stream keeps on ``subject`` (wildcards allowed), in stream order."""
-    out: list[Result] = []
+async def stored_messages(js: JetStreamContext, stream: str, subject: str) -> list[RawStreamMsg]:
+    """What ``stream`` keeps on ``subject`` (wildcards allowed), in stream order."""
+    out: list[RawStreamMsg] = []
     seq = 0
     while True:
         try:
-            msg = await js.get_msg(subjects.RESULTS_STREAM, seq=seq + 1, next=True, subject=subject)
+            msg = await js.get_msg(stream, seq=seq + 1, next=True, subject=subject)
         except NotFoundError:
             return out
-        assert msg.seq is not None and msg.data is not None
+        assert msg.seq is not None
         seq = msg.seq
-        out.append(result_decoder.decode(msg.data))
+        out.append(msg)
+
+
+async def stored_results(js: JetStreamContext, subject: str) -> list[Result]:
+    """What the RESULTS stream keeps on ``subject`` (wildcards allowed), in stream order."""
+    return [result_decoder.decode(msg.data or b"") for msg in await stored_messages(js, subjects.RESULTS_STREAM,
+                                                                                   subject)]
 
 
 def normalise(text: str) -> str:

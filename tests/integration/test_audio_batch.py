@@ -10,12 +10,11 @@ from typing import Any
 
 import aiohttp
 import nats
-from nats.js.errors import NotFoundError
 
 from common import metrics, subjects
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
-from tests.helpers import STEP, Client, connect, edge_server, ws_url
+from tests.helpers import STEP, Client, connect, edge_server, stored_messages, ws_url
 
 MS20 = 640  # 20 ms of 16 kHz s16le
 
@@ -26,25 +25,20 @@ def _settings(nats_server: NatsServer, batch_ms: int) -> Settings:
 
 
 async def _stored(nats_server: NatsServer, session_id: str, shards: int) -> list[tuple[str, int, bytes]]:
-    """(kind, offset, payload) of the session's messages in the AUDIO stream, in order."""
+    """(kind, offset, payload) of the session's messages in the AUDIO stream, in order, up to its
+    ``end`` (an edge shutting down with the socket still open adds a drain)."""
     nc = await nats.connect(nats_server.url)
     try:
-        js = nc.jetstream()
-        out: list[tuple[str, int, bytes]] = []
-        seq = 0
-        while True:
-            try:
-                msg = await js.get_msg(subjects.AUDIO_STREAM, seq=seq + 1, next=True,
-                                       subject=subjects.audio(session_id, shards))
-            except NotFoundError:
-                return out
-            assert msg.seq is not None and msg.headers is not None
-            seq = msg.seq
-            out.append((msg.headers[subjects.H_KIND], int(msg.headers[subjects.H_OFFSET]), msg.data or b""))
-            if out[-1][0] == "end":  # (an edge shutting down with the socket still open adds a drain)
-                return out
+        stored = await stored_messages(nc.jetstream(), subjects.AUDIO_STREAM, subjects.audio(session_id, shards))
     finally:
         await nc.close()
+    out: list[tuple[str, int, bytes]] = []
+    for msg in stored:
+        assert msg.headers is not None
+        out.append((msg.headers[subjects.H_KIND], int(msg.headers[subjects.H_OFFSET]), msg.data or b""))
+        if out[-1][0] == "end":
+            break
+    return out
 
 
 async def _started(http: aiohttp.ClientSession, url: str) -> tuple[Client, str]:
