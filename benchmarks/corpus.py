@@ -20,6 +20,11 @@ Kinds of clip (``Clip.kind``):
 * ``telephone``: the same kind of clip band-passed to 300-3400 Hz and stored at 8 kHz (it is
   streamed with ``?sample_rate=8000``).
 * ``silence``: a faint noise floor only; ``noise``: white, pink or brown noise only, -45 to -25 dBFS.
+* ``real``: recordings of people, not TTS (``benchmarks/real_speech``, sources and licences in its
+  SOURCES.md): five sentences read for LibriVox, the same five as one 25 s passage, a speaker reading
+  playing cards, "go forward ten meters" and 11 s of John F. Kennedy's inaugural address. Each has
+  0.5 s of lead-in and 1 s of tail (the noise floor) around the recording as published; its
+  segments' times are where its 10 ms frames come within 30 dB of its loudest.
 
 Every clip has a -60 dBFS white-noise floor, so the VAD never sees digital silence. A `Segment`
 gives each reference sentence with the time its speech starts and ends in the clip (TTS output is
@@ -44,6 +49,11 @@ import numpy as np
 RATE = 16_000
 PHONE_RATE = 8_000
 SENTENCES = Path(__file__).with_name("sentences.txt")
+REAL_SPEECH = Path(__file__).with_name("real_speech")
+"""Recordings of people (FLAC) and ``references.json``: file stem -> reference text."""
+REAL_PASSAGE = ("librivox-0870", "librivox-0880", "librivox-0890", "librivox-0920", "librivox-0930")
+"""Consecutive utterances of one reading, joined into one clip with ``REAL_PAUSE_S`` between them."""
+REAL_PAUSE_S = 0.25
 DEFAULT_CACHE = Path.home() / ".cache" / "realtime-asr" / "corpus-v3"
 # v1: sox dithered at random; v2: 8 clips per degraded kind (v3's first 8, byte for byte).
 DEGRADED_CLIPS = 24
@@ -214,6 +224,46 @@ class _Builder:
         return np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=np.float32)
 
 
+def _speech_bounds(audio: np.ndarray, within_db: float = 30.0) -> tuple[float, float]:
+    """Seconds where a recording's speech starts and ends: its first and last 10 ms frames within
+    ``within_db`` of its loudest frame."""
+    frame = RATE // 100
+    n = audio.size // frame
+    if n == 0:
+        return 0.0, audio.size / RATE
+    rms = np.sqrt(np.mean(np.square(audio[: n * frame].reshape(n, frame), dtype=np.float64), axis=1))
+    loud = np.flatnonzero(rms >= rms.max() * 10 ** (-within_db / 20))
+    return round(loud[0] * frame / RATE, 3), round((loud[-1] + 1) * frame / RATE, 3)
+
+
+def _recording(stem: str) -> np.ndarray:
+    from faster_whisper.audio import decode_audio  # PyAV, installed with faster-whisper
+
+    return np.asarray(decode_audio(str(REAL_SPEECH / f"{stem}.flac"), sampling_rate=RATE), dtype=np.float32)
+
+
+def _real_clips(out: Path) -> list[Clip]:
+    """The ``real`` kind: each recording on its own, and the LibriVox sentences as one passage."""
+    refs: dict[str, str] = json.loads((REAL_SPEECH / "references.json").read_text(encoding="utf-8"))
+    clips = []
+    for i, group in enumerate([*((stem,) for stem in refs), REAL_PASSAGE]):
+        b = _Builder()
+        b.gap(0.5)
+        for k, stem in enumerate(group):
+            if k:
+                b.gap(REAL_PAUSE_S)
+            audio = _recording(stem)
+            start, end = _speech_bounds(audio)
+            offset = b.n / RATE
+            b.segments.append(Segment(refs[stem], round(offset + start, 3), round(offset + end, 3), f"real:{stem}"))
+            b.parts.append(audio)
+            b.n += audio.size
+        b.gap(1.0)
+        name = f"real-{group[0]}" if len(group) == 1 else "real-librivox-passage"
+        clips.append(_finish(name, "real", b, out, np.random.default_rng(hash_seed("real", i))))
+    return clips
+
+
 def _write(path: Path, audio: np.ndarray, rate: int) -> None:
     pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype("<i2").tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -329,7 +379,7 @@ def _no_speech(kind: str, index: int, out: Path) -> Clip:
     return _finish(f"noise-{index:02d}", "noise", b, out, rng)
 
 
-KINDS = ("sentence", "continuous", "conversation", "noisy20", "noisy10", "telephone", "silence", "noise")
+KINDS = ("sentence", "continuous", "conversation", "noisy20", "noisy10", "telephone", "silence", "noise", "real")
 CONTINUOUS_S = (20, 22, 25, 28, 30, 33, 36, 40, 48, 60)
 
 
@@ -338,7 +388,8 @@ def build(cache: Path = DEFAULT_CACHE) -> list[Clip]:
     texts = sentences()
     out = cache / "clips"
     manifest = cache / "manifest.json"
-    digest = hashlib.sha256((SENTENCES.read_text() + Path(__file__).read_text()).encode()).hexdigest()[:16]
+    sources = [SENTENCES, Path(__file__), *sorted(REAL_SPEECH.iterdir())]
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sources)).hexdigest()[:16]
     if manifest.is_file():
         data = json.loads(manifest.read_text())
         if data.get("digest") == digest:
@@ -357,6 +408,7 @@ def build(cache: Path = DEFAULT_CACHE) -> list[Clip]:
     clips += [_few_sentences("telephone", i, texts, out, cache, phone=True) for i in range(DEGRADED_CLIPS)]
     clips += [_no_speech("silence", i, out) for i in range(6)]
     clips += [_no_speech("noise", i, out) for i in range(6)]
+    clips += _real_clips(out)
     manifest.write_text(json.dumps({"digest": digest, "clips": [asdict(c) for c in clips]}, indent=1))
     return clips
 
