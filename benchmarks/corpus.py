@@ -242,7 +242,7 @@ def _recording(stem: str) -> np.ndarray:
     return np.asarray(decode_audio(str(REAL_SPEECH / f"{stem}.flac"), sampling_rate=RATE), dtype=np.float32)
 
 
-def _real_clips(out: Path) -> list[Clip]:
+def real_clips(out: Path) -> list[Clip]:
     """The ``real`` kind: each recording on its own, and the LibriVox sentences as one passage."""
     refs: dict[str, str] = json.loads((REAL_SPEECH / "references.json").read_text(encoding="utf-8"))
     clips = []
@@ -408,7 +408,7 @@ def build(cache: Path = DEFAULT_CACHE) -> list[Clip]:
     clips += [_few_sentences("telephone", i, texts, out, cache, phone=True) for i in range(DEGRADED_CLIPS)]
     clips += [_no_speech("silence", i, out) for i in range(6)]
     clips += [_no_speech("noise", i, out) for i in range(6)]
-    clips += _real_clips(out)
+    clips += real_clips(out)
     manifest.write_text(json.dumps({"digest": digest, "clips": [asdict(c) for c in clips]}, indent=1))
     return clips
 

@@ -21,10 +21,11 @@ import aiohttp
 import pytest
 
 from asr_worker.transcriber import Transcriber, TranscriberOptions
+from benchmarks.corpus import real_clips
 from cli.dev import Stack
 from common.settings import Settings
 from tests.conftest import DATA, ONE_SENTENCE, pcm_of
-from tests.helpers import connect, normalise, running_stack, wer
+from tests.helpers import Client, connect, normalise, running_stack, wer
 
 pytestmark = pytest.mark.slow
 
@@ -44,12 +45,17 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-async def stream_finals(stack: Stack, http: aiohttp.ClientSession, wav: str) -> list[dict[str, Any]]:
+async def stream_pcm(stack: Stack, http: aiohttp.ClientSession, pcm: bytes) -> Client:
+    """Streams ``pcm`` like a microphone, then ends the session; the client holds every message."""
     client = await connect(http, f"ws://127.0.0.1:{stack.port}/v1/stream")
-    pcm = pcm_of(wav)
     await client.stream(pcm, chunk_ms=100, realtime=1.0)
     await client.send_json({"type": "end"})
     await client.until("session_ended", timeout=90)
+    return client
+
+
+async def stream_finals(stack: Stack, http: aiohttp.ClientSession, wav: str) -> list[dict[str, Any]]:
+    client = await stream_pcm(stack, http, pcm_of(wav))
     finals = client.finals()
     assert [f["seq"] for f in finals] == list(range(1, len(finals) + 1)), client.messages
     for f in finals:
@@ -83,6 +89,25 @@ async def test_continuous_speech_with_short_pauses_keeps_every_sentence(
         assert found(s["text"], text) >= 0.7, (s["text"], text)
     # No pause reaches endpointing_ms: only the soft cut (or the long endpoint) can split it.
     assert len(finals) >= 2 and all(f["end_s"] - f["start_s"] <= SOFT_S + 0.01 for f in finals), finals
+
+
+async def test_a_real_reading_with_short_pauses_keeps_every_sentence(
+    stack: Stack, http: aiohttp.ClientSession, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Recorded speech, not TTS: five consecutive sentences of a LibriVox reading (27 s, 0.3-0.65 s
+    between them; benchmarks/real_speech), as the client shows them in the end (revisions applied)."""
+    passage = next(c for c in real_clips(tmp_path_factory.mktemp("real")) if c.name == "real-librivox-passage")
+    assert len(passage.segments) == 5 and passage.segments[-1].end_s >= 20.0
+    assert all(b.start_s - a.end_s < 0.7 for a, b in itertools.pairwise(passage.segments))
+    client = await stream_pcm(stack, http, passage.pcm())
+    shown = client.shown()
+    for f in shown:
+        print(f"final {f['seq']}: {f['start_s']:.2f}-{f['end_s']:.2f} {f['text']!r}")
+    text = " ".join(f["text"] for f in shown)
+    assert wer(passage.reference, text) <= 0.15, (passage.reference, text)
+    for s in passage.segments:
+        assert found(s.text, text) >= 0.7, (s.text, text)
+    assert all(f["end_s"] - f["start_s"] <= SOFT_S + 0.01 for f in shown), shown
 
 
 async def test_conversation_with_short_pauses_is_cut_between_turns(stack: Stack, http: aiohttp.ClientSession) -> None:
