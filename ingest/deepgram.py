@@ -38,6 +38,7 @@ from typing import Any
 import msgspec
 
 from common.settings import Settings
+from ingest import g711
 from ingest import protocol as p
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 48000  # as the native endpoint
@@ -72,9 +73,15 @@ class QueryError(Exception):
         self.message = message
 
 
+ENCODINGS = ("linear16", *g711.TABLES)
+"""Raw audio this endpoint takes: 16-bit PCM, or 8-bit G.711 (decoded to PCM as it arrives)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ListenOptions:
     sample_rate: int
+    encoding: str = "linear16"
+    """One of ``ENCODINGS``."""
     interim_results: bool = False
     """Deepgram's default: only finals."""
     endpointing_ms: int | None = None
@@ -110,10 +117,11 @@ def parse_query(query: Mapping[str, str], settings: Settings) -> ListenOptions:
     for name in sorted(_BOOLEAN_NOOP & set(query)):
         _boolean(query, name, False)
     encoding = query.get("encoding")
-    if encoding != "linear16":
+    if encoding not in ENCODINGS:
         shown = "missing" if encoding is None else f"{encoding!r}"
-        raise QueryError(f"encoding is {shown}: this service takes raw PCM only, encoding=linear16 "
-                         "(16-bit little-endian) with sample_rate; containers and compressed audio are not decoded")
+        raise QueryError(f"encoding is {shown}: this service takes raw audio with sample_rate, encoding=linear16 "
+                         "(16-bit little-endian PCM), mulaw or alaw (8-bit G.711); containers and compressed "
+                         "audio are not decoded")
     raw_rate = query.get("sample_rate", "")
     if not raw_rate.isdigit() or not MIN_SAMPLE_RATE <= int(raw_rate) <= MAX_SAMPLE_RATE:
         raise QueryError(f"sample_rate must be a whole number of Hz from {MIN_SAMPLE_RATE} to {MAX_SAMPLE_RATE}")
@@ -122,6 +130,7 @@ def parse_query(query: Mapping[str, str], settings: Settings) -> ListenOptions:
     _check_language(query.get("language"), settings)
     return ListenOptions(
         sample_rate=int(raw_rate),
+        encoding=encoding,
         interim_results=_boolean(query, "interim_results", False),
         endpointing_ms=_endpointing(query.get("endpointing")),
         utterance_end_ms=_positive_ms(query, "utterance_end_ms"),
@@ -188,7 +197,8 @@ class DeepgramWire:
         self.request_id = str(uuid.uuid4())  # replaced by the session id once the session starts
         self.model_info = {"name": settings.model, "version": "", "arch": "whisper"}
         self.model_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"asr-model:{settings.model}"))
-        self.audio_bytes = 0  # client audio forwarded (whole samples)
+        self.audio_bytes = 0  # PCM forwarded (whole 16-bit samples, after G.711 decoding)
+        self._g711 = g711.TABLES.get(options.encoding)  # None: linear16
         self._carry = b""  # an odd byte waiting for the next chunk
         self._sha = hashlib.sha256()
         self._finalize_at: deque[float] = deque(maxlen=MAX_MARKS)  # positions of pending Finalize
@@ -234,6 +244,10 @@ class DeepgramWire:
                 p.CHUNK_TOO_LARGE, f"Audio chunk of {len(frame)} bytes exceeds the limit of {max_chunk_bytes} bytes"
             )
         self._sha.update(frame)
+        if self._g711 is not None:  # one byte, one sample: nothing to carry
+            pcm = g711.decode(frame, self._g711)
+            self.audio_bytes += len(pcm)
+            return p.Audio(pcm)
         pcm = self._carry + frame
         # Deepgram clients cut audio anywhere: an odd byte waits for the next chunk.
         cut = len(pcm) - len(pcm) % 2

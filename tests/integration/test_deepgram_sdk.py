@@ -17,12 +17,15 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 from deepgram import AsyncDeepgramClient
 from deepgram.environment import DeepgramClientEnvironment
 from deepgram.listen.v1.socket_client import AsyncV1SocketClient
 
 from cli.dev import Stack
+from common.audio import StreamResampler
+from ingest import g711
 from tests.conftest import THREE_UTTERANCES, pcm_of
 from tests.helpers import STEP, running_stack, wer
 
@@ -239,6 +242,53 @@ async def test_raw_websocket_json_shapes(stack: Stack, http: aiohttp.ClientSessi
     assert all(set(m) == {"type", "channel", "last_word_end"} and m["channel"] == [0, 1] for m in ends)
     assert [kinds.index("UtteranceEnd"), len(kinds) - 1 - kinds[::-1].index("UtteranceEnd")] == [
         received.index(finals[0]) + 1, received.index(finals[1]) + 1]
+
+
+def g711_encode(pcm: bytes, table: g711.Table) -> bytes:
+    """The nearest G.711 code for each sample (the test's encoder: the edge only decodes)."""
+    samples = np.frombuffer(pcm, "<i2").astype(np.int32)
+    order = np.argsort(table.astype(np.int32), kind="stable")
+    levels = table.astype(np.int32)[order]
+    i = np.clip(np.searchsorted(levels, samples), 1, 255)
+    lower = samples - levels[i - 1] <= levels[i] - samples
+    return order[np.where(lower, i - 1, i)].astype(np.uint8).tobytes()
+
+
+@pytest.mark.parametrize("encoding", ["mulaw", "alaw"])
+async def test_telephone_g711_audio_at_8_khz_is_transcribed(
+    stack: Stack, http: aiohttp.ClientSession, encoding: str,
+) -> None:
+    """What a telephony gateway sends (Twilio: mu-law, 8 kHz, 20 ms frames of 160 bytes)."""
+    resampler = StreamResampler(RATE, 8000)
+    pcm8k = resampler.process(pcm_of("three_utterances.wav")[: int(7.6 * RATE) * 2]) + resampler.flush()
+    line = g711_encode(pcm8k, g711.TABLES[encoding])
+    assert len(line) == len(pcm8k) // 2
+    url = listen_url(stack, f"encoding={encoding}&sample_rate=8000")
+    ws = await asyncio.wait_for(http.ws_connect(url, headers={"Authorization": f"Token {KEY}"}), STEP)
+    received: list[dict[str, Any]] = []
+
+    async def read() -> None:
+        async for frame in ws:
+            received.append(json.loads(frame.data))
+
+    reader = asyncio.create_task(read())
+    for i in range(0, len(line), 160):
+        await asyncio.wait_for(ws.send_bytes(line[i : i + 160]), STEP)
+        if i % 1600 == 0:
+            await asyncio.sleep(0.1 / 2.0)  # twice real time
+    await ws.send_str(json.dumps({"type": "CloseStream"}))
+    await asyncio.wait_for(reader, 90)
+    finals = [m for m in received if m["type"] == "Results" and m["is_final"]]
+    assert len(finals) == 2, received
+    text = " ".join(f["channel"]["alternatives"][0]["transcript"] for f in finals)
+    print(f"{encoding}: {text!r}")
+    # Telephone band and 8-bit quantisation cost tiny.en a few words ("at noon" -> "afternoon");
+    # audio decoded wrongly would be noise: nothing, or words unrelated to the reference.
+    assert wer(" ".join(THREE_UTTERANCES[:2]), text) <= 0.3, text
+    metadata = received[-1]
+    assert metadata["type"] == "Metadata"
+    assert metadata["duration"] == pytest.approx(len(line) / 8000, abs=0.01)  # one byte per sample
+    assert metadata["sha256"] == hashlib.sha256(line).hexdigest()
 
 
 @pytest.mark.parametrize(("query", "words"), [

@@ -18,6 +18,7 @@ from deepgram.listen.v1.types import (
 
 from common.settings import Settings, replace
 from ingest import deepgram as dg
+from ingest import g711
 from ingest import protocol as p
 from ingest.auth import Gatekeeper
 
@@ -79,6 +80,7 @@ def test_endpointing_maps_onto_what_the_vad_accepts(value: str, expected: int | 
 
 @pytest.mark.parametrize(("query", "words"), [
     ({"encoding": "opus"}, "encoding=linear16"),
+    ({"encoding": "ulaw"}, "mulaw or alaw"),
     ({"encoding": ""}, "encoding=linear16"),
     ({"sample_rate": "4000"}, "sample_rate must be"),
     ({"sample_rate": "16k"}, "sample_rate must be"),
@@ -160,6 +162,20 @@ def test_audio_cut_at_odd_bytes_is_joined_and_hashed() -> None:
     assert info.value.code == p.CHUNK_TOO_LARGE
     ended = w.render({"type": "session_ended", "metrics": {"audio_seconds": 0.0}})
     assert ended[-1]["sha256"] == hashlib.sha256(b"\x01\x02\x03\x04\x05\x06\x07").hexdigest()
+
+
+@pytest.mark.parametrize(("encoding", "table"), [("mulaw", g711.MULAW), ("alaw", g711.ALAW)])
+def test_g711_audio_is_decoded_one_sample_per_byte(encoding: str, table: g711.Table) -> None:
+    w = wire(encoding=encoding, sample_rate="8000")
+    assert w.options.encoding == encoding
+    frame = bytes([0x00, 0x7F, 0x80, 0xFF, 0x55, 0xD5, 0x01])  # odd length: no byte waits
+    assert w.parse(frame, 100) == p.Audio(table[list(frame)].astype("<i2").tobytes())
+    assert w.audio_bytes == 14 and w.position_s == pytest.approx(7 / 8000)  # seconds of the client's audio
+    with pytest.raises(p.ProtocolError) as info:  # the limit is on what the client sent, before decoding
+        w.parse(b"\xff" * 101, 100)
+    assert info.value.code == p.CHUNK_TOO_LARGE
+    ended = w.render({"type": "session_ended", "metrics": {"audio_seconds": 0.0}})
+    assert ended[-1]["sha256"] == hashlib.sha256(frame).hexdigest()  # of the bytes as sent
 
 
 # --- server messages --------------------------------------------------------------------------
