@@ -21,7 +21,7 @@ Kinds of clip (``Clip.kind``):
   streamed with ``?sample_rate=8000``).
 * ``silence``: a faint noise floor only; ``noise``: white, pink or brown noise only, -45 to -25 dBFS.
 * ``real``: recordings of people, not TTS (``benchmarks/real_speech``, sources and licences in its
-  SOURCES.md): five sentences read for LibriVox, the same five as one 25 s passage, a speaker reading
+  SOURCES.md): five sentences read for LibriVox, the same five as one 27 s passage, a speaker reading
   playing cards, "go forward ten meters" and 11 s of John F. Kennedy's inaugural address. Each has
   0.5 s of lead-in and 1 s of tail (the noise floor) around the recording as published; its
   segments' times are where its 10 ms frames come within 30 dB of its loudest.
