@@ -12,6 +12,7 @@ says what is wrong and what to use instead; ``__main__`` modules print it and ex
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import os
 import re
 import socket
@@ -90,6 +91,10 @@ class Settings:
     """Comma-separated Origin values browsers may connect from; empty: any origin."""
     max_connections_per_ip: int = 50
     """Open WebSockets one client address may hold on an edge; 0: unlimited."""
+    trusted_proxies: str = ""
+    """Comma-separated addresses or CIDR blocks of the proxies in front of the edges (load balancer,
+    ingress): from them, the client address of the per-address limits is read from X-Forwarded-For.
+    Empty: the TCP peer is the client, and X-Forwarded-For is ignored."""
     idle_timeout_seconds: float = 30.0
     """A session without audio or keepalive this long is closed."""
     ws_ping_seconds: float = 20.0
@@ -398,6 +403,11 @@ def _validate(s: Settings) -> list[str]:
     add(_range("rate_limit_burst_seconds", s.rate_limit_burst_seconds, 0.1, 600, "use 2-10."))
     add(_range("rate_limit_grace_seconds", s.rate_limit_grace_seconds, 0.1, 3600, "use 5-30."))
     add(_range("max_connections_per_ip", s.max_connections_per_ip, 0, 1_000_000, "use 0 (off) or 10-100."))
+    for entry in (e.strip() for e in s.trusted_proxies.split(",") if e.strip()):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            add(f"trusted_proxies entry {entry!r} is not an IP address or CIDR block; use e.g. 10.0.0.0/8,192.168.1.5.")
     add(_range("vad_max_buffer_bytes", s.vad_max_buffer_bytes, 9600, 64 * 1024 * 1024,
                "960000 holds 30 s, the longest utterance; lower it only to bound memory harder."))
     if any(not k.strip() for k in s.api_keys.split(",")) and s.api_keys:

@@ -22,6 +22,7 @@ from common.settings import Settings
 from ingest import captions, deepgram, pages
 from ingest import protocol as p
 from ingest.auth import SUBPROTOCOLS, Gatekeeper, Refusal
+from ingest.client_address import ClientAddress
 from ingest.connection import Connection, NativeWire, Wire
 from ingest.context import EdgeContext
 from ingest.jetstream_pipe import JetStreamPipe
@@ -69,7 +70,7 @@ async def _serve(
     refusal = ctx.gate.check(request.headers, request.query)
     if refusal is not None:
         return _refuse(ctx, refusal, refusal.code.lower(), refusal_body)
-    ip = request.remote or "?"
+    ip = ctx.client_address.of(request.remote, request.headers.getall("X-Forwarded-For", []))
     refusal = ctx.gate.open(ip)
     if refusal is not None:
         return _refuse(ctx, refusal, "per_ip_limit", refusal_body)
@@ -163,7 +164,8 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
     metrics.MAX_SESSIONS.set(_cluster_limit(settings))
     metrics.MAX_SESSIONS_PER_EDGE.set(settings.max_sessions_per_worker)
     ctx = app[CONTEXT] = EdgeContext(settings=settings, nc=nc, js=js, store=store, edge_id=edge_id,
-                                     gate=Gatekeeper.from_settings(settings), pipe=JetStreamPipe(nc))
+                                     gate=Gatekeeper.from_settings(settings), pipe=JetStreamPipe(nc),
+                                     client_address=ClientAddress.from_setting(settings.trusted_proxies))
     await ctx.pipe.start()
     await streams.when_ready(lambda: presence.bucket(js), settings)  # the bucket exists before it is read
     poller = asyncio.create_task(_poll_workers(ctx), name="poll-workers")

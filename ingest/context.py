@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 
 from common.settings import Settings
 from ingest.auth import Gatekeeper
+from ingest.client_address import ClientAddress
 from ingest.jetstream_pipe import JetStreamPipe
 from ingest.session_store import SessionStore
 
@@ -34,6 +35,7 @@ class EdgeContext:
     edge_id: str
     gate: Gatekeeper
     pipe: JetStreamPipe  # every session's audio publishes, over this edge's NATS connection
+    client_address: ClientAddress = field(default_factory=ClientAddress)  # whom per-address limits count
     started_at: float = field(default_factory=time.time)
     draining: bool = False
     connections: set[Connection] = field(default_factory=set)

@@ -197,6 +197,35 @@ async def test_connection_churn_from_one_address_is_refused_past_the_rate(nats_s
         assert body["message"].startswith("Too many new connections from this address: at most 5 per minute")
 
 
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit(nats_server: NatsServer) -> None:
+    """The edge behind a balancer (here: the test client at 127.0.0.1, trusted): every connection
+    comes from the balancer's address, and X-Forwarded-For says which client each is for."""
+    settings = replace(Settings(), nats_url=nats_server.url, require_workers_ready=False, vad_http_port=0,
+                       asr_http_port=0, max_connections_per_ip=2, trusted_proxies="127.0.0.1")
+    async with edge_server(settings) as server, aiohttp.ClientSession() as http:
+        url = ws_url(server)
+
+        def via(client_ip: str) -> dict[str, str]:
+            return {"X-Forwarded-For": f"1.1.1.1, {client_ip}"}  # the leftmost: whatever the client wrote
+
+        open_ = [await connect(http, url, headers=via(ip)) for ip in ("203.0.113.1", "203.0.113.1",
+                                                                      "203.0.113.2", "203.0.113.2")]
+        async with http.get(url.replace("ws", "http", 1), headers=via("203.0.113.1")) as resp:
+            assert resp.status == 429 and (await resp.json())["code"] == "RATE_LIMITED"
+        third = await connect(http, url, headers=via("203.0.113.3"))  # another client still gets in
+        for c in (*open_, third):
+            await c.ws.close()
+    # Not trusted: the header is ignored, and the peer's own limit applies to every connection.
+    untrusting = replace(settings, trusted_proxies="10.0.0.0/8")
+    async with edge_server(untrusting) as server, aiohttp.ClientSession() as http:
+        url = ws_url(server)
+        first = [await connect(http, url, headers={"X-Forwarded-For": f"203.0.113.{i}"}) for i in (1, 2)]
+        async with http.get(url.replace("ws", "http", 1), headers={"X-Forwarded-For": "203.0.113.3"}) as resp:
+            assert resp.status == 429
+        for c in first:
+            await c.ws.close()
+
+
 async def test_audio_faster_than_allowed_is_slowed_then_rate_limited(strict_edge: TestServer) -> None:
     url = ws_url(strict_edge) + "?token=" + "k" * 24
     audio_s = 3.0
