@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from common import settings
+from ingest.client_address import ClientAddress
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ("ingest", "vad_worker", "asr_worker")
@@ -137,6 +138,15 @@ def test_the_balancer_spreads_over_two_healthy_edges(config: dict[str, Any]) -> 
         assert "/readyz" in " ".join(services[edge]["healthcheck"]["test"])
     caddyfile = CADDYFILE.read_text()
     assert "health_uri /readyz" in caddyfile and "lb_try_duration" in caddyfile
+
+
+def test_edges_count_the_client_behind_the_balancer_not_the_balancer(config: dict[str, Any]) -> None:
+    """Caddy's container address (a Docker network's, e.g. 172.18.0.5) is trusted, so an edge counts
+    the client its X-Forwarded-For names (tests/integration/test_balancer_addresses.py runs it)."""
+    for edge in EDGES:
+        addresses = ClientAddress.from_setting(config["services"][edge]["environment"]["ASR_TRUSTED_PROXIES"])
+        assert addresses.of("172.18.0.5", ["203.0.113.9"]) == "203.0.113.9"
+        assert addresses.of("203.0.113.50", ["198.51.100.7"]) == "203.0.113.50"  # a public peer: itself
 
 
 def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies(everything: dict[str, Any]) -> None:
