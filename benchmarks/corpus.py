@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.audio import decode_audio
+
 RATE = 16_000
 PHONE_RATE = 8_000
 SENTENCES = Path(__file__).with_name("sentences.txt")
@@ -237,9 +239,8 @@ def _speech_bounds(audio: np.ndarray, within_db: float = 30.0) -> tuple[float, f
 
 
 def _recording(stem: str) -> np.ndarray:
-    from faster_whisper.audio import decode_audio  # PyAV, installed with faster-whisper
-
-    return np.asarray(decode_audio(str(REAL_SPEECH / f"{stem}.flac"), sampling_rate=RATE), dtype=np.float32)
+    pcm = decode_audio(REAL_SPEECH / f"{stem}.flac")  # the edge's own file decoder: s16le 16 kHz mono
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
 
 
 def real_clips(out: Path) -> list[Clip]:
