@@ -48,7 +48,14 @@ Semantics:
   the utterance start) and inside the kept audio, the longest; ties go to the lower RMS energy,
   then the latest. The final ends at the middle frame boundary of that run and a new utterance
   (`SpeechStarted`) begins there, holding the rest of the audio, with its own partial cadence.
-  If no run qualifies, every following frame tries again until ``max_utterance_ms`` cuts.
+  If no run qualifies and the frame is voiced, the cut goes to the quietest frame boundary instead:
+  among the boundaries in the second half (and the kept audio) with two whole frames on each side
+  before the current one, the lowest energy of those four frames weighted 1, 2, 2, 1
+  (``QUIET_CUT_WEIGHTS``; ties: the later). Noise can hide every pause from the VAD (webrtcvad calls
+  all of continuous speech in -28 dBFS white noise speech), and a word boundary is where speech is
+  quietest. In a pause that is still running nothing is cut: the endpoint may close the utterance,
+  or the pause, once complete, qualifies. So an utterance reaches ``max_utterance_ms`` only when
+  ``soft_utterance_ms`` is off.
 * Speculative finals (off by default, ``speculative_finals``). The final's audio is known as
   soon as ``trailing_pad_ms`` of non-speech follow the last voiced frame: if no speech comes
   before the endpoint, the final will carry exactly that audio. At that frame, when the endpoint
@@ -80,10 +87,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
+import numpy as np
+
 _SAMPLE_WIDTH = 2  # bytes per sample, s16le
 
 SPECULATION_MIN_GAIN_MS = 90
 """A speculative final is emitted only when the endpoint is at least this far away."""
+QUIET_CUT_WEIGHTS = (1.0, 2.0, 2.0, 1.0)
+"""Weights of the frames around a frame boundary (two before it, two after) in the energy of the
+stretch a soft cut splits when no pause qualifies (see the module docstring): a silent gap of any
+length then scores best at its middle."""
 
 Reason: TypeAlias = Literal["endpoint", "soft_length", "max_length", "finalize", "end"]
 """Why an utterance was closed."""
@@ -123,7 +136,8 @@ class SegmenterOptions:
     long_utterance_ms: int = 0
     """From this much audio up to the last voiced frame on, long_endpointing_ms applies; 0 = never."""
     min_cut_pause_ms: int = 60
-    """Shortest complete non-speech run a soft cut may split (shorter gaps are inside words)."""
+    """Shortest complete non-speech run a soft cut splits as a pause (shorter gaps are inside
+    words); with none, the soft cut goes to the quietest stretch (module docstring)."""
     speculative_finals: bool = False
     """Emit `SpeculativeReady` once trailing_pad_ms of non-speech make the final's audio known
     (see "Speculative finals" in the module docstring)."""
@@ -390,24 +404,16 @@ class Segmenter:
         return self._long_endpoint_frames if long else self._endpoint_frames
 
     def _cut_at_pause(self, events: list[Event]) -> bool:
-        """Soft cut at the best complete pause of the recent part; False if there is none yet."""
+        """Soft cut at the best complete pause of the recent part, else at its quietest stretch
+        (see the module docstring); False if the recent part is not long enough yet."""
         assert self._utt is not None
-        fb = self._opts.frame_bytes
-        frame_samples = fb // _SAMPLE_WIDTH
         origin = self._utt_start - self._utt_dropped // _SAMPLE_WIDTH  # where the utterance began
-        earliest = origin + self._soft_bytes // 2 // _SAMPLE_WIDTH
-        best: tuple[int, float, int] | None = None  # (frames, -energy, cut sample)
-        for run_start, frames in self._pauses:
-            cut = run_start + frames // 2 * frame_samples
-            if cut < earliest or run_start < self._utt_start or cut <= self._utt_start:
-                continue
-            offset = (run_start - self._utt_start) * _SAMPLE_WIDTH
-            score = (frames, -_energy(self._utt[offset : offset + frames * fb]), cut)
-            if best is None or score > best:
-                best = score
-        if best is None:
+        earliest = max(origin + self._soft_bytes // 2 // _SAMPLE_WIDTH, self._utt_start + 1)
+        cut = self._best_pause(earliest)
+        if cut is None:
+            cut = self._quietest(earliest)
+        if cut is None:
             return False
-        cut = best[2]
         cut_bytes = (cut - self._utt_start) * _SAMPLE_WIDTH
         rest = bytes(self._utt[cut_bytes:])
         voiced_end = self._voiced_end - cut_bytes
@@ -417,6 +423,46 @@ class Segmenter:
         self._open(cut, rest, events)
         self._voiced_end, self._silence_run, self._pauses = voiced_end, silence_run, pauses
         return True
+
+    def _best_pause(self, earliest: int) -> int | None:
+        """The middle of the longest complete non-speech run at or after ``earliest`` (ties: the
+        quieter, then the later), as a sample; None if there is none."""
+        assert self._utt is not None
+        fb = self._opts.frame_bytes
+        frame_samples = fb // _SAMPLE_WIDTH
+        best: tuple[int, float, int] | None = None  # (frames, -energy, cut sample)
+        for run_start, frames in self._pauses:
+            cut = run_start + frames // 2 * frame_samples
+            if cut < earliest or run_start < self._utt_start:
+                continue
+            offset = (run_start - self._utt_start) * _SAMPLE_WIDTH
+            score = (frames, -_energy(self._utt[offset : offset + frames * fb]), cut)
+            if best is None or score > best:
+                best = score
+        return None if best is None else best[2]
+
+    def _quietest(self, earliest: int) -> int | None:
+        """On a voiced frame: the frame boundary at or after ``earliest`` whose surrounding frames
+        (``QUIET_CUT_WEIGHTS``, all before this frame) are the quietest, as a sample (ties: the
+        later). None in a pause (it may yet end the utterance, or become a cut once complete) or
+        when the kept audio holds no such boundary."""
+        assert self._utt is not None
+        if self._silence_run:
+            return None
+        frame_samples = self._opts.frame_bytes // _SAMPLE_WIDTH
+        weights = np.array(QUIET_CUT_WEIGHTS)
+        before = len(self._utt) // _SAMPLE_WIDTH // frame_samples - 1  # whole frames before this one
+        if before < weights.size:
+            return None
+        samples = np.frombuffer(self._utt, dtype="<i2", count=before * frame_samples).astype(np.float64)
+        power = np.square(samples).reshape(before, frame_samples).mean(axis=1)
+        scores = np.correlate(power, weights, mode="valid")  # i: frames i .. i+3, boundary i+2
+        boundaries = self._utt_start + (np.arange(scores.size) + weights.size // 2) * frame_samples
+        allowed = np.flatnonzero(boundaries >= earliest)
+        if allowed.size == 0:
+            return None
+        quiet = allowed[scores[allowed] == scores[allowed].min()][-1]
+        return int(boundaries[quiet])
 
     def _open(self, start: int, audio: bytes, events: list[Event]) -> None:
         self._history.clear()
