@@ -573,6 +573,7 @@ class AsrWorker:
             words=tuple(Word(w.word, session_time(w.start_s), session_time(w.end_s), w.probability)
                         for w in rec.words),
             revising=revising, avg_logprob=rec.avg_logprob if job.is_final else 0.0, carried_s=carried_s,
+            reason=job.reason if job.is_final else "",
         )
         if job.is_final:
             msg_id = subjects.final_result_id(job.session_id, job.final_index)

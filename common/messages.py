@@ -89,6 +89,9 @@ class Transcript(_Msg, frozen=True, tag="transcript"):
     # had no words alone (asr_worker.revisions.carries_previous): ``text`` holds the words of both and
     # ``start_s`` is the previous final's start. Such a final is not revised (it would lose them).
     carried_s: float = 0.0
+    # Finals: why the VAD cut the utterance (AsrJob.reason): endpoint | soft_length | max_length |
+    # finalize | end; "" from a worker that predates the field.
+    reason: str = ""
 
 
 class Revision(_Msg, frozen=True, tag="revision"):

@@ -180,7 +180,8 @@ class Settings:
     max_utterance_seconds: float = 30.0
     """Utterances are cut into a final at this length (Whisper's window is 30 s)."""
     soft_utterance_seconds: float = 10.0
-    """An utterance this long is cut at its best recent pause, or where it is quietest when the VAD heard no pause in noise (0 = off: only max_utterance_seconds cuts)."""
+    """An utterance this long is cut at its best recent pause, or where it is quietest when the VAD
+    heard no pause in noise (0 = off: only max_utterance_seconds cuts)."""
     long_utterance_seconds: float = 2.0
     """Once an utterance holds this much speech, long_endpointing_ms ends it (0 = never)."""
     long_endpointing_ms: int = 240

@@ -10,7 +10,8 @@ Pure and synchronous, no I/O. Two parts:
   commands; ``render`` turns each native server message into Deepgram's (``Results``,
   ``SpeechStarted``, ``UtteranceEnd``, ``Metadata``, ``Error``) or suppresses it.
 
-Native finals carry no reason for their cut, so ``render`` infers two flags from audio positions:
+Native finals say why their utterance was cut (``reason``; absent from finals stored by workers
+that predate it), and ``render`` also infers two flags from audio positions:
 
 * ``from_finalize``: a ``Finalize`` at audio position P closes the utterance that is open then,
   i.e. one whose last speech is less than the endpointing silence before P. The first final
@@ -18,8 +19,13 @@ Native finals carry no reason for their cut, so ``render`` infers two flags from
   nothing (as on Deepgram, no response). ``endpointing`` here is the larger of the session's and
   the service's, so the window never misses.
 * ``speech_final``: true when the VAD ended the utterance on a pause (endpointing); false for the
-  final flushed by ``Finalize`` or ``CloseStream`` and for an utterance cut at
-  ``max_utterance_seconds`` (the speaker had not paused).
+  final flushed by ``Finalize`` or ``CloseStream`` and for an utterance cut while the speaker went
+  on (at the soft length or ``max_utterance_seconds``). With a ``reason``: exactly
+  ``reason == "endpoint"``; without: inferred from the positions of ``CloseStream`` and
+  ``Finalize`` and the final's length.
+* A ``reason`` other than ``finalize`` also vetoes ``from_finalize`` (a ``Finalize`` that found the
+  utterance already ending on a pause); ``finalize`` without a client ``Finalize`` (an edge
+  draining its sessions cuts them the same way) does not set it.
 
 Positions are seconds of the client's audio forwarded so far, the clock of the native ``*_s``.
 """
@@ -291,10 +297,14 @@ class DeepgramWire:
 
     def _final(self, message: dict[str, Any]) -> list[dict[str, Any]]:
         end_s = message["end_s"]
-        from_finalize = self._take_finalize(end_s)
-        closing = self._closed_at is not None and end_s > self._closed_at - self.endpointing_s
-        cut_at_max = message["end_s"] - message["start_s"] >= self.max_utterance_s - SLACK_S
-        speech_final = not (from_finalize or closing or cut_at_max)
+        reason = message.get("reason", "")
+        from_finalize = self._take_finalize(end_s) and reason in ("", "finalize")
+        if reason:
+            speech_final = reason == "endpoint"
+        else:
+            closing = self._closed_at is not None and end_s > self._closed_at - self.endpointing_s
+            cut_at_max = message["end_s"] - message["start_s"] >= self.max_utterance_s - SLACK_S
+            speech_final = not (from_finalize or closing or cut_at_max)
         # Utterances before this one that got no final (no text) end first; this one's after it.
         out = self._release_ends(until_s=message["start_s"])
         out.append(self._results(message, is_final=True, speech_final=speech_final, from_finalize=from_finalize))

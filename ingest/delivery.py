@@ -340,7 +340,7 @@ class Delivery:
 
 def _final_message(seq: int, final: Transcript) -> dict[str, Any]:
     message = p.transcript(is_final=True, seq=seq, utterance_id=final.utterance_id, text=final.text,
-                           start_s=final.start_s, end_s=final.end_s)
+                           start_s=final.start_s, end_s=final.end_s, reason=final.reason)
     if final.words:  # word_timestamps is on
         message["words"] = _word_list(final.words)
     return message

@@ -173,12 +173,17 @@ def session_started(session_id: str, resume_token: str, worker_id: str, sample_r
 
 
 def transcript(
-    *, is_final: bool, utterance_id: str, text: str, start_s: float, end_s: float, seq: int | None = None
+    *, is_final: bool, utterance_id: str, text: str, start_s: float, end_s: float, seq: int | None = None,
+    reason: str = "",
 ) -> dict[str, Any]:
+    """A partial or final ``transcript``; ``reason`` (finals): why the utterance was cut, left out
+    when unknown (a final stored by a worker that predates it)."""
     msg: dict[str, Any] = {"type": "transcript", "is_final": is_final}
     if seq is not None:
         msg["seq"] = seq
     msg.update(utterance_id=utterance_id, text=text, start_s=round(start_s, 3), end_s=round(end_s, 3))
+    if reason:
+        msg["reason"] = reason
     return msg
 
 

@@ -62,6 +62,7 @@ async def test_three_utterances_in_order_with_partials_first(stack: Stack, http:
     starts = [f["start_s"] for f in finals]
     assert starts == sorted(starts) and all(f["end_s"] > f["start_s"] for f in finals)
     assert len({f["utterance_id"] for f in finals}) == 3
+    assert [f["reason"] for f in finals] == ["endpoint"] * 3  # each ended on its pause
 
     # Streamed in real time, utterances get partials (a busy ASR worker may skip stale ones, so
     # not necessarily each), and every partial of an utterance comes before its final.
@@ -113,13 +114,15 @@ async def test_bad_input_gets_errors_and_the_connection_stays_usable(
 async def test_finalize_cuts_the_utterance_now(stack: Stack, http: aiohttp.ClientSession) -> None:
     client = await connect(http, url(stack))
     pcm = pcm_of("one_sentence.wav")
-    # The sentence without its trailing silence: no endpoint can fire, only finalize ends it.
-    await client.stream(pcm[: int(3.3 * 32000)])
+    # The sentence without its trailing silence (its speech ends at 3.06 s): no endpoint can fire,
+    # only finalize ends it. (At 3.3 s the 240 ms endpoint of a long utterance fired first.)
+    await client.stream(pcm[: int(3.1 * 32000)])
     await client.send_json({"type": "finalize"})
     final = await client.until("transcript", timeout=30)
     while not final["is_final"]:
         final = await client.until("transcript", timeout=30)
     assert final["seq"] == 1 and wer(ONE_SENTENCE, final["text"]) <= 0.25, final
+    assert final["reason"] == "finalize"
     await client.send_json({"type": "keepalive"})
     await client.send_json({"type": "end"})
     ended = await client.until("session_ended", timeout=30)

@@ -280,6 +280,53 @@ def test_cut_at_max_length_is_not_speech_final() -> None:
     assert msg["speech_final"] is False
 
 
+@pytest.mark.parametrize(
+    ("reason", "speech_final"),
+    [("endpoint", True), ("soft_length", False), ("max_length", False), ("end", False), ("finalize", False)],
+)
+def test_the_finals_reason_decides_speech_final(reason: str, speech_final: bool) -> None:
+    """A voice agent answers on speech_final: an utterance cut while the speaker went on (the soft
+    length, 10 s by default, cuts far shorter than max_utterance_seconds) must not say the turn ended."""
+    w = wire()
+    audio(w, 12.0)
+    message = p.transcript(is_final=True, seq=1, utterance_id="u1", text="one", start_s=0.2, end_s=9.4,
+                           reason=reason)
+    [msg] = w.render(message)
+    assert (msg["speech_final"], msg["from_finalize"]) == (speech_final, False)
+
+
+def test_a_soft_length_cut_without_a_reason_was_taken_for_a_pause() -> None:
+    """What the positions alone say (finals stored before ``reason``): the same cut reads as a pause."""
+    w = wire()
+    audio(w, 12.0)
+    [msg] = w.render(final("u1", "one", 0.2, 9.4))
+    assert msg["speech_final"] is True
+
+
+def test_finalize_is_flagged_only_when_the_client_asked_for_it() -> None:
+    w = wire()
+    audio(w, 3.0)
+    w.parse('{"type": "Finalize"}', 100)
+    cut = p.transcript(is_final=True, seq=1, utterance_id="u1", text="one", start_s=0.5, end_s=2.9, reason="finalize")
+    [first] = w.render(cut)
+    assert (first["from_finalize"], first["speech_final"]) == (True, False)
+    audio(w, 4.0)  # an edge draining its sessions cuts the open utterance the same way, unasked
+    drained = p.transcript(is_final=True, seq=2, utterance_id="u2", text="two", start_s=3.5, end_s=6.9,
+                           reason="finalize")
+    [second] = w.render(drained)
+    assert (second["from_finalize"], second["speech_final"]) == (False, False)
+
+
+def test_a_finalize_that_found_the_utterance_ending_on_a_pause_flags_nothing() -> None:
+    w = wire()
+    audio(w, 3.0)
+    w.parse('{"type": "Finalize"}', 100)  # the VAD had ended it on the pause just before
+    ended = p.transcript(is_final=True, seq=1, utterance_id="u1", text="one", start_s=0.5, end_s=2.8,
+                         reason="endpoint")
+    [msg] = w.render(ended)
+    assert (msg["from_finalize"], msg["speech_final"]) == (False, True)
+
+
 def test_vad_events() -> None:
     started = {"type": "speech_started", "utterance_id": "u1", "start_s": 0.42}
     assert wire().render(started) == []
