@@ -52,6 +52,8 @@ MIN_ENDPOINTING_MS, MAX_ENDPOINTING_MS = 100, 5000  # what the VAD accepts (comm
 CHANNEL_INDEX = [0, 1]  # [channel, channels]: one channel
 SLACK_S = 0.05  # rounding between client positions and the VAD's (frames, resampling, ms rounding)
 MAX_MARKS = 64  # Finalize positions / UtteranceEnds held at most (a client finalising in silence in a loop)
+NO_GAP_REASONS = frozenset({"soft_length", "max_length"})
+"""Native final reasons of an utterance cut while the speaker went on: no gap, so no UtteranceEnd."""
 
 # Accepted with any value; they do not change what this service returns.
 _IGNORED = frozenset({"model", "version", "tag", "mip_opt_out", "token"})
@@ -210,6 +212,7 @@ class DeepgramWire:
         self._finalize_at: deque[float] = deque(maxlen=MAX_MARKS)  # positions of pending Finalize
         self._closed_at: float | None = None  # position of CloseStream
         self._held_ends: dict[str, float] = {}  # utterance id -> end_s, UtteranceEnd waiting for its final
+        self._no_gap: deque[str] = deque(maxlen=MAX_MARKS)  # utterances whose final says they had no gap
 
     @property
     def position_s(self) -> float:
@@ -279,7 +282,7 @@ class DeepgramWire:
                 return []
             return [{"type": "SpeechStarted", "channel": CHANNEL_INDEX, "timestamp": message["start_s"]}]
         if kind == "utterance_end":
-            if self.options.utterance_end_ms is None:
+            if self.options.utterance_end_ms is None or message["utterance_id"] in self._no_gap:
                 return []
             self._held_ends[message["utterance_id"]] = message["end_s"]
             if len(self._held_ends) > MAX_MARKS:  # finals far behind: do not hold without bound
@@ -305,6 +308,9 @@ class DeepgramWire:
             closing = self._closed_at is not None and end_s > self._closed_at - self.endpointing_s
             cut_at_max = message["end_s"] - message["start_s"] >= self.max_utterance_s - SLACK_S
             speech_final = not (from_finalize or closing or cut_at_max)
+        if reason in NO_GAP_REASONS:  # cut while the speaker went on: Deepgram sees no gap there
+            self._held_ends.pop(message["utterance_id"], None)
+            self._no_gap.append(message["utterance_id"])
         # Utterances before this one that got no final (no text) end first; this one's after it.
         out = self._release_ends(until_s=message["start_s"])
         out.append(self._results(message, is_final=True, speech_final=speech_final, from_finalize=from_finalize))

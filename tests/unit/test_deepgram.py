@@ -352,6 +352,24 @@ def test_utterance_end_follows_its_final_and_never_overtakes_a_later_one() -> No
         ("UtteranceEnd", 4.0), ("Results", None), ("UtteranceEnd", 6.0)]
 
 
+@pytest.mark.parametrize("reason", ["soft_length", "max_length"])
+def test_no_utterance_end_where_the_speaker_did_not_pause(reason: str) -> None:
+    """Deepgram sends UtteranceEnd after a gap following the last word; an utterance cut at the soft
+    or the maximum length while the speaker went on has none, whichever of its final and its
+    native utterance_end comes first."""
+    w = wire(utterance_end_ms="1000")
+    assert w.render({"type": "utterance_end", "utterance_id": "u1", "end_s": 9.5}) == []
+    cut = p.transcript(is_final=True, seq=1, utterance_id="u1", text="one", start_s=0.2, end_s=9.5, reason=reason)
+    assert [m["type"] for m in w.render(cut)] == ["Results"]
+    cut2 = p.transcript(is_final=True, seq=2, utterance_id="u2", text="two", start_s=9.5, end_s=18.9, reason=reason)
+    assert [m["type"] for m in w.render(cut2)] == ["Results"]
+    assert w.render({"type": "utterance_end", "utterance_id": "u2", "end_s": 18.9}) == []  # came after its final
+    paused = p.transcript(is_final=True, seq=3, utterance_id="u3", text="three", start_s=18.9, end_s=21.0,
+                          reason="endpoint")
+    assert w.render({"type": "utterance_end", "utterance_id": "u3", "end_s": 21.0}) == []
+    assert [m["type"] for m in w.render(paused)] == ["Results", "UtteranceEnd"]
+
+
 def test_errors_in_deepgrams_shape() -> None:
     w = wire(utterance_end_ms="1000")
     [bad] = w.render(p.error(p.INVALID_MESSAGE, "Message is not valid JSON"))
