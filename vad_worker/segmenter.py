@@ -51,9 +51,9 @@ Semantics:
   If no run qualifies and the frame is voiced, the cut goes to the quietest frame boundary instead:
   among the boundaries in the second half (and the kept audio) with two whole frames on each side
   before the current one, the lowest energy of those four frames weighted 1, 2, 2, 1
-  (``QUIET_CUT_WEIGHTS``; ties: the later). Noise can hide every pause from the VAD (webrtcvad calls
-  all of continuous speech in -28 dBFS white noise speech), and a word boundary is where speech is
-  quietest. In a pause that is still running nothing is cut: the endpoint may close the utterance,
+  (``QUIET_CUT_WEIGHTS``; ties: the later). Noise can hide every pause from the VAD (in white noise
+  of -28 dBFS webrtcvad calls every frame of continuous speech speech), and a word boundary is
+  where speech is quietest. In a pause that is still running nothing is cut: the endpoint may close the utterance,
   or the pause, once complete, qualifies. So an utterance reaches ``max_utterance_ms`` only when
   ``soft_utterance_ms`` is off.
 * Speculative finals (off by default, ``speculative_finals``). The final's audio is known as
