@@ -189,12 +189,16 @@ def test_server_message_types_are_documented(spec: dict[str, Any], md: str) -> N
 
 
 def _field_names(node: Any) -> set[str]:
-    """Every property name declared anywhere in the AsyncAPI document (message fields, query)."""
+    """Every property name declared anywhere in the AsyncAPI document (message fields, query), and
+    every string a field may take from an ``enum`` (a final's ``reason``: ``soft_length``, ...)."""
     out: set[str] = set()
     if isinstance(node, dict):
         props = node.get("properties")
         if isinstance(props, dict):
             out |= set(props)
+        values = node.get("enum")
+        if isinstance(values, list):
+            out |= {v for v in values if isinstance(v, str)}
         for value in node.values():
             out |= _field_names(value)
     elif isinstance(node, list):
