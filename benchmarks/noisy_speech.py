@@ -33,7 +33,6 @@ from types import ModuleType
 from typing import Any
 
 import numpy as np
-import webrtcvad
 
 from asr_worker.prompt import next_prompt
 from asr_worker.revisions import revision_outcome
@@ -42,7 +41,7 @@ from asr_worker.worker import transcriber_options
 from benchmarks.accuracy import corpus_wer
 from benchmarks.context_replay import contexts
 from benchmarks.corpus import Clip, build, noise
-from benchmarks.pipeline_latency import Cut
+from benchmarks.pipeline_latency import Cut, cut_like_the_pipeline
 from benchmarks.seeds import seed_decoders
 from common.settings import Settings, load
 from vad_worker import segmenter as current_segmenter
@@ -50,7 +49,6 @@ from vad_worker.session import segmenter_options
 
 NOISES = ((10.0, "white"), (10.0, "pink"), (5.0, "white"), (5.0, "pink"))
 RATE = 16000
-CHUNK_BYTES = RATE * 2 // 10  # 100 ms chunks, as clients send
 
 
 def variants(clips: list[Clip]) -> list[tuple[str, Clip, bytes]]:
@@ -77,14 +75,8 @@ def _load(path: Path) -> ModuleType:
 
 
 def cuts(module: ModuleType, pcm: bytes, settings: Settings) -> list[Cut]:
-    """The VAD worker's cuts (as ``benchmarks.pipeline_latency.cut_like_the_pipeline``), made by
-    ``module``'s segmenter."""
-    options = segmenter_options(settings)
-    opts = module.SegmenterOptions(**{f: getattr(options, f) for f in options.__dataclass_fields__})
-    vad = webrtcvad.Vad(settings.vad_aggressiveness)
-    seg = module.Segmenter(opts, lambda frame: bool(vad.is_speech(frame, RATE)))
-    events = [e for i in range(0, len(pcm), CHUNK_BYTES) for e in seg.push(pcm[i : i + CHUNK_BYTES])] + seg.end()
-    return [Cut(e.start_s, e.end_s, e.reason, e.audio) for e in events if isinstance(e, module.FinalReady)]
+    """The VAD worker's cuts with the service's settings, made by ``module``'s segmenter."""
+    return cut_like_the_pipeline(pcm, segmenter_options(settings), settings.vad_aggressiveness, engine=module)
 
 
 def as_the_worker(transcriber: Transcriber, cut_list: list[Cut], settings: Settings) -> str:

@@ -35,6 +35,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -48,7 +49,8 @@ from cli.dev import Stack
 from common.settings import Settings
 from tests.conftest import ONE_SENTENCE, THREE_UTTERANCES, free_port, pcm_of
 from tests.helpers import connect, wer
-from vad_worker.segmenter import FinalReady, Segmenter, SegmenterOptions
+from vad_worker import segmenter
+from vad_worker.segmenter import SegmenterOptions
 from vad_worker.session import segmenter_options
 
 WAV = "three_utterances.wav"
@@ -79,12 +81,18 @@ class Baseline:
         return [t for times in self.inference_s for t in times]
 
 
-def cut_like_the_pipeline(pcm: bytes, options: SegmenterOptions, aggressiveness: int) -> list[Cut]:
+def cut_like_the_pipeline(pcm: bytes, options: SegmenterOptions, aggressiveness: int,
+                          engine: ModuleType = segmenter) -> list[Cut]:
+    """``pcm`` cut as the VAD worker cuts it, in 100 ms chunks. ``engine``: the module whose
+    Segmenter cuts, e.g. an earlier vad_worker/segmenter.py loaded to compare with (``options`` is
+    passed to it field by field)."""
+    if engine is not segmenter:
+        options = engine.SegmenterOptions(**{f: getattr(options, f) for f in options.__dataclass_fields__})
     vad = webrtcvad.Vad(aggressiveness)
-    seg = Segmenter(options, lambda frame: bool(vad.is_speech(frame, options.sample_rate)))
+    seg = engine.Segmenter(options, lambda frame: bool(vad.is_speech(frame, options.sample_rate)))
     step = BYTES_PER_S * CHUNK_MS // 1000
     events = [e for i in range(0, len(pcm), step) for e in seg.push(pcm[i : i + step])] + seg.end()
-    return [Cut(e.start_s, e.end_s, e.reason, e.audio) for e in events if isinstance(e, FinalReady)]
+    return [Cut(e.start_s, e.end_s, e.reason, e.audio) for e in events if isinstance(e, engine.FinalReady)]
 
 
 def run_baseline(cuts: list[Cut], settings: Settings, repeats: int) -> Baseline:
