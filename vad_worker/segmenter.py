@@ -53,9 +53,9 @@ Semantics:
   before the current one, the lowest energy of those four frames weighted 1, 2, 2, 1
   (``QUIET_CUT_WEIGHTS``; ties: the later). Noise can hide every pause from the VAD (in white noise
   of -28 dBFS webrtcvad calls every frame of continuous speech speech), and a word boundary is
-  where speech is quietest. In a pause that is still running nothing is cut: the endpoint may close the utterance,
-  or the pause, once complete, qualifies. So an utterance reaches ``max_utterance_ms`` only when
-  ``soft_utterance_ms`` is off.
+  where speech is quietest. In a pause that is still running nothing is cut: the endpoint may
+  close the utterance, or the pause, once complete, qualifies. So an utterance reaches
+  ``max_utterance_ms`` only when ``soft_utterance_ms`` is off.
 * Speculative finals (off by default, ``speculative_finals``). The final's audio is known as
   soon as ``trailing_pad_ms`` of non-speech follow the last voiced frame: if no speech comes
   before the endpoint, the final will carry exactly that audio. At that frame, when the endpoint
