@@ -32,6 +32,9 @@ CONNECT_TIMEOUT_S = 10.0  # TCP + WebSocket handshake
 START_TIMEOUT_S = 10.0  # from the handshake to session_started
 END_TIMEOUT_S = 60.0  # from sending "end" to session_ended (the last finals are recognised then)
 CLEAR_LINE = "\r\x1b[K"  # carriage return + erase to end of line
+HELD_FINALS = 2
+"""Files and pipes: final n is written when final n + 2 comes (or at the end), by when the revision
+of final n, decoded once final n + 1 is, has normally come too."""
 
 CLOSE_MEANINGS = {
     1000: "normal closure",
@@ -55,15 +58,20 @@ class Output:
 class Renderer:
     """Turns server messages into terminal output; pure, keeps only whether a partial is shown.
 
-    Text mode: partials are redrawn in place on a TTY and not shown at all otherwise (so piping
-    yields clean final lines); finals are printed as full lines of text; errors go to stderr as
-    ``error CODE: message``. JSON mode: every server message is one JSON line on stdout.
+    Text mode: finals are printed as full lines of text; errors go to stderr as ``error CODE:
+    message``. On a TTY, partials are redrawn in place and each final is printed as it comes (a
+    live view: its first text). Otherwise (a file or a pipe) partials are not shown, and each final
+    is written once it is settled, with its ``revision`` applied: when the final two after it has
+    come (``HELD_FINALS``), or the session ends. A revision of final n is decoded once final n+1
+    is, so a transcript written this way reads as the service stored it (``asr transcript``)
+    rather than as first decoded. JSON mode: every server message is one JSON line on stdout.
     """
 
     def __init__(self, *, json_mode: bool, tty: bool) -> None:
         self.json_mode = json_mode
         self.tty = tty
         self._partial_shown = False
+        self._held: dict[int, str] = {}  # seq -> text of finals not written yet (files and pipes)
 
     def render(self, message: dict[str, Any]) -> Output:
         """Output for one server message."""
@@ -77,7 +85,18 @@ class Renderer:
                     return Output()
                 self._partial_shown = True
                 return Output(stdout=CLEAR_LINE + text)
-            return Output(stdout=self._clear() + (text + "\n" if text else ""))
+            seq = message.get("seq")
+            if self.tty or not isinstance(seq, int):
+                return Output(stdout=self._clear() + (text + "\n" if text else ""))
+            self._held[seq] = text
+            return Output(stdout=self._release(seq - HELD_FINALS))
+        if kind == "revision":
+            seq = message.get("seq")
+            if isinstance(seq, int) and seq in self._held:
+                self._held[seq] = str(message.get("text", "")).strip() or self._held[seq]
+            return Output()
+        if kind == "session_ended":
+            return Output(stdout=self._release())
         if kind == "error":
             code = message.get("code", "UNKNOWN")
             return Output(stdout=self._clear(), stderr=f"error {code}: {message.get('message', '')}\n")
@@ -89,13 +108,18 @@ class Renderer:
         detail = "; ".join(part for part in (meaning, reason) if part)
         suffix = f" ({detail})" if detail else ""
         return Output(
-            stdout=self._clear(),
+            stdout=self._clear() + self._release(),
             stderr=f"connection closed before session_ended: code {code}{suffix}\n",
         )
 
     def finish(self) -> Output:
-        """Output at the end of the run: erase a partial still on screen."""
-        return Output(stdout=self._clear())
+        """Output at the end of the run: erase a partial still on screen, write held finals."""
+        return Output(stdout=self._clear() + self._release())
+
+    def _release(self, upto: int | None = None) -> str:
+        """The held finals up to seq ``upto`` (all when None), in seq order, as lines."""
+        due = sorted(seq for seq in self._held if upto is None or seq <= upto)
+        return "".join(f"{text}\n" for text in (self._held.pop(seq) for seq in due) if text)
 
     def _clear(self) -> str:
         if self._partial_shown:

@@ -48,12 +48,47 @@ def test_tty_partials_in_place_then_final_line() -> None:
     assert r.finish() == Output()
 
 
-def test_pipe_shows_finals_only() -> None:
+def _revision(text: str, seq: int) -> dict[str, Any]:
+    return {"type": "revision", "seq": seq, "utterance_id": "u1", "text": text}
+
+
+def test_pipe_writes_finals_only_once_settled() -> None:
     r = Renderer(json_mode=False, tty=False)
     assert r.render(_partial("hello")) == Output()
-    assert r.render(_final("  Hello world. ")) == Output(stdout="Hello world.\n")
-    assert r.render(_final("")) == Output()  # an utterance that recognised to nothing
+    assert r.render(_final("  Hello world. ", 1)) == Output()  # held: its revision may follow
+    assert r.render(_final("Second.", 2)) == Output()
+    assert r.render(_final("Third.", 3)) == Output(stdout="Hello world.\n")
+    assert r.render(_final("", 4)) == Output(stdout="Second.\n")  # an empty text writes no line
+    assert r.render({"type": "session_ended", "metrics": {}}) == Output(stdout="Third.\n")
     assert r.finish() == Output()
+
+
+def test_pipe_writes_a_final_as_revised() -> None:
+    r = Renderer(json_mode=False, tty=False)
+    r.render(_final("Go forward 10 meters. Go forward 10 meters.", 1))
+    r.render(_final("Had he married.", 2))
+    assert r.render(_revision(" Go forward ten meters. ", 1)) == Output()
+    assert r.render(_revision("", 2)) == Output()  # no text: the final keeps its own
+    assert r.render(_revision("Unknown.", 9)) == Output()  # not held: ignored
+    assert r.render(_final("Then.", 3)) == Output(stdout="Go forward ten meters.\n")
+    assert r.render({"type": "session_ended", "metrics": {}}) == Output(stdout="Had he married.\nThen.\n")
+
+
+def test_pipe_writes_held_finals_when_the_connection_closes() -> None:
+    r = Renderer(json_mode=False, tty=False)
+    r.render(_final("One.", 1))
+    r.render(_final("Two.", 2))
+    out = r.render_close(1011, "internal")
+    assert out.stdout == "One.\nTwo.\n" and "code 1011" in out.stderr
+    r.render(_final("Three.", 3))
+    assert r.finish() == Output(stdout="Three.\n")
+
+
+def test_tty_prints_finals_live_and_leaves_them() -> None:
+    r = Renderer(json_mode=False, tty=True)
+    assert r.render(_final("First text.", 1)) == Output(stdout="First text.\n")
+    assert r.render(_revision("Revised text.", 1)) == Output()
+    assert r.render({"type": "session_ended", "metrics": {}}) == Output()
 
 
 def test_error_goes_to_stderr_and_clears_partial() -> None:
