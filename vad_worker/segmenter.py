@@ -279,6 +279,7 @@ class Segmenter:
         self._utt_start = 0  # samples: the first byte kept in self._utt
         self._utt_dropped = 0  # bytes dropped from the front of the open utterance
         self._voiced_end = 0  # bytes into self._utt where the last voiced frame ends (< 0: dropped)
+        self._speech_dropped = False  # the cap dropped voiced audio of the open utterance
         self._silence_run = 0  # frames
         self._partials = 0
         self._pauses: list[tuple[int, int]] = []  # complete non-speech runs: (first sample, frames)
@@ -471,6 +472,7 @@ class Segmenter:
         self._utt_start = start
         self._utt_dropped = 0
         self._voiced_end = len(audio)
+        self._speech_dropped = False
         self._silence_run = 0
         self._partials = 0
         self._pauses = []
@@ -488,6 +490,9 @@ class Segmenter:
         del self._utt[:excess]
         self._utt_start += excess // _SAMPLE_WIDTH
         self._utt_dropped += excess
+        # Voiced audio is dropped only if the kept audio held some; silence after a max-length cut,
+        # trimmed, is not speech.
+        self._speech_dropped |= self._voiced_end > 0
         self._voiced_end -= excess
         self._overflow += excess
 
@@ -508,13 +513,13 @@ class Segmenter:
         An utterance with no voiced frame (reopened at a max-length cut, then nothing more was
         said) ends without a final: there is nothing to transcribe."""
         assert self._utt is not None
-        said = self._voiced_end != 0 or self._utt_dropped != 0  # (trimmed speech still gets its final)
+        said = self._voiced_end > 0 or self._speech_dropped  # (trimmed speech still gets its final)
         cut = max(0, min(self._voiced_end + self._pad_bytes, len(self._utt))) if said else 0
         tail = self._utt[cut:]
         if said:
             self._emit_final(bytes(self._utt[:cut]), reason, events)
-        else:
-            self._end_utterance(self._seconds(self._utt_start), events)
+        else:  # it ends where it began, before any silence the cap dropped
+            self._end_utterance(self._seconds(self._utt_start - self._utt_dropped // _SAMPLE_WIDTH), events)
         fb = self._opts.frame_bytes
         self._history.extend(bytes(tail[i : i + fb]) for i in range(0, len(tail), fb))
 

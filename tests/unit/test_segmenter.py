@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from vad_worker.segmenter import (
@@ -558,6 +558,9 @@ def test_max_buffer_bytes_validation(cap: int, ok: bool) -> None:
     cap_extra=st.integers(0, FB - 1),
     remainder=st.integers(0, FB - 1),
 )
+# Found by hypothesis: silence after a max-length cut, longer than the cap, was trimmed and then
+# taken for trimmed speech (a final of silence where the uncapped stream had none).
+@example(runs=[(False, 1), (True, 49), (False, 9)], chunk=1, cap_frames=8, cap_extra=0, remainder=0)
 def test_capped_streams_match_uncapped_ones_but_keep_only_the_newest_audio(
     runs: list[tuple[bool, int]], chunk: int, cap_frames: int, cap_extra: int, remainder: int
 ) -> None:
