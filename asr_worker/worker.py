@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -28,6 +29,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from asr_worker import speculation
+from asr_worker.background_reviser import BackgroundReviser
 from asr_worker.prompt import next_prompt
 from asr_worker.revisions import PendingRevision, RevisionQueue, carries_previous, revision_outcome, why_not_revise
 from asr_worker.transcriber import SAMPLE_RATE, RecognisedWord, Recognition, Transcriber, TranscriberOptions
@@ -99,7 +101,14 @@ class AsrWorker:
         self._pulling = False  # the fetch loop runs (readiness)
         self._retry_at = 0.0  # time.monotonic() when the last final this worker put back is due again
         self.revisions = RevisionQueue.from_settings(settings)
+        # Revisions in a low-priority child process (CPU workers), or in this worker's slots (None).
+        self.reviser = (BackgroundReviser(dataclasses.replace(transcriber_options(settings), num_workers=1),
+                                          settings.revision_nice)
+                        if settings.revise_finals and settings.revision_nice >= 0 and settings.device == "cpu"
+                        else None)
         self._doorbell = asyncio.Event()  # rung by the VAD after storing jobs, and by a queued revision
+        self._revision_bell = asyncio.Event()  # rung by a queued revision (background reviser)
+        self._revising: PendingRevision | None = None  # the background reviser's revision in hand
         self.counts = {"final": 0, "partial": 0, "stale": 0, "failed": 0}
 
     def __repr__(self) -> str:
@@ -118,26 +127,33 @@ class AsrWorker:
             # ensure_streams (bus.connect_jetstream) created the bucket: bind to it as it is.
             self.speculations = speculation.SpeculationStore(
                 await streams.when_ready(lambda: speculation.bucket(js), s), s.speculation_wait_ms / 1000, self.nc)
+        if self.reviser is not None:
+            await asyncio.to_thread(self.reviser.start)  # its model loads before jobs are taken
         beat = asyncio.create_task(presence.heartbeat(kv, js, ROLE, self.worker_id), name="heartbeat")
         puller = asyncio.create_task(self._supervised_pull(), name="pull")
         gauges = asyncio.create_task(self._measure_pending(), name="pending")
+        reviser = asyncio.create_task(self._serve_revisions(), name="revisions") if self.reviser else None
         try:
             async with health.serve(health.worker_app(lambda: self.ready), s.host, s.asr_http_port):
-                log.info("asr worker %s ready (model %s on %s, %d slot(s))", self.worker_id, s.model,
-                         s.device, s.asr_concurrency)
+                log.info("asr worker %s ready (model %s on %s, %d slot(s)%s)", self.worker_id, s.model,
+                         s.device, s.asr_concurrency,
+                         f", revisions in a process at nice {s.revision_nice}" if self.reviser else "")
                 await stop.wait()
         finally:
             # Stop taking jobs; finish the running ones within a bound. An unfinished final is
             # not acknowledged, so JetStream hands it to another worker.
             self._stopping = True
-            await tasks.stop(puller, gauges)
+            await tasks.stop(puller, gauges, *([reviser] if reviser else []))
             if self._jobs:
                 await asyncio.wait(self._jobs, timeout=20.0)
             await tasks.stop(*self._jobs)
-            await self._abandon(self.revisions.drain(), "stopped")
+            in_hand = [self._revising] if self._revising is not None else []
+            await self._abandon(in_hand + self.revisions.drain(), "stopped")
             await tasks.stop(beat)
             await bus.close(self.nc)
             self.executor.shutdown(wait=True, cancel_futures=True)
+            if self.reviser is not None:
+                self.reviser.shutdown()
 
     async def _pull(self) -> None:
         """Fetches jobs into free slots: finals first, then speculative finals, then this worker's
@@ -162,7 +178,7 @@ class AsrWorker:
                     doorbell.clear()  # a ring from now on may be for a job these polls miss
                     polled_at = time.monotonic()
                     msg = await _fetch_one(finals, FINAL_POLL_S) or await _fetch_one(speculative, PARTIAL_POLL_S)
-                    revision = None if msg is not None else await self._next_revision()
+                    revision = None if msg is not None or self.reviser else await self._next_revision()
                     if msg is None and revision is None:
                         msg = await _fetch_one(partials, PARTIAL_POLL_S)
                     backoff.reset()
@@ -266,7 +282,7 @@ class AsrWorker:
             revising = not skipped
             if wants_revision and not revising:
                 self._not_revised(job, skipped)
-            if revising and job.reason == "end":
+            if revising and job.reason == "end" and self.reviser is None:
                 # The session's last final: the edge ends the session once it is delivered, so the
                 # revision of the final before it goes first, in this slot, unless a final waits.
                 assert last is not None
@@ -390,11 +406,11 @@ class AsrWorker:
         return rec
 
     def _queue_revision(self, pending: PendingRevision) -> None:
-        """Queues a revision for the next free slot that no final wants (the fetch loop's doorbell
-        wakes it if it is parked)."""
+        """Queues a revision for the background reviser, or for the next free slot that no final
+        wants (the fetch loop's doorbell wakes it if it is parked)."""
         pushed = self.revisions.put(pending)
         metrics.ASR_REVISIONS_QUEUED.set(len(self.revisions))
-        self._doorbell.set()
+        (self._revision_bell if self.reviser else self._doorbell).set()
         if pushed:
             self._spawn_owned(self._abandon(pushed, "late"), "revision-abandon")
 
@@ -421,14 +437,32 @@ class AsrWorker:
         for p in pending:
             await self._publish_revision(p, outcome, None)
 
+    async def _serve_revisions(self) -> None:
+        """Hands the queued revisions to the background reviser, oldest first, one at a time (those
+        that waited longer than ``revision_max_lag_ms`` are given up)."""
+        while True:
+            while (pending := await self._next_revision()) is not None:
+                self._revising = pending
+                await self._run_revision(pending)
+                self._revising = None
+            await self._revision_bell.wait()
+            self._revision_bell.clear()
+
     async def _run_revision(self, pending: PendingRevision) -> None:
         """Decodes final ``pending.last`` again with the next final's audio after it, with the
         prompt it had, and publishes its `Revision`: the new text if its words changed, else ""."""
         last = pending.last
         metrics.ASR_QUEUE_WAIT.labels("revision").observe(max(0.0, time.monotonic() - pending.queued_at))
         try:
-            rec = await self._decode("revision", lambda: self.transcriber.revise(
-                pending.audio, pending.following, prompt=pending.prompt, following_text=pending.following_text))
+            if self.reviser is not None:
+                rec = await self.reviser.revise(pending.audio, pending.following, prompt=pending.prompt,
+                                                following_text=pending.following_text)
+                metrics.ASR_INFERENCE.labels("revision").observe(rec.inference_s)
+                metrics.ASR_AUDIO_SECONDS.labels("revision").inc(rec.audio_s)
+            else:
+                rec = await self._decode("revision", lambda: self.transcriber.revise(
+                    pending.audio, pending.following, prompt=pending.prompt,
+                    following_text=pending.following_text))
         except Exception:
             log.exception("session %s final %d: revision failed", last.session_id, last.final_index,
                           extra={"session_id": last.session_id})

@@ -30,9 +30,32 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def descendants(pid: int) -> list[int]:
+    """The live child processes of ``pid``, their children and so on."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        for child in children:
+            out += [child, *descendants(child)]
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU so far of ``pid`` and of its live descendants (an ASR worker's revision process)."""
+    return cpu_seconds(pid) + sum(cpu_seconds(child) for child in descendants(pid))
+
+
 def snapshot(pids: Mapping[str, int]) -> dict[str, float]:
-    """CPU seconds so far of each named process."""
-    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+    """CPU seconds so far of each named process, with the processes it started."""
+    return {name: tree_cpu_seconds(pid) for name, pid in pids.items()}
 
 
 def delta(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:

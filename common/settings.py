@@ -241,6 +241,9 @@ class Settings:
     """A revision waits for a slot that no final wants; one not begun this long after its final is given up."""
     revision_max_pending: int = 32
     """Revisions an ASR worker keeps waiting at most; a new one pushes out the oldest (each holds two finals' audio)."""
+    revision_nice: int = 19
+    """CPU workers decode revisions in a child process at this nice value (0-19), on the CPU finals and
+    partials leave, so a final never waits for one; -1 decodes them in the worker's own slots."""
     revision_end_wait_ms: int = 3000
     """After `end`, session_ended waits up to this long for the revision of the last final but one."""
     asr_http_port: int = 9102
@@ -459,6 +462,9 @@ def _validate(s: Settings) -> list[str]:
                "use 2000-10000 (revisions wait while finals run); 0 revises only a slot that is free at once."))
     add(_range("revision_max_pending", s.revision_max_pending, 1, 10000,
                "use 8-128 per worker (each waits with up to two finals' audio)."))
+    add(_range("revision_nice", s.revision_nice, -1, 19,
+               "use 19 (revisions only on spare CPU), 0 (a process of their own at the same priority) or -1 "
+               "(in the worker's slots)."))
     add(_range("revision_end_wait_ms", s.revision_end_wait_ms, 0, 30000,
                "use 1000-5000 (a revision is one decode of two finals); 0 does not wait."))
     add(_range("trailing_pad_ms", s.trailing_pad_ms, 0, 1000, "use 60-300."))

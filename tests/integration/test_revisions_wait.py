@@ -28,8 +28,9 @@ BYTES_PER_S = 32000
 
 
 async def test_a_final_goes_before_queued_revisions_and_a_late_one_is_given_up(nats_server: NatsServer) -> None:
+    # Revisions in the worker's own slot (revision_nice -1), where a final must go first.
     settings = replace(Settings(), nats_url=nats_server.url, asr_http_port=0, worker_id="asr1", asr_concurrency=1,
-                       speculative_finals=False, revision_max_lag_ms=5000)
+                       speculative_finals=False, revision_max_lag_ms=5000, revision_nice=-1)
     pcm = pcm_of("three_utterances.wav")
     one, two = int(3.7 * BYTES_PER_S), int(8.0 * BYTES_PER_S)  # in the pauses between the sentences
     first, second, rest = pcm[:one], pcm[one:two], pcm[two:]

@@ -1,0 +1,88 @@
+"""Revisions decoded in a child process at a low CPU priority, so that they never hold a slot.
+
+A revision (`Transcriber.revise`) decodes two finals' audio with the finals' beam: about 1.2 times a
+final's decode. Run in the worker's own slot, a final fetched meanwhile waited for it when every
+other slot was busy too, and that wait is what set the final latency's p95 under load (figure 1
+in docs/benchmarks.md: p95 1.48-1.66 s at 12 streams with revisions, 1.06 s without them). Here the
+worker hands revisions to one child process with its own copy of the model, started at nice
+``revision_nice`` (19 by default): the kernel gives it the CPU that finals and partials leave, so a
+final starts at once and runs at nearly full speed beside it, and revisions come later under load
+instead of delaying finals.
+
+The child is started with ``spawn`` (the worker runs threads and an event loop, which ``fork``
+would copy half-way), loads the model once, and decodes one revision at a time. A child that died
+(killed, out of memory) fails the revision in hand; the next one starts a new child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from asr_worker.transcriber import Recognition, Transcriber, TranscriberOptions
+
+log = logging.getLogger(__name__)
+
+_transcriber: Transcriber | None = None  # in the child: its model
+
+
+def _start_child(options: TranscriberOptions, nice: int) -> None:
+    """Initialiser of the child: lower its CPU priority, then load the model."""
+    global _transcriber
+    os.nice(nice)
+    _transcriber = Transcriber(options)
+
+
+def _revise_in_child(pcm: bytes, following: bytes, prompt: str, following_text: str) -> Recognition:
+    assert _transcriber is not None, "the child's initialiser did not run"
+    return _transcriber.revise(pcm, following, prompt=prompt, following_text=following_text)
+
+
+class BackgroundReviser:
+    """`Transcriber.revise` in a child process at nice ``nice`` (one revision at a time)."""
+
+    def __init__(self, options: TranscriberOptions, nice: int) -> None:
+        if not 0 <= nice <= 19:
+            raise ValueError(f"nice must be 0-19, got {nice}")
+        self.options = options
+        self.nice = nice
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_start_child, initargs=(self.options, self.nice))
+        return self._pool
+
+    def start(self) -> None:
+        """Starts the child and loads its model now (else the first revision pays for it)."""
+        self._executor().submit(int, 0).result()
+
+    async def revise(self, pcm: bytes, following: bytes, *, prompt: str = "", following_text: str = "") -> Recognition:
+        """The revision of ``pcm`` with ``following`` after it, decoded in the child."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor(), _revise_in_child, pcm, following, prompt,
+                                              following_text)
+        except BrokenProcessPool:
+            log.warning("the revision process died; the next revision starts a new one")
+            self.shutdown()
+            raise
+
+    def shutdown(self) -> None:
+        """Stops the child (a revision in hand is dropped)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            processes = list((getattr(pool, "_processes", None) or {}).values())
+            pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:
+                process.terminate()
+
+    def pids(self) -> list[int]:
+        """The child's process id (none before `start` or after `shutdown`)."""
+        processes = getattr(self._pool, "_processes", None) or {}
+        return [p.pid for p in processes.values() if p.pid is not None]

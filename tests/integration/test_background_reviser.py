@@ -1,0 +1,62 @@
+"""asr_worker.background_reviser with the real model: a revision decoded in the low-priority child
+reads as the same decode in this process, the child runs at the nice value asked for, and a child
+that was killed fails only the revision in hand."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from concurrent.futures.process import BrokenProcessPool
+
+import pytest
+
+from asr_worker.background_reviser import BackgroundReviser
+from asr_worker.transcriber import Transcriber
+from asr_worker.worker import transcriber_options
+from common.settings import Settings, replace
+from tests.conftest import THREE_UTTERANCES, pcm_of
+from tests.helpers import wer
+
+pytestmark = pytest.mark.slow
+
+BYTES_PER_S = 32000
+TIMEOUT_S = 120.0
+
+
+def _nice(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[16])  # field 19 of stat: nice
+
+
+async def test_revision_in_the_child_reads_as_in_process_and_runs_at_low_priority() -> None:
+    settings = replace(Settings(), asr_concurrency=1)
+    options = transcriber_options(settings)
+    pcm = pcm_of("three_utterances.wav")
+    one, two = int(3.7 * BYTES_PER_S), int(8.0 * BYTES_PER_S)  # in the pauses between the sentences
+    second, rest = pcm[one:two], pcm[two:]
+    here = Transcriber(options).revise(second, rest, prompt="Please call me back tomorrow morning.")
+    reviser = BackgroundReviser(options, 19)
+    try:
+        await asyncio.wait_for(asyncio.to_thread(reviser.start), TIMEOUT_S)
+        (pid,) = reviser.pids()
+        assert pid != os.getpid() and _nice(pid) == 19
+        there = await asyncio.wait_for(
+            reviser.revise(second, rest, prompt="Please call me back tomorrow morning."), TIMEOUT_S)
+        assert there.text == here.text and wer(THREE_UTTERANCES[1], there.text) <= 0.3, there.text
+
+        os.kill(pid, signal.SIGKILL)  # killed mid-life: the revision in hand fails, the next one runs
+        with pytest.raises(BrokenProcessPool):
+            await asyncio.wait_for(reviser.revise(second, rest), TIMEOUT_S)
+        again = await asyncio.wait_for(reviser.revise(second, rest), TIMEOUT_S)
+        assert wer(THREE_UTTERANCES[1], again.text) <= 0.3, again.text
+        (new_pid,) = reviser.pids()
+        assert new_pid != pid and _nice(new_pid) == 19
+    finally:
+        reviser.shutdown()
+    assert reviser.pids() == []
+
+
+def test_nice_out_of_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="0-19"):
+        BackgroundReviser(transcriber_options(Settings()), 20)
