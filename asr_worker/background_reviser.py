@@ -11,7 +11,8 @@ instead of delaying finals.
 
 The child is started with ``spawn`` (the worker runs threads and an event loop, which ``fork``
 would copy half-way), loads the model once, and decodes one revision at a time. A child that died
-(killed, out of memory) fails the revision in hand; the next one starts a new child.
+(killed, out of memory) fails the revision in hand; the next one starts a new child. A child whose
+worker died (killed, so it could not stop it) exits within ``PARENT_POLL_S``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -27,14 +30,26 @@ from asr_worker.transcriber import Recognition, Transcriber, TranscriberOptions
 
 log = logging.getLogger(__name__)
 
+PARENT_POLL_S = 1.0
+"""How often the child looks whether its worker is still there."""
+
 _transcriber: Transcriber | None = None  # in the child: its model
 
 
 def _start_child(options: TranscriberOptions, nice: int) -> None:
-    """Initialiser of the child: lower its CPU priority, then load the model."""
+    """Initialiser of the child: lower its CPU priority, watch its worker, then load the model."""
     global _transcriber
     os.nice(nice)
+    threading.Thread(target=_exit_with, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     _transcriber = Transcriber(options)
+
+
+def _exit_with(parent: int) -> None:
+    """Ends the child once ``parent`` is gone (it is then re-parented): nothing else would, as the
+    child holds both ends of the pipe it waits on."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(0)
 
 
 def _revise_in_child(pcm: bytes, following: bytes, prompt: str, following_text: str) -> Recognition:

@@ -1,17 +1,21 @@
 """asr_worker.background_reviser with the real model: a revision decoded in the low-priority child
-reads as the same decode in this process, the child runs at the nice value asked for, and a child
-that was killed fails only the revision in hand."""
+reads as the same decode in this process, the child runs at the nice value asked for, a child
+that was killed fails only the revision in hand, and a child whose worker was killed exits."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import signal
+import subprocess
+import sys
+import time
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 import pytest
 
-from asr_worker.background_reviser import BackgroundReviser
+from asr_worker.background_reviser import PARENT_POLL_S, BackgroundReviser
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import transcriber_options
 from common.settings import Settings, replace
@@ -55,6 +59,36 @@ async def test_revision_in_the_child_reads_as_in_process_and_runs_at_low_priorit
     finally:
         reviser.shutdown()
     assert reviser.pids() == []
+
+
+ORPHAN = """
+import sys, time
+from asr_worker.background_reviser import BackgroundReviser
+from asr_worker.worker import transcriber_options
+from common.settings import Settings
+reviser = BackgroundReviser(transcriber_options(Settings()), 19)
+reviser.start()
+print(reviser.pids()[0], flush=True)
+time.sleep(120)
+"""
+
+
+def test_the_child_exits_when_its_worker_is_killed() -> None:
+    worker = subprocess.Popen([sys.executable, "-c", ORPHAN], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert worker.stdout is not None
+        child = int(worker.stdout.readline())
+        assert _nice(child) == 19
+    finally:
+        worker.kill()
+        worker.wait(TIMEOUT_S)
+        if worker.stdout is not None:
+            worker.stdout.close()
+    deadline = time.monotonic() + 10 * PARENT_POLL_S
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not Path(f"/proc/{child}").exists()
 
 
 def test_nice_out_of_range_is_refused() -> None:
