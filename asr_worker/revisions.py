@@ -11,10 +11,13 @@ file decoding hears such audio (a noisy first sentence, a word too short to stan
 follows it, and often gets its words. So when n-1 is stored without text, final n is decoded again
 with n-1's audio in front of its own (`carries_previous`), and its text holds the words of both.
 
-The decode does not run in the final's slot right away: it waits in a `RevisionQueue`, which the
-worker's fetch loop serves when a slot is free and no final (or final decoded ahead) waits, before
-any partial. Under load, revisions wait instead of delaying finals, and they run in the gaps that
-finals leave. A revision that waited longer than ``revision_max_lag_ms``, or was pushed out of a
+The decode does not run in the final's slot right away: it waits in a `RevisionQueue`. On CPU
+workers (``revision_nice`` 0-19, 19 by default) one child process at that nice value takes them
+from the queue, oldest first (`asr_worker.background_reviser`): the kernel gives it the CPU that
+finals and partials leave, so a final never waits for a revision. Otherwise (``revision_nice`` -1,
+GPU workers) the worker's fetch loop serves the queue when a slot is free and no final (or final
+decoded ahead) waits, before any partial. Either way, under load revisions wait instead of
+delaying finals. A revision that waited longer than ``revision_max_lag_ms``, or was pushed out of a
 full queue (``revision_max_pending``), is given up ("late"): the worker publishes an empty outcome
 so that an edge ending the session does not wait for it.
 """
