@@ -179,7 +179,7 @@ class AsrWorker:
                     polled_at = time.monotonic()
                     msg = await _fetch_one(finals, FINAL_POLL_S) or await _fetch_one(speculative, PARTIAL_POLL_S)
                     revision = None if msg is not None or self.reviser else await self._next_revision()
-                    if msg is None and revision is None:
+                    if msg is None and revision is None and not self._background_revisions():
                         msg = await _fetch_one(partials, PARTIAL_POLL_S)
                     backoff.reset()
                 except TRANSIENT as exc:
@@ -437,6 +437,14 @@ class AsrWorker:
         for p in pending:
             await self._publish_revision(p, outcome, None)
 
+    def _background_revisions(self) -> bool:
+        """Whether revisions wait for or run in the background reviser: this worker then takes no
+        partial, so its core is left to the revision (finals still start at once). Revisions came
+        before partials when they ran in the slots too; without this, partials at the normal
+        priority took the CPU the revision process runs on, and revisions under load waited past
+        ``revision_max_lag_ms``."""
+        return self.reviser is not None and (self._revising is not None or bool(self.revisions))
+
     async def _serve_revisions(self) -> None:
         """Hands the queued revisions to the background reviser, oldest first, one at a time (those
         that waited longer than ``revision_max_lag_ms`` are given up)."""
@@ -445,6 +453,7 @@ class AsrWorker:
                 self._revising = pending
                 await self._run_revision(pending)
                 self._revising = None
+            self._doorbell.set()  # partials are fetched again (`_background_revisions`)
             await self._revision_bell.wait()
             self._revision_bell.clear()
 

@@ -1,7 +1,7 @@
 """Capacity: how many real-time two-voice conversations a stack serves live, side by side with a peer.
 
     .venv/bin/python -m benchmarks.capacity [--streams 1,4,8,12,16] [--pools default,1x2,2x1]
-        [--peer] [--overhead-streams 4,12] [--conversations 8] [--device cpu] [--json PATH]
+        [--peer] [--overhead-streams 4,12] [--conversations 16] [--device cpu] [--json PATH]
 
 1. Audio: ``--conversations`` deterministic espeak-ng conversations (benchmarks/conversations.py:
    two voices, 0.3-3 s pauses, 60-90 s each, cached). Stream i plays conversation i mod K.
@@ -577,7 +577,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="WhisperLive shares one model between clients (its default: one model per client)")
     p.add_argument("--peer-no-vad", action="store_true", help="WhisperLive without its VAD (default: VAD on)")
     p.add_argument("--peer-tail-s", type=float, default=3.0, help="silence the peer gets before END_OF_AUDIO")
-    p.add_argument("--conversations", type=int, default=8, help="distinct conversations (default 8)")
+    p.add_argument("--conversations", type=int, default=16,
+                   help="distinct conversations (default 16: up to 16 streams, each plays its own)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--max-seconds", type=float, default=0.0,
                    help="cut every conversation after this much audio (smoke runs); 0 keeps them whole")
