@@ -32,9 +32,6 @@ CONNECT_TIMEOUT_S = 10.0  # TCP + WebSocket handshake
 START_TIMEOUT_S = 10.0  # from the handshake to session_started
 END_TIMEOUT_S = 60.0  # from sending "end" to session_ended (the last finals are recognised then)
 CLEAR_LINE = "\r\x1b[K"  # carriage return + erase to end of line
-HELD_FINALS = 2
-"""Files and pipes: final n is written when final n + 2 comes (or at the end), by when the revision
-of final n, decoded once final n + 1 is, has normally come too."""
 
 CLOSE_MEANINGS = {
     1000: "normal closure",
@@ -60,11 +57,12 @@ class Renderer:
 
     Text mode: finals are printed as full lines of text; errors go to stderr as ``error CODE:
     message``. On a TTY, partials are redrawn in place and each final is printed as it comes (a
-    live view: its first text). Otherwise (a file or a pipe) partials are not shown, and each final
-    is written once it is settled, with its ``revision`` applied: when the final two after it has
-    come (``HELD_FINALS``), or the session ends. A revision of final n is decoded once final n+1
-    is, so a transcript written this way reads as the service stored it (``asr transcript``)
-    rather than as first decoded. JSON mode: every server message is one JSON line on stdout.
+    live view: its first text). Otherwise (a file or a pipe) partials are not shown, and the finals
+    are written when the session ends (or the connection closes), each with its ``revision``
+    applied, so the file reads as the service stored the session (``asr transcript``) rather than
+    as each final was first decoded. (A revision of final n is decoded once final n+1 is, on CPU the
+    finals leave: under load it can come several finals later, so no earlier point is safe.) JSON
+    mode: every server message is one JSON line on stdout.
     """
 
     def __init__(self, *, json_mode: bool, tty: bool) -> None:
@@ -89,7 +87,7 @@ class Renderer:
             if self.tty or not isinstance(seq, int):
                 return Output(stdout=self._clear() + (text + "\n" if text else ""))
             self._held[seq] = text
-            return Output(stdout=self._release(seq - HELD_FINALS))
+            return Output()
         if kind == "revision":
             seq = message.get("seq")
             if isinstance(seq, int) and seq in self._held:
@@ -116,10 +114,10 @@ class Renderer:
         """Output at the end of the run: erase a partial still on screen, write held finals."""
         return Output(stdout=self._clear() + self._release())
 
-    def _release(self, upto: int | None = None) -> str:
-        """The held finals up to seq ``upto`` (all when None), in seq order, as lines."""
-        due = sorted(seq for seq in self._held if upto is None or seq <= upto)
-        return "".join(f"{text}\n" for text in (self._held.pop(seq) for seq in due) if text)
+    def _release(self) -> str:
+        """The held finals in seq order, as lines."""
+        held, self._held = self._held, {}
+        return "".join(f"{held[seq]}\n" for seq in sorted(held) if held[seq])
 
     def _clear(self) -> str:
         if self._partial_shown:

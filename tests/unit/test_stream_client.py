@@ -52,26 +52,28 @@ def _revision(text: str, seq: int) -> dict[str, Any]:
     return {"type": "revision", "seq": seq, "utterance_id": "u1", "text": text}
 
 
-def test_pipe_writes_finals_only_once_settled() -> None:
+def test_pipe_writes_the_finals_when_the_session_ends() -> None:
     r = Renderer(json_mode=False, tty=False)
     assert r.render(_partial("hello")) == Output()
     assert r.render(_final("  Hello world. ", 1)) == Output()  # held: its revision may follow
     assert r.render(_final("Second.", 2)) == Output()
-    assert r.render(_final("Third.", 3)) == Output(stdout="Hello world.\n")
-    assert r.render(_final("", 4)) == Output(stdout="Second.\n")  # an empty text writes no line
-    assert r.render({"type": "session_ended", "metrics": {}}) == Output(stdout="Third.\n")
+    assert r.render(_final("Third.", 3)) == Output()
+    assert r.render(_final("", 4)) == Output()
+    out = r.render({"type": "session_ended", "metrics": {}})
+    assert out == Output(stdout="Hello world.\nSecond.\nThird.\n")  # an empty text writes no line
     assert r.finish() == Output()
 
 
-def test_pipe_writes_a_final_as_revised() -> None:
+def test_pipe_writes_finals_as_revised_even_when_the_revision_comes_late() -> None:
     r = Renderer(json_mode=False, tty=False)
     r.render(_final("Go forward 10 meters. Go forward 10 meters.", 1))
-    r.render(_final("Had he married.", 2))
-    assert r.render(_revision(" Go forward ten meters. ", 1)) == Output()
+    for seq in range(2, 6):
+        r.render(_final(f"Final {seq}.", seq))
+    assert r.render(_revision(" Go forward ten meters. ", 1)) == Output()  # four finals later
     assert r.render(_revision("", 2)) == Output()  # no text: the final keeps its own
-    assert r.render(_revision("Unknown.", 9)) == Output()  # not held: ignored
-    assert r.render(_final("Then.", 3)) == Output(stdout="Go forward ten meters.\n")
-    assert r.render({"type": "session_ended", "metrics": {}}) == Output(stdout="Had he married.\nThen.\n")
+    assert r.render(_revision("Unknown.", 9)) == Output()  # no such final: ignored
+    out = r.render({"type": "session_ended", "metrics": {}})
+    assert out.stdout.splitlines() == ["Go forward ten meters.", "Final 2.", "Final 3.", "Final 4.", "Final 5."]
 
 
 def test_pipe_writes_held_finals_when_the_connection_closes() -> None:
