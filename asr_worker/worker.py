@@ -5,9 +5,10 @@ Finals come from a durable work queue and are acknowledged only after their tran
 in the RESULTS stream: a worker killed mid-job loses nothing, JetStream redelivers the job.
 Partials come from a latest-only queue, are skipped when stale, and go out on core NATS.
 After publishing a final, the worker queues a decode of the previous final together with it
-(`asr_worker.revisions`), served when no final waits, and publishes a `Revision` of that final
-(best effort, core NATS). A final whose predecessor had no words alone is decoded again with that
-audio in front before it is published (`revisions.carries_previous`).
+(`asr_worker.revisions`), served on CPU by a child process at a low priority
+(`asr_worker.background_reviser`), else by a slot when no final waits, and stores a `Revision` of
+that final in RESULTS (best effort). A final whose predecessor had no words alone is decoded again
+with that audio in front before it is published (`revisions.carries_previous`).
 """
 
 from __future__ import annotations
@@ -157,7 +158,8 @@ class AsrWorker:
 
     async def _pull(self) -> None:
         """Fetches jobs into free slots: finals first, then speculative finals, then this worker's
-        queued revisions, then partials; parks while all are empty (``PARK_S``).
+        queued revisions (unless its background reviser takes them: then no partial while it has
+        work), then partials; parks while all are empty (``PARK_S``).
         Transient bus errors (a reconnect, a 503 while JetStream recovers) are retried with bounded
         backoff; the loop never ends on them."""
         assert self.js is not None
