@@ -117,12 +117,20 @@ _LISTENING = re.compile(r"edge listening on http://\S+:(\d+)")
 
 def _pump(stream: IO[str], prefix: str, out: IO[str], lock: threading.Lock,
           on_line: Callable[[str], None] | None = None) -> None:
-    for line in stream:
-        if on_line is not None:
-            on_line(line)
-        with lock:
-            out.write(f"{prefix} {line}" if line.endswith("\n") else f"{prefix} {line}\n")
-            out.flush()
+    """Copies a child's output to ``out`` until EOF, then closes ``stream``. EOF can come after
+    the child itself is gone: a process it started (an ASR worker's revision process) holds the
+    pipe until it exits too. A stream closed by `Stack.stop` (a pump still waiting for that EOF)
+    ends the copy quietly."""
+    try:
+        with stream:
+            for line in stream:
+                if on_line is not None:
+                    on_line(line)
+                with lock:
+                    out.write(f"{prefix} {line}" if line.endswith("\n") else f"{prefix} {line}\n")
+                    out.flush()
+    except ValueError:  # "I/O operation on closed file": stop() closed it
+        return
 
 
 def _ready(url: str) -> bool:
@@ -255,9 +263,7 @@ class Stack:
                                     f"(last exit code {code})")
                 self.restarts[name] = [*recent, now]
                 self.say(f"{name} exited with code {code}: restarting it")
-                if proc.stdout is not None:
-                    proc.stdout.close()
-                module, env = self._specs[name]
+                module, env = self._specs[name]  # its pump closes its output at EOF
                 self.spawn(name, module, env)
 
     @property
