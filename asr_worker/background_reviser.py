@@ -37,11 +37,13 @@ _transcriber: Transcriber | None = None  # in the child: its model
 
 
 def _start_child(options: TranscriberOptions, nice: int) -> None:
-    """Initialiser of the child: lower its CPU priority, watch its worker, then load the model."""
+    """Initialiser of the child: watch its worker, load the model, then lower its CPU priority (a
+    model loaded at nice 19 on a busy machine, as after a worker's restart under load, would wait
+    for a free core)."""
     global _transcriber
-    os.nice(nice)
     threading.Thread(target=_exit_with, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     _transcriber = Transcriber(options)
+    os.nice(nice)
 
 
 def _exit_with(parent: int) -> None:

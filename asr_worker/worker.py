@@ -128,8 +128,6 @@ class AsrWorker:
             # ensure_streams (bus.connect_jetstream) created the bucket: bind to it as it is.
             self.speculations = speculation.SpeculationStore(
                 await streams.when_ready(lambda: speculation.bucket(js), s), s.speculation_wait_ms / 1000, self.nc)
-        if self.reviser is not None:
-            await asyncio.to_thread(self.reviser.start)  # its model loads before jobs are taken
         beat = asyncio.create_task(presence.heartbeat(kv, js, ROLE, self.worker_id), name="heartbeat")
         puller = asyncio.create_task(self._supervised_pull(), name="pull")
         gauges = asyncio.create_task(self._measure_pending(), name="pending")
@@ -448,8 +446,20 @@ class AsrWorker:
         return self.reviser is not None and (self._revising is not None or bool(self.revisions))
 
     async def _serve_revisions(self) -> None:
-        """Hands the queued revisions to the background reviser, oldest first, one at a time (those
-        that waited longer than ``revision_max_lag_ms`` are given up)."""
+        """Starts the background reviser (jobs are taken meanwhile: a worker restarted under load
+        serves finals at once), then hands it the queued revisions, oldest first, one at a time
+        (those that waited longer than ``revision_max_lag_ms`` are given up)."""
+        assert self.reviser is not None
+        started = time.monotonic()
+        try:
+            await asyncio.to_thread(self.reviser.start)
+        except Exception:
+            log.exception("the revision process did not start; revisions decode in the slots")
+            self.reviser.shutdown()
+            self.reviser = None
+            self._doorbell.set()  # the fetch loop serves the queue now
+            return
+        log.info("revision process started in %.1f s", time.monotonic() - started)
         while True:
             while (pending := await self._next_revision()) is not None:
                 self._revising = pending

@@ -12,6 +12,7 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
+from asr_worker.background_reviser import BackgroundReviser
 from asr_worker.revisions import PendingRevision
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import AsrWorker, transcriber_options
@@ -27,10 +28,19 @@ pytestmark = pytest.mark.slow
 BYTES_PER_S = 32000
 
 
-async def test_a_final_goes_before_queued_revisions_and_a_late_one_is_given_up(nats_server: NatsServer) -> None:
-    # Revisions in the worker's own slot (revision_nice -1), where a final must go first.
+def _no_process(self: BackgroundReviser) -> None:
+    raise RuntimeError("cannot start the revision process")
+
+
+@pytest.mark.parametrize("nice", [-1, 19], ids=["slots", "revision-process-failed-to-start"])
+async def test_a_final_goes_before_queued_revisions_and_a_late_one_is_given_up(
+    nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch, nice: int
+) -> None:
+    # Revisions in the worker's own slot, where a final must go first: asked for (revision_nice -1),
+    # or because the revision process did not start.
+    monkeypatch.setattr(BackgroundReviser, "start", _no_process)
     settings = replace(Settings(), nats_url=nats_server.url, asr_http_port=0, worker_id="asr1", asr_concurrency=1,
-                       speculative_finals=False, revision_max_lag_ms=5000, revision_nice=-1)
+                       speculative_finals=False, revision_max_lag_ms=5000, revision_nice=nice)
     pcm = pcm_of("three_utterances.wav")
     one, two = int(3.7 * BYTES_PER_S), int(8.0 * BYTES_PER_S)  # in the pauses between the sentences
     first, second, rest = pcm[:one], pcm[one:two], pcm[two:]
@@ -80,6 +90,7 @@ async def test_a_final_goes_before_queued_revisions_and_a_late_one_is_given_up(n
     assert stale.text == "" and stale.words == ()  # given up, not decoded
     assert wer(THREE_UTTERANCES[1], fresh.text) <= 0.3, fresh.text  # decoded: the words changed
     assert len(worker.revisions) == 0
+    assert worker.reviser is None
 
 
 async def test_a_final_decoded_before_its_predecessor_was_stored_waits_for_it_then_revises_or_carries_it(
