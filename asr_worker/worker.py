@@ -73,6 +73,13 @@ PREDECESSOR_POLL_S = 0.5
 IN_PROGRESS_EVERY_S = 3.0  # well inside the final consumer's ack_wait (common.streams)
 
 
+def _observed(kind: str, rec: Recognition) -> Recognition:
+    """``rec``, counted in the inference and audio metrics of ``kind``."""
+    metrics.ASR_INFERENCE.labels(kind).observe(rec.inference_s)
+    metrics.ASR_AUDIO_SECONDS.labels(kind).inc(rec.audio_s)
+    return rec
+
+
 def transcriber_options(settings: Settings) -> TranscriberOptions:
     return TranscriberOptions(
         model=settings.model,
@@ -401,9 +408,7 @@ class AsrWorker:
             rec = await asyncio.get_running_loop().run_in_executor(self.executor, call)
         finally:
             metrics.ASR_BUSY.dec()
-        metrics.ASR_INFERENCE.labels(kind).observe(rec.inference_s)
-        metrics.ASR_AUDIO_SECONDS.labels(kind).inc(rec.audio_s)
-        return rec
+        return _observed(kind, rec)
 
     def _queue_revision(self, pending: PendingRevision) -> None:
         """Queues a revision for the background reviser, or for the next free slot that no final
@@ -476,10 +481,8 @@ class AsrWorker:
         metrics.ASR_QUEUE_WAIT.labels("revision").observe(max(0.0, time.monotonic() - pending.queued_at))
         try:
             if self.reviser is not None:
-                rec = await self.reviser.revise(pending.audio, pending.following, prompt=pending.prompt,
-                                                following_text=pending.following_text)
-                metrics.ASR_INFERENCE.labels("revision").observe(rec.inference_s)
-                metrics.ASR_AUDIO_SECONDS.labels("revision").inc(rec.audio_s)
+                rec = _observed("revision", await self.reviser.revise(
+                    pending.audio, pending.following, prompt=pending.prompt, following_text=pending.following_text))
             else:
                 rec = await self._decode("revision", lambda: self.transcriber.revise(
                     pending.audio, pending.following, prompt=pending.prompt,

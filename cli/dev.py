@@ -121,16 +121,18 @@ def _pump(stream: IO[str], prefix: str, out: IO[str], lock: threading.Lock,
     the child itself is gone: a process it started (an ASR worker's revision process) holds the
     pipe until it exits too. A stream closed by `Stack.stop` (a pump still waiting for that EOF)
     ends the copy quietly."""
-    try:
-        with stream:
+    with stream:
+        try:
             for line in stream:
                 if on_line is not None:
                     on_line(line)
                 with lock:
                     out.write(f"{prefix} {line}" if line.endswith("\n") else f"{prefix} {line}\n")
                     out.flush()
-    except ValueError:  # "I/O operation on closed file": stop() closed it
-        return
+        except ValueError:
+            if not stream.closed:
+                raise
+            # "I/O operation on closed file": Stack.stop closed it while this pump waited for EOF.
 
 
 def _ready(url: str) -> bool:
