@@ -4,7 +4,12 @@
         [--peer] [--overhead-streams 4,12] [--conversations 16] [--device cpu] [--json PATH]
 
 1. Audio: ``--conversations`` deterministic espeak-ng conversations (benchmarks/conversations.py:
-   two voices, 0.3-3 s pauses, 60-90 s each, cached). Stream i plays conversation i mod K.
+   two voices, 0.3-3 s pauses, 60-90 s each, cached). Level N plays them in rounds of N at once,
+   each conversation once (`rounds_of`), at most ``--max-rounds`` rounds (default 2): with 16
+   conversations every level from 8 streams up scores the same 16, so a level's WER against
+   direct's says what load costs, not which conversations the level happened to play. Empty
+   slots of the last round replay conversations from the first (load: their latency and CPU
+   count, their text is not scored twice).
 2. Direct faster-whisper, in this process before anything else runs: the ASR worker's own
    ``Transcriber`` and options (same model folder, device, compute type, cpu_threads) on (a) each
    whole conversation, the WER bound's reference (the mean over ``--direct-seeds`` seeds of its
@@ -13,12 +18,13 @@
 3. For each ASR pool (``default`` = the stack exactly as ``asr dev`` starts it; ``PxC`` = P ASR
    processes with asr_concurrency C each, cpu_threads 1): a private cli.dev.Stack (own
    nats-server, free port, logs to a file), then each level N in ascending order: N WebSocket
-   sessions stream their conversations at real time in 100 ms chunks, then ``end``. Per final:
+   sessions stream their conversations at real time in 100 ms chunks, then ``end``, round after
+   round (each round waits for the previous one's backlog to drain). Per final:
    latency = arrival - (t0 + end of the speech it closes), where that end is the reference turn
    end nearest the final's ``end_s`` (within 1.5 s, else ``end_s``). First partial = the first
    transcript message covering a turn that opens an utterance (after a pause of at least
    endpointing_ms) - (t0 + the turn's start). WER is corpus WER of the finals against the
-   reference, next to the direct WER of the same streams. CPU: /proc of every role process and
+   reference, next to the direct WER of the same conversations (scored ones only). CPU: /proc of every role process and
    nats-server before and after the level. A level passes when every session ended, final p95 <
    ``--p95`` s and WER <= direct + ``--wer-margin``; the run stops at the first level that fails
    (``--keep-going`` runs them all), then bisects towards the boundary ``--refine`` times, then
@@ -118,6 +124,8 @@ class Stream:
     error: str = ""
     send_lag_s: float = 0.0
     revisions: int = 0
+    scored: bool = True
+    """False for a replay that only keeps a round's load at N (`rounds_of`): not in the WER."""
 
     def hypothesis(self) -> str:
         return " ".join([*(s.text for _, s in self.finals), self.tail_text]).strip()
@@ -355,6 +363,8 @@ def peer_server(model: str, max_clients: int, log: Any, single_model: bool) -> I
 class LevelResult:
     system: str
     n: int
+    sessions: int = 0
+    """Sessions streamed over the level's rounds (``n`` at a time)."""
     ok_sessions: int = 0
     errors: list[str] = field(default_factory=list)
     finals: int = 0
@@ -373,7 +383,10 @@ class LevelResult:
     cpu_s: dict[str, float] = field(default_factory=dict)
     send_lag_s: float = 0.0
     passed: bool = False
-    texts: list[dict[str, str]] = field(default_factory=list)
+    rounds: int = 1
+    scored: int = 0
+    """Conversations in the WER (each once; replays that kept a round's load are not)."""
+    texts: list[dict[str, Any]] = field(default_factory=list)
     """Each stream's conversation, text as revised and as first sent (for reading its errors)."""
 
     def p(self, q: float) -> float:
@@ -394,8 +407,10 @@ def corpus_wer(refs: list[str], hyps: list[str]) -> float:
 
 
 def summarise(system: str, streams: list[Stream], wall_s: float, cpu: dict[str, float],
-              direct: Sequence[dict[str, str]], endpointing_s: float, p95_bound: float, margin: float) -> LevelResult:
-    lv = LevelResult(system, len(streams), wall_s=wall_s, cpu_s=cpu)
+              direct: Sequence[dict[str, str]], endpointing_s: float, p95_bound: float, margin: float,
+              n: int | None = None) -> LevelResult:
+    """One level: ``n`` streams at once (default: all of ``streams``, one round)."""
+    lv = LevelResult(system, n or len(streams), sessions=len(streams), wall_s=wall_s, cpu_s=cpu)
     for s in streams:
         if s.error or not s.ended:
             lv.errors.append(s.error or "did not end")
@@ -407,11 +422,14 @@ def summarise(system: str, streams: list[Stream], wall_s: float, cpu: dict[str, 
         lv.audio_s += s.conv.duration_s
         lv.send_lag_s = max(lv.send_lag_s, s.send_lag_s)
     lv.partials_per_stream = statistics.mean(s.partials for s in streams) if streams else 0.0
-    lv.wer = corpus_wer([s.conv.text for s in streams], [s.hypothesis() for s in streams])
-    lv.first_pass_wer = corpus_wer([s.conv.text for s in streams], [s.first_pass() for s in streams])
+    scored = [s for s in streams if s.scored]
+    lv.scored = len(scored)
+    lv.wer = corpus_wer([s.conv.text for s in scored], [s.hypothesis() for s in scored])
+    lv.first_pass_wer = corpus_wer([s.conv.text for s in scored], [s.first_pass() for s in scored])
     lv.revisions = sum(s.revisions for s in streams)
-    lv.texts = [{"conversation": s.conv.name, "text": s.hypothesis(), "first_pass": s.first_pass()} for s in streams]
-    by_seed = spread([corpus_wer([s.conv.text for s in streams], [texts[s.conv.name] for s in streams])
+    lv.texts = [{"conversation": s.conv.name, "scored": s.scored, "text": s.hypothesis(),
+                 "first_pass": s.first_pass()} for s in streams]
+    by_seed = spread([corpus_wer([s.conv.text for s in scored], [texts[s.conv.name] for s in scored])
                       for texts in direct])
     lv.direct_wer, lv.direct_wer_seeds = by_seed.mean, list(by_seed.values)
     lv.passed = (not lv.errors and lv.p(95) < p95_bound and lv.wer <= lv.direct_wer + margin)
@@ -430,11 +448,33 @@ async def quiesce(pids: dict[str, int], idle_cores: float = 0.15, timeout: float
     print(f"    (still busy after {timeout:.0f} s: the level starts anyway)", flush=True)
 
 
+@dataclass(frozen=True, slots=True)
+class Round:
+    convs: list[Conversation]
+    """One per stream, all streamed at once."""
+    scored: int
+    """The first ``scored`` are played for the first time in their level; the rest are replays."""
+
+
+def rounds_of(n: int, convs: Sequence[Conversation], max_rounds: int) -> list[Round]:
+    """Level ``n``'s rounds: conversations ``r*n .. r*n+n-1`` in round r, each once, so that with
+    ``max_rounds * n >= len(convs)`` the level plays every conversation; the last round's empty
+    slots replay conversations from the first, so that every round holds ``n`` streams."""
+    if n < 1 or max_rounds < 1 or not convs:
+        raise ValueError(f"need n >= 1, max_rounds >= 1 and conversations (n={n}, max_rounds={max_rounds})")
+    k = len(convs)
+    out = []
+    for r in range(min(max_rounds, -(-k // n))):
+        fresh = list(convs[r * n : (r + 1) * n])
+        out.append(Round([*fresh, *(convs[i % k] for i in range(n - len(fresh)))], len(fresh)))
+    return out
+
+
 async def run_level(
-    n: int, convs: list[Conversation], url: str, peer_model: str | None, peer_tail_s: float, peer_vad: bool,
+    picked: Sequence[Conversation], url: str, peer_model: str | None, peer_tail_s: float, peer_vad: bool,
     pids: dict[str, int],
 ) -> tuple[list[Stream], float, dict[str, float]]:
-    picked = [convs[i % len(convs)] for i in range(n)]
+    n = len(picked)
     await quiesce(pids)
     async with aiohttp.ClientSession() as http:
         if peer_model is None:
@@ -541,18 +581,19 @@ def _ms(x: float) -> str:
 
 def level_row(lv: LevelResult) -> str:
     roles = ", ".join(f"{k} {v / lv.wall_s * 100:.0f} %" for k, v in sorted(lv.cpu_s.items()) if lv.wall_s)
-    return (f"| {lv.system} | {lv.n} | {lv.ok_sessions}/{lv.n} | {lv.finals} | {lv.revisions} | {lv.wer:.3f} "
+    return (f"| {lv.system} | {lv.n} | {lv.rounds} | {lv.scored} | {lv.ok_sessions}/{lv.sessions} | {lv.finals} "
+            f"| {lv.revisions} | {lv.wer:.3f} "
             f"| {lv.first_pass_wer:.3f} | {spread(lv.direct_wer_seeds) if lv.direct_wer_seeds else 'nan'} "
             f"| {_ms(lv.p(50))} | {_ms(lv.p(95))} | {_ms(max(lv.latency_s, default=float('nan')))} "
             f"| {_ms(lv.fp(50))} / {_ms(lv.fp(95))} | {lv.partials_per_stream:.1f} | {lv.cpu_per_audio_s:.3f} "
             f"| {roles} | {_ms(lv.send_lag_s)} | {'yes' if lv.passed else 'no'} |")
 
 
-LEVEL_HEADER = ("| system | streams | ended | finals | revised | WER | first pass "
+LEVEL_HEADER = ("| system | streams | rounds | conversations scored | ended | finals | revised | WER | first pass "
                 "| direct WER, mean (range) of seeds | final p50 (ms) "
                 "| p95 | max | first partial p50 / p95 (ms) | partials per stream | CPU-s per audio-s "
                 "| CPU by process (% of one core) | worst send lag (ms) | within bounds |\n"
-                + "| " + " | ".join(["---"] * 17) + " |")
+                + "| " + " | ".join(["---"] * 19) + " |")
 
 
 def capacity(levels: list[LevelResult]) -> int:
@@ -579,6 +620,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--peer-tail-s", type=float, default=3.0, help="silence the peer gets before END_OF_AUDIO")
     p.add_argument("--conversations", type=int, default=16,
                    help="distinct conversations (default 16: up to 16 streams, each plays its own)")
+    p.add_argument("--max-rounds", type=int, default=2,
+                   help="rounds of N streams a level may play to score every conversation once (default 2)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--max-seconds", type=float, default=0.0,
                    help="cut every conversation after this much audio (smoke runs); 0 keeps them whole")
@@ -781,11 +824,21 @@ def levels_of(system: str, args: argparse.Namespace, convs: list[Conversation], 
     out: list[LevelResult] = []
 
     def run(n: int) -> LevelResult:
-        if stack is not None:
-            stack.check_children()
-        streams, wall, cpu = asyncio.run(run_level(n, convs, url, peer_model, args.peer_tail_s,
-                                                   not args.peer_no_vad, pids))
-        lv = summarise(system, streams, wall, cpu, direct.whole_by_seed, endpointing_s, args.p95, args.wer_margin)
+        streams: list[Stream] = []
+        wall, cpu = 0.0, dict[str, float]()
+        rounds = rounds_of(n, convs, args.max_rounds)
+        for rnd in rounds:
+            if stack is not None:
+                stack.check_children()
+            got, w, c = asyncio.run(run_level(rnd.convs, url, peer_model, args.peer_tail_s,
+                                              not args.peer_no_vad, pids))
+            for s in got[rnd.scored:]:
+                s.scored = False
+            streams += got
+            wall += w
+            cpu = {k: cpu.get(k, 0.0) + c.get(k, 0.0) for k in {*cpu, *c}}
+        lv = summarise(system, streams, wall, cpu, direct.whole_by_seed, endpointing_s, args.p95, args.wer_margin, n)
+        lv.rounds = len(rounds)
         out.append(lv)
         print(level_row(lv), flush=True)
         for err in sorted(set(lv.errors)):
@@ -875,7 +928,7 @@ def run_overhead(args: argparse.Namespace, convs: list[Conversation], direct: Di
             for n in levels:
                 r, audio_s = res[n], res[n]["audio_s"]
                 counts0 = asr_counters(stack)
-                streams, wall, cpu = asyncio.run(run_level(n, convs, url, None, 0.0, True, pids))
+                streams, wall, cpu = asyncio.run(run_level(picked[n], url, None, 0.0, True, pids))
                 counts = {k: v - counts0.get(k, 0.0) for k, v in asr_counters(stack).items()}
                 lv = summarise(label, streams, wall, cpu, direct.whole_by_seed, endpointing_s, args.p95,
                                args.wer_margin)
