@@ -922,6 +922,7 @@ def run_overhead(args: argparse.Namespace, convs: list[Conversation], direct: Di
         with our_stack("default", {**env, **extra}, log, tmp) as (stack, pids, _):
             url = f"ws://127.0.0.1:{stack.port}/v1/stream"
             asyncio.run(warm_up(url))
+            asyncio.run(quiesce(pids))  # a revision process may still be loading its model
             idle0 = procstat.snapshot(pids)
             time.sleep(5.0)
             idle = sum(procstat.delta(idle0, procstat.snapshot(pids)).values()) / 5.0
