@@ -24,9 +24,10 @@
    end nearest the final's ``end_s`` (within 1.5 s, else ``end_s``). First partial = the first
    transcript message covering a turn that opens an utterance (after a pause of at least
    endpointing_ms) - (t0 + the turn's start). WER is corpus WER of the finals against the
-   reference, next to the direct WER of the same conversations (scored ones only). CPU: /proc of every role process and
-   nats-server before and after the level. A level passes when every session ended, final p95 <
-   ``--p95`` s and WER <= direct + ``--wer-margin``; the run stops at the first level that fails
+   reference, next to the direct WER of the same conversations (scored ones only). CPU: /proc of
+   every role process and nats-server before and after the level. A level passes when every
+   session ended, final p95 < ``--p95`` s and WER <= direct + ``--wer-margin``; the run stops at
+   the first level that fails
    (``--keep-going`` runs them all), then bisects towards the boundary ``--refine`` times, then
    runs round(0.8 x capacity) streams if no level had exactly that many (``--no-at-80`` skips it).
    Capacity = the largest N that passes with every lower level run passing too.
