@@ -80,7 +80,7 @@ import numpy as np
 from asr_worker.prompt import next_prompt
 from asr_worker.transcriber import Transcriber, resolve_model_path
 from asr_worker.worker import transcriber_options
-from benchmarks import procstat
+from benchmarks import bus_traffic, procstat
 from benchmarks.conversations import Conversation, Turn, conversations
 from benchmarks.pipeline_latency import Cut, cut_like_the_pipeline, machine, run_session, warm_up
 from benchmarks.seeds import DEFAULT_SEEDS, seed_decoders, spread
@@ -217,7 +217,8 @@ def our_stack(pool: str, env: dict[str, str], log: Any, tmp: Path) -> Iterator[t
         worker_env = {"ASR_ASR_CONCURRENCY": str(conc), "ASR_CPU_THREADS": "1"}
     # Every stream comes from this one address: the edge's per-address cap (50) would refuse them.
     stack_env = {"ASR_MAX_CONNECTIONS_PER_IP": "0", **env, **worker_env}
-    stack = Stack("127.0.0.1", free_port(), tmp / f"stack-{pool}-{uuid.uuid4().hex[:6]}", out=log, env=stack_env)
+    stack = Stack("127.0.0.1", free_port(), tmp / f"stack-{pool}-{uuid.uuid4().hex[:6]}", out=log, env=stack_env,
+                  nats_monitor=True)
     log.flush()
     offset = Path(log.name).stat().st_size
     try:
@@ -929,9 +930,10 @@ def run_overhead(args: argparse.Namespace, convs: list[Conversation], direct: Di
             idle = sum(procstat.delta(idle0, procstat.snapshot(pids)).values()) / 5.0
             for n in levels:
                 r, audio_s = res[n], res[n]["audio_s"]
-                counts0 = asr_counters(stack)
+                counts0, bus0 = asr_counters(stack), bus_traffic.snapshot(stack.nats.monitor_url)
                 streams, wall, cpu = asyncio.run(run_level(picked[n], url, None, 0.0, True, pids))
                 counts = {k: v - counts0.get(k, 0.0) for k, v in asr_counters(stack).items()}
+                bus = bus_traffic.delta(bus0, bus_traffic.snapshot(stack.nats.monitor_url))
                 lv = summarise(label, streams, wall, cpu, direct.whole_by_seed, endpointing_s, args.p95,
                                args.wer_margin)
                 r[f"{label}_cpu_per_audio_s"] = sum(cpu.values()) / audio_s
@@ -943,9 +945,14 @@ def run_overhead(args: argparse.Namespace, convs: list[Conversation], direct: Di
                 r[f"{label}_finals"] = lv.finals
                 r[f"{label}_final_p50_ms"] = round(lv.p(50) * 1000)
                 r[f"{label}_asr_counters"] = {k: v for k, v in sorted(counts.items()) if v}
+                # What the bus carried for each 100 ms chunk the clients sent (benchmarks.bus_traffic).
+                r[f"{label}_bus_per_chunk"] = bus.per(audio_s * 1000 / CHUNK_MS)
+                r[f"{label}_bus_mb"] = {"in": round(bus.server["in_bytes"] / 1e6, 1),
+                                        "out": round(bus.server["out_bytes"] / 1e6, 1)}
                 print(f"  overhead {label} at {n} streams: {r[f'{label}_cpu_per_audio_s']:.3f} CPU-s per audio-s "
                       f"(idle stack {idle:.3f} cores), final p50 {r[f'{label}_final_p50_ms']} ms; "
-                      f"ASR counters {r[f'{label}_asr_counters']}", flush=True)
+                      f"ASR counters {r[f'{label}_asr_counters']}; bus messages per 100 ms chunk "
+                      f"{r[f'{label}_bus_per_chunk']}", flush=True)
     # The baseline is timed before the stacks and again after them; the ratios use the mean.
     distinct = list({c.name: c for c in convs[:max(levels)]}.values())
     again = direct_cut_cpu_again(distinct, settings)

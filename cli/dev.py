@@ -152,17 +152,18 @@ class Stack:
         self, host: str, port: int, data_dir: Path, out: IO[str] = sys.stdout, *, edges: int = 1,
         redis_url: str = "", env: dict[str, str] | None = None, workers: bool = True,
         vad_workers: int = 1, asr_workers: int = 1, supervise: bool = False,
-        asr_env: dict[str, str] | None = None,
+        asr_env: dict[str, str] | None = None, nats_monitor: bool = False,
     ) -> None:
         """``supervise``: restart children that exit (what `asr dev` does); without it a dead child
         is an error for ``check_children`` (what most tests want). ``asr_env``: defaults for the ASR
-        workers (the pool's sizing); the caller's environment and ``env`` win over them."""
+        workers (the pool's sizing); the caller's environment and ``env`` win over them.
+        ``nats_monitor``: open nats-server's HTTP monitoring endpoint too (``nats.monitor_url``)."""
         self.host, self.requested_port, self.data_dir, self.out = host, port, data_dir, out
         self.edge_ports: dict[str, int] = {}  # edge name -> the port it listens on (port 0: the OS picked it)
         self.edges, self.redis_url, self.extra_env, self.workers = edges, redis_url, env or {}, workers
         self.vad_workers, self.asr_workers, self.supervise = vad_workers, asr_workers, supervise
         self.asr_env = asr_env or {}
-        self.nats = NatsServer(data_dir / "nats")
+        self.nats = NatsServer(data_dir / "nats", monitor=nats_monitor)
         self.procs: dict[str, subprocess.Popen[str]] = {}
         self.http_ports: dict[str, int] = {}  # worker name -> its /metrics, /readyz port
         self.restarts: dict[str, list[float]] = {}  # child name -> when it was restarted

