@@ -57,6 +57,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import re
@@ -791,9 +792,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nRatios, whisper-live against {system} at the same streams:\n")
             print("\n".join(ratios(levels, peer_levels)))
     for n_streams, o in overhead.items():
+        timings = ", ".join(f"{t:.4f}" for t in o["direct_cut_cpu_per_audio_s_timings"])
         print(f"- overhead at {n_streams} streams, CPU-s per audio-s against direct per-utterance "
-              f"{o['direct_cut_cpu_per_audio_s']:.3f} (timed before the stacks "
-              f"{o['direct_cut_cpu_per_audio_s_before']:.3f}, after them {o['direct_cut_cpu_per_audio_s_after']:.3f}): "
+              f"{o['direct_cut_cpu_per_audio_s']:.3f} (timed before the stacks and after each: {timings}; "
+              f"each ratio against the mean of the timings around its stack): "
               f"every final decoded once (partials, speculation and revisions off) "
               f"{o['no_speculation_cpu_per_audio_s']:.3f} = {o['ratio_no_speculation_vs_direct_cut']:.2f}x; "
               f"partials and revisions off (the default speculation on) {o['finals_only_cpu_per_audio_s']:.3f} = "
@@ -912,6 +914,16 @@ def asr_counters(stack: Stack) -> dict[str, float]:
     return out
 
 
+def bracketed(timings: Sequence[float]) -> list[float]:
+    """Each stack's baseline: the mean of the direct timings just before and just after it. The
+    stacks of figure 4 run one after the other for minutes each, and a VM's speed drifts by up to a
+    tenth meanwhile; ``timings`` holds one more entry than there are stacks (before the first,
+    then after each)."""
+    if len(timings) < 2:
+        raise ValueError("need a timing before and after at least one stack")
+    return [(a + b) / 2 for a, b in itertools.pairwise(timings)]
+
+
 def run_overhead(args: argparse.Namespace, convs: list[Conversation], direct: Direct, settings: Settings,
                  env: dict[str, str], log: Any, tmp: Path, endpointing_s: float) -> dict[str, dict[str, Any]]:
     """Each overhead stack once, running every level of ``args.overhead_levels`` in turn; the
@@ -920,6 +932,8 @@ def run_overhead(args: argparse.Namespace, convs: list[Conversation], direct: Di
     picked = {n: [convs[i % len(convs)] for i in range(n)] for n in levels}  # what run_level streams
     res: dict[int, dict[str, Any]] = {n: {"streams": n, "audio_s": sum(c.duration_s for c in picked[n])}
                                       for n in levels}
+    distinct = list({c.name: c for c in convs[:max(levels)]}.values())
+    timed = [direct.cut_cpu_s]  # direct on the cuts: before the stacks, then after each (`bracketed`)
     for label, extra in OVERHEAD_RUNS:
         with our_stack("default", {**env, **extra}, log, tmp) as (stack, pids, _):
             url = f"ws://127.0.0.1:{stack.port}/v1/stream"
@@ -953,20 +967,20 @@ def run_overhead(args: argparse.Namespace, convs: list[Conversation], direct: Di
                       f"(idle stack {idle:.3f} cores), final p50 {r[f'{label}_final_p50_ms']} ms; "
                       f"ASR counters {r[f'{label}_asr_counters']}; bus messages per 100 ms chunk "
                       f"{r[f'{label}_bus_per_chunk']}", flush=True)
-    # The baseline is timed before the stacks and again after them; the ratios use the mean.
-    distinct = list({c.name: c for c in convs[:max(levels)]}.values())
-    again = direct_cut_cpu_again(distinct, settings)
+        timed.append(direct_cut_cpu_again(distinct, settings))  # the stack has stopped: a quiet machine
+    # Each stack's ratio is against the baseline timed just before and just after it.
     for n, r in res.items():
-        before = sum(direct.cut_cpu_s[c.name] for c in picked[n]) / r["audio_s"]
-        after = sum(again[c.name] for c in picked[n]) / r["audio_s"]
-        direct_cut = (before + after) / 2
-        r["direct_cut_cpu_per_audio_s_before"] = before
-        r["direct_cut_cpu_per_audio_s_after"] = after
-        r["direct_cut_cpu_per_audio_s"] = direct_cut
-        r["ratio_no_speculation_vs_direct_cut"] = r["no_speculation_cpu_per_audio_s"] / direct_cut
-        r["ratio_vs_direct_cut"] = r["finals_only_cpu_per_audio_s"] / direct_cut
+        timings = [sum(t[c.name] for c in picked[n]) / r["audio_s"] for t in timed]
+        per_stack = dict(zip((label for label, _ in OVERHEAD_RUNS), bracketed(timings), strict=True))
+        r["direct_cut_cpu_per_audio_s_timings"] = timings
+        r["direct_cut_cpu_per_audio_s_by_stack"] = per_stack
+        r["direct_cut_cpu_per_audio_s_before"] = timings[0]
+        r["direct_cut_cpu_per_audio_s_after"] = timings[-1]
+        r["direct_cut_cpu_per_audio_s"] = sum(timings) / len(timings)
+        r["ratio_no_speculation_vs_direct_cut"] = r["no_speculation_cpu_per_audio_s"] / per_stack["no_speculation"]
+        r["ratio_vs_direct_cut"] = r["finals_only_cpu_per_audio_s"] / per_stack["finals_only"]
         r["speculation_cpu_per_audio_s"] = r["finals_only_cpu_per_audio_s"] - r["no_speculation_cpu_per_audio_s"]
-        r["ratio_with_revisions_vs_direct_cut"] = r["with_revisions_cpu_per_audio_s"] / direct_cut
+        r["ratio_with_revisions_vs_direct_cut"] = r["with_revisions_cpu_per_audio_s"] / per_stack["with_revisions"]
         r["revisions_cpu_per_audio_s"] = r["with_revisions_cpu_per_audio_s"] - r["finals_only_cpu_per_audio_s"]
         r["partials_cpu_per_audio_s"] = r["with_partials_cpu_per_audio_s"] - r["with_revisions_cpu_per_audio_s"]
     return {str(n): r for n, r in res.items()}
