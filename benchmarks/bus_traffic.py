@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 COUNTERS = ("in_msgs", "out_msgs", "in_bytes", "out_bytes")
@@ -29,7 +29,7 @@ class Snapshot:
 @dataclass(frozen=True)
 class Traffic:
     server: dict[str, int]
-    by_role: dict[str, dict[str, int]] = field(default_factory=dict)
+    by_role: dict[str, dict[str, int]]
     """``COUNTERS`` summed over the connections of each role (the name before its first ``-``)."""
 
     def per(self, count: float) -> dict[str, Any]:
