@@ -1,7 +1,7 @@
 """Word error rate of the streaming pipeline beside faster-whisper on the whole files, by kind of clip.
 
     .venv/bin/python -m benchmarks.accuracy [--streams 3] [--latency-streams 1] [--kinds sentence,...]
-        [--limit N] [--json FILE] [--cache DIR] [--direct-seeds 5] [--repeats 1]
+        [--limit N] [--json FILE] [--cache DIR] [--direct-seeds 5] [--repeats 1] [--gain-db 0]
 
 1. Corpus: `benchmarks.corpus.build` (generated on first use, then read from its cache folder).
 2. Direct, in this process before the stack starts: faster-whisper with the same model and compute
@@ -17,6 +17,10 @@
    conversations by default) again, ``--latency-streams`` at once (1 by default, as the scenarios promise), to time each
    reference sentence or turn: arrival of the first final whose audio reaches the end of its speech
    − (t0 + the time its speech ends in the clip).
+
+``--gain-db G`` plays every clip G dB louder or quieter (to both direct and the pipeline: a copy of
+each WAV scaled and clipped to 16 bits, under the cache folder), to see that neither accuracy nor
+the no-speech clips depend on the level a microphone or a phone line happens to deliver.
 
 WER is corpus-level per kind (all errors / all reference words, after lower-casing, removing
 punctuation and spelling out numbers); on the no-speech kinds the table counts words instead. The
@@ -37,7 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+import wave
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +91,30 @@ def corpus_wer(refs: list[str], hyps: list[str]) -> float:
     if not pairs:
         return float("nan")
     return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
+
+
+# --- level ---------------------------------------------------------------------------------------
+
+
+def at_gain(clips: list[Clip], gain_db: float, folder: Path) -> list[Clip]:
+    """The same clips ``gain_db`` louder (or quieter), as 16-bit WAVs under ``folder``: scaled,
+    rounded and clipped as a sound card would deliver them. 0 dB returns the clips as they are."""
+    if gain_db == 0:
+        return clips
+    factor = 10 ** (gain_db / 20)
+    out = []
+    for clip in clips:
+        path = folder / clip.kind / f"{clip.name}.wav"
+        if not path.exists():
+            pcm = np.frombuffer(clip.pcm(), dtype="<i2").astype(np.float64) * factor
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with wave.open(str(path), "wb") as w:
+                w.setnchannels(1)
+                w.setsampwidth(2)
+                w.setframerate(clip.rate)
+                w.writeframes(np.clip(np.round(pcm), -32768, 32767).astype("<i2").tobytes())
+        out.append(replace(clip, path=str(path)))
+    return out
 
 
 # --- direct faster-whisper --------------------------------------------------------------------
@@ -338,6 +367,8 @@ def main() -> None:
     pool = sizing.asr_pool(sizing.usable_cores())
     parser.add_argument("--asr-workers", type=int, default=pool.processes,
                         help=f"ASR worker processes (default: what `asr dev` starts here, {pool.processes})")
+    parser.add_argument("--gain-db", type=float, default=0.0,
+                        help="play every clip this many dB louder (negative: quieter), clipped to 16 bits")
     args = parser.parse_args()
 
     clips = build(args.cache)
@@ -349,6 +380,7 @@ def main() -> None:
             if sum(k.kind == c.kind for k in kept) < args.limit:
                 kept.append(c)
         clips = kept
+    clips = at_gain(clips, args.gain_db, args.cache / f"gain{args.gain_db:+g}dB")
     settings = load()
     started = dt.datetime.now(dt.UTC)
     print(f"{len(clips)} clips, {sum(c.duration_s for c in clips) / 60:.1f} min; direct faster-whisper first",
@@ -389,6 +421,7 @@ def main() -> None:
         date=started.isoformat(timespec="seconds"), commit=_commit(), machine=platform.platform(),
         cpus=os.cpu_count(), load_avg=os.getloadavg(), asr_workers=args.asr_workers, streams=args.streams,
         latency_streams=args.latency_streams, repeats=len(runs), direct_seeds=args.direct_seeds,
+        gain_db=args.gain_db,
         wall_s={"direct": round(direct_wall), "accuracy_pass": round(accuracy_wall),
                 "latency_pass": round(latency_wall)},
         failed_sessions=failed,
@@ -407,7 +440,7 @@ def main() -> None:
     args.json.write_text(json.dumps(result, indent=1) + "\n")
     lag = max((c["max_send_lag_s"] for c in result["clips"]), default=0.0)
     print(f"\n{started:%Y-%m-%d %H:%M} UTC, commit {result['commit']}, {os.cpu_count()} cores, "
-          f"load {os.getloadavg()[0]:.1f}, "
+          f"load {os.getloadavg()[0]:.1f}, gain {args.gain_db:+g} dB, "
           f"{args.streams} streams (latency pass: {args.latency_streams}); wall: direct {direct_wall:.0f}s, "
           f"accuracy {accuracy_wall:.0f}s, latency {latency_wall:.0f}s; worst client send lag {lag:.2f}s; "
           f"failed sessions: {len(failed)}; JSON in {args.json}, stack log in {stack_log}")
