@@ -4,7 +4,7 @@ after it, `Transcriber.revise`) when the first decode's ``avg_logprob`` is below
 sweep of bounds (``revision_max_logprob``; "none" revises nothing, "all" every final).
 
     .venv/bin/python -m benchmarks.revision_replay benchmarks/accuracy.json [--kinds noisy10,...]
-        [--bounds -1,-0.5,-0.3,-0.2]
+        [--bounds -1,-0.5,-0.3,-0.2] [--margins -0.1,0,0.1]
 
 Reads a JSON written by ``benchmarks.accuracy`` (its clips, the audio files in the corpus cache,
 where each final starts and ends, and direct faster-whisper's text of each whole file), cuts each
@@ -41,20 +41,22 @@ class Replayed:
     first: list[str] = field(default_factory=list)
     logprob: list[float] = field(default_factory=list)
     revised: list[str | None] = field(default_factory=list)  # None: the last final, or nothing heard
+    revised_logprob: list[float] = field(default_factory=list)
 
-    def _kept(self, bound: float) -> list[bool]:
-        """Per final: whether ``bound`` (>= 0: every final) keeps its revision."""
-        return [rev is not None and (bound >= 0 or lp < bound) for lp, rev in zip(self.logprob, self.revised,
-                                                                                    strict=True)]
+    def _kept(self, bound: float, margin: float | None) -> list[bool]:
+        """Per final: whether ``bound`` (>= 0: every final) keeps its revision; with a ``margin``,
+        only a revision whose ``avg_logprob`` exceeds the first pass's by more than it."""
+        return [rev is not None and (bound >= 0 or lp < bound) and (margin is None or rlp > lp + margin)
+                for lp, rev, rlp in zip(self.logprob, self.revised, self.revised_logprob, strict=True)]
 
-    def text(self, bound: float) -> str:
-        """The clip's finals with the revisions a bound keeps."""
-        out = [rev if kept else first for first, rev, kept in zip(self.first, self.revised, self._kept(bound),
-                                                                  strict=True)]
+    def text(self, bound: float, margin: float | None = None) -> str:
+        """The clip's finals with the revisions a bound (and margin) keeps."""
+        out = [rev if kept else first
+               for first, rev, kept in zip(self.first, self.revised, self._kept(bound, margin), strict=True)]
         return " ".join(t for t in out if t)
 
-    def revisions(self, bound: float) -> int:
-        return sum(self._kept(bound))
+    def revisions(self, bound: float, margin: float | None = None) -> int:
+        return sum(self._kept(bound, margin))
 
 
 def replay(clip: dict[str, Any], transcriber: Transcriber, settings: Settings, seconds: dict[str, float]) -> Replayed:
@@ -74,9 +76,10 @@ def replay(clip: dict[str, Any], transcriber: Transcriber, settings: Settings, s
     seconds["first"] += time.perf_counter() - start
     start = time.perf_counter()
     for i in range(len(cuts)):
-        text = transcriber.revise(cuts[i], cuts[i + 1], prompt=prompts[i],
-                                  following_text=out.first[i + 1]).text if i + 1 < len(cuts) else ""
-        out.revised.append(text or None)
+        rev = transcriber.revise(cuts[i], cuts[i + 1], prompt=prompts[i],
+                                 following_text=out.first[i + 1]) if i + 1 < len(cuts) else None
+        out.revised.append(rev.text if rev is not None and rev.text else None)
+        out.revised_logprob.append(rev.avg_logprob if rev is not None else 0.0)
     seconds["revisions"] += time.perf_counter() - start
     return out
 
@@ -87,6 +90,9 @@ def main() -> None:
     parser.add_argument("--kinds", default="continuous,conversation,noisy20,noisy10,telephone")
     parser.add_argument("--bounds", default="-1,-0.5,-0.4,-0.3,-0.2,-0.1",
                         help="revision_max_logprob values to score, besides none and all")
+    parser.add_argument("--margins", default="",
+                        help="also score, at each bound, keeping only revisions whose avg_logprob is above the "
+                             "first pass's plus each of these margins (e.g. -0.1,0,0.1)")
     args = parser.parse_args()
     settings = load()
     transcriber = Transcriber(transcriber_options(settings))
@@ -102,10 +108,15 @@ def main() -> None:
     direct = [corpus_wer([r.reference for r in rows[k]], [r.direct for r in rows[k]]) for k in kinds]
     print(f"{'direct':>6} " + " ".join(f"{w:12.3f}" for w in direct))
     candidates = sum(len(r.first) - 1 for k in kinds for r in rows[k])
-    for name, bound in bounds:
-        wers = [corpus_wer([r.reference for r in rows[k]], [r.text(bound) for r in rows[k]]) for k in kinds]
-        revised = sum(r.revisions(bound) for k in kinds for r in rows[k])
-        print(f"{name:>6} " + " ".join(f"{w:12.3f}" for w in wers) + f"   {revised}/{candidates}")
+    margins: list[float | None] = [None, *(float(m) for m in args.margins.split(",") if m)]
+    for margin in margins:
+        if margin is not None:
+            print(f"only revisions with avg_logprob above the first pass's {margin:+g}:")
+        for name, bound in bounds:
+            wers = [corpus_wer([r.reference for r in rows[k]], [r.text(bound, margin) for r in rows[k]])
+                    for k in kinds]
+            revised = sum(r.revisions(bound, margin) for k in kinds for r in rows[k])
+            print(f"{name:>6} " + " ".join(f"{w:12.3f}" for w in wers) + f"   {revised}/{candidates}")
     print(f"\ncuts from {args.json}; decoding: first passes {seconds['first']:.0f} s, every revision "
           f"{seconds['revisions']:.0f} s")
 
