@@ -34,7 +34,7 @@ from asr_worker.background_reviser import BackgroundReviser
 from asr_worker.prompt import next_prompt
 from asr_worker.revisions import PendingRevision, RevisionQueue, carries_previous, revision_outcome, why_not_revise
 from asr_worker.transcriber import SAMPLE_RATE, RecognisedWord, Recognition, Transcriber, TranscriberOptions
-from common import bus, health, metrics, presence, stream_usage, streams, subjects, tasks
+from common import bus, health, logs, metrics, presence, stream_usage, streams, subjects, tasks
 from common.messages import (
     AsrJob,
     Revision,
@@ -304,8 +304,7 @@ class AsrWorker:
         except Exception:
             self.counts["failed"] += 1
             metrics.ASR_JOBS.labels(kind, "failed").inc()
-            log.exception("session %s %s job %s failed", job.session_id, kind, job.utterance_id,
-                          extra={"session_id": job.session_id})
+            logs.for_session(log, job.session_id).exception("%s job %s failed", kind, job.utterance_id)
             if job.is_final:
                 with contextlib.suppress(nats.errors.Error):  # if the bus is gone, ack_wait redelivers
                     if _deliveries(msg) >= FINAL_MAX_DELIVER:
@@ -330,10 +329,10 @@ class AsrWorker:
         if job.is_final:
             # Transcript text is personal data (dictation): in INFO logs only when asked for.
             text_level = logging.INFO if self.settings.log_transcripts else logging.DEBUG
-            log.info("session %s final %d %6.2fs%s, %d chars", job.session_id, job.final_index, rec.inference_s,
-                     "" if decoded else " (decoded ahead)", len(rec.text), extra={"session_id": job.session_id})
-            log.log(text_level, "session %s final %d text: %r", job.session_id, job.final_index, rec.text,
-                    extra={"session_id": job.session_id})
+            session_log = logs.for_session(log, job.session_id)
+            session_log.info("final %d %6.2fs%s, %d chars", job.final_index, rec.inference_s,
+                             "" if decoded else " (decoded ahead)", len(rec.text))
+            session_log.log(text_level, "final %d text: %r", job.final_index, rec.text)
             if revising:
                 assert last is not None
                 self._queue_revision(PendingRevision(last, job.previous_audio, job.audio, time.monotonic(),
@@ -341,8 +340,7 @@ class AsrWorker:
 
     def _not_revised(self, job: AsrJob, skipped: str) -> None:
         metrics.ASR_JOBS.labels("revision", skipped).inc()
-        log.info("session %s final %d revision: %s", job.session_id, job.final_index - 1, skipped,
-                 extra={"session_id": job.session_id})
+        logs.for_session(log, job.session_id).info("final %d revision: %s", job.final_index - 1, skipped)
 
     async def _stored_predecessor(self, job: AsrJob, after_seq: int, last: Transcript | None,
                                   stored_index: int) -> tuple[Transcript | None, int]:
@@ -376,9 +374,9 @@ class AsrWorker:
                 except msgspec.DecodeError:
                     continue
                 if isinstance(stored, (Transcript, TranscriptionFailed)) and stored.final_index == index:
-                    log.info("session %s final %d waited %.0f ms for final %d to be stored", job.session_id,
-                             job.final_index, (time.monotonic() - waited) * 1000, index,
-                             extra={"session_id": job.session_id})
+                    logs.for_session(log, job.session_id).info("final %d waited %.0f ms for final %d to be stored",
+                                                               job.final_index, (time.monotonic() - waited) * 1000,
+                                                               index)
                     return (stored if isinstance(stored, Transcript) else None), index
         finally:
             with contextlib.suppress(nats.errors.Error):
@@ -393,9 +391,8 @@ class AsrWorker:
         rec = await self._decode("carry", lambda: self.transcriber.transcribe(
             job.previous_audio + job.audio, is_final=True, prompt=prompt))
         metrics.ASR_JOBS.labels("carry", "ok" if rec.text else "empty").inc()
-        log.info("session %s final %d: decoded again with final %d's audio in front (%s)", job.session_id,
-                 job.final_index, last.final_index, "words" if rec.text else "empty",
-                 extra={"session_id": job.session_id})
+        logs.for_session(log, job.session_id).info("final %d: decoded again with final %d's audio in front (%s)",
+                                                   job.final_index, last.final_index, "words" if rec.text else "empty")
         if not rec.text:
             return alone, 0.0
         return rec, len(job.previous_audio) // 2 / SAMPLE_RATE
@@ -488,8 +485,7 @@ class AsrWorker:
                     pending.audio, pending.following, prompt=pending.prompt,
                     following_text=pending.following_text))
         except Exception:
-            log.exception("session %s final %d: revision failed", last.session_id, last.final_index,
-                          extra={"session_id": last.session_id})
+            logs.for_session(log, last.session_id).exception("final %d: revision failed", last.final_index)
             await self._publish_revision(pending, "failed", None)
             return
         outcome = revision_outcome(last.text, rec.text)
@@ -511,8 +507,7 @@ class AsrWorker:
             return
         if rec is not None:
             text_level = logging.INFO if self.settings.log_transcripts else logging.DEBUG
-            log.log(text_level, "session %s final %d revised: %r", last.session_id, last.final_index, rec.text,
-                    extra={"session_id": last.session_id})
+            logs.for_session(log, last.session_id).log(text_level, "final %d revised: %r", last.final_index, rec.text)
 
     async def _send_revision(self, revision: Revision, outcome: str) -> bool:
         metrics.ASR_JOBS.labels("revision", outcome).inc()
@@ -522,11 +517,10 @@ class AsrWorker:
                                   headers={subjects.H_MSG_ID: subjects.revision_result_id(revision.session_id,
                                                                                           revision.final_index)})
         except (TimeoutError, nats.errors.Error) as exc:
-            log.warning("session %s final %d: revision not published: %s", revision.session_id,
-                        revision.final_index, exc, extra={"session_id": revision.session_id})
+            logs.for_session(log, revision.session_id).warning("final %d: revision not published: %s",
+                                                               revision.final_index, exc)
             return False
-        log.info("session %s final %d revision: %s", revision.session_id, revision.final_index, outcome,
-                 extra={"session_id": revision.session_id})
+        logs.for_session(log, revision.session_id).info("final %d revision: %s", revision.final_index, outcome)
         return True
 
     async def _finals_waiting(self) -> bool:
@@ -563,8 +557,7 @@ class AsrWorker:
                 log.debug("speculation %s unreadable: %s", name, exc)
                 ahead, outcome = None, speculation.Outcome.NONE
             metrics.ASR_SPECULATION.labels(outcome.value).inc()
-            log.debug("session %s final %d: speculation %s", job.session_id, job.final_index, outcome.value,
-                      extra={"session_id": job.session_id})
+            logs.for_session(log, job.session_id).debug("final %d: speculation %s", job.final_index, outcome.value)
             if ahead is not None:
                 return ahead, False
             if outcome is speculation.Outcome.NONE:
@@ -591,8 +584,8 @@ class AsrWorker:
         if speculative:
             assert store is not None
             await _optional(store.finished(name, dig, rec), name)
-            log.debug("session %s final %d decoded ahead in %.2fs", job.session_id, job.final_index, rec.inference_s,
-                      extra={"session_id": job.session_id})
+            logs.for_session(log, job.session_id).debug("final %d decoded ahead in %.2fs",
+                                                        job.final_index, rec.inference_s)
         return rec, True
 
     async def _give_up(self, job: AsrJob, msg: Msg) -> None:
@@ -608,8 +601,8 @@ class AsrWorker:
                               headers={subjects.H_MSG_ID: subjects.final_result_id(job.session_id, job.final_index)})
         await msg.term()
         metrics.FINALS_FAILED.labels("asr_attempts").inc()
-        log.error("session %s final %d failed %d times: stored as failed", job.session_id, job.final_index,
-                  FINAL_MAX_DELIVER, extra={"session_id": job.session_id})
+        logs.for_session(log, job.session_id).error("final %d failed %d times: stored as failed",
+                                                    job.final_index, FINAL_MAX_DELIVER)
 
     async def _publish(self, job: AsrJob, rec: Recognition, prompt: str, *, revising: bool = False,
                        carried: tuple[Transcript | None, float] = (None, 0.0)) -> None:

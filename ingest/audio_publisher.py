@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import nats
 from nats.aio.client import Client as NATS
 
-from common import metrics, subjects
+from common import logs, metrics, subjects
 from ingest.audio_batch import AudioBatch
 from ingest.jetstream_pipe import JetStreamPipe
 
@@ -248,8 +248,8 @@ class AudioPublisher:
         self.outages += 1
         metrics.BUS_OUTAGES.inc()
         began = time.monotonic()
-        log.warning("session %s: JetStream did not acknowledge audio (%r); publishing %d messages again",
-                    self.session_id, first, len(self._pending), extra={"session_id": self.session_id})
+        logs.for_session(log, self.session_id).warning(
+            "JetStream did not acknowledge audio (%r); publishing %d messages again", first, len(self._pending))
         while True:
             waited = time.monotonic() - began
             if waited >= self.outage_timeout_s:
@@ -264,8 +264,8 @@ class AudioPublisher:
                     head = self._pending[0].future
                     await asyncio.wait_for(asyncio.shield(head), min(self.ack_timeout_s, RETRY_EVERY_S * 4))
                     head.result()
-                    log.info("session %s: JetStream took the audio again after %.1f s", self.session_id,
-                             time.monotonic() - began, extra={"session_id": self.session_id})
+                    logs.for_session(log, self.session_id).info("JetStream took the audio again after %.1f s",
+                                                                time.monotonic() - began)
                     return
                 except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                     log.debug("session %s: still no acknowledgement: %r", self.session_id, exc)

@@ -12,6 +12,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from redis.exceptions import RedisError
 
+from common import logs
 from common.settings import Settings
 from ingest.auth import Gatekeeper
 from ingest.client_address import ClientAddress
@@ -53,8 +54,7 @@ class EdgeContext:
         try:
             await self.store.release(session_id, owner, state)
         except STORE_ERRORS as exc:
-            log.warning("session %s: release failed (%s); retrying while the store is down", session_id, exc,
-                        extra={"session_id": session_id})
+            logs.for_session(log, session_id).warning("release failed (%s); retrying while the store is down", exc)
             self.unreleased[session_id] = (owner, state)
 
     async def retry_releases(self) -> None:
@@ -62,4 +62,4 @@ class EdgeContext:
         for session_id, (owner, state) in list(self.unreleased.items()):
             await self.store.release(session_id, owner, state)  # raises while the store is down
             del self.unreleased[session_id]
-            log.info("session %s released after the store came back", session_id, extra={"session_id": session_id})
+            logs.for_session(log, session_id).info("released after the store came back")

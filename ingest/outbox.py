@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from common import metrics, tasks
+from common import logs, metrics, tasks
 from ingest import protocol as p
 from ingest.send_queue import Put, SendQueue
 
@@ -93,8 +93,8 @@ class Outbox:
         if outcome is Put.FULL or self._full_events >= self.slow_threshold:
             metrics.SLOW_CLIENT_CLOSES.inc()
             self.count("slow_client_closes")
-            log.info("session %s: client too slow (%d full-queue events): closing with 1008", self.label,
-                     self._full_events, extra={"session_id": self.label})
+            logs.for_session(log, self.label).info("client too slow (%d full-queue events): closing with 1008",
+                                                   self._full_events)
             self.fail(Closing(p.CLOSE_TOO_SLOW, "Client too slow"))
 
     def fail(self, closing: Closing) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import webrtcvad
 
+from common import logs
 from common.audio import snr_db
 from common.continuity import VadCheckpoint
 from common.messages import DECODE_WINDOW_S
@@ -190,8 +191,8 @@ class SessionVad:
             self._held.append((chunk.stream_seq, offset, len(chunk.pcm)))
             events += [e for e in self.segmenter.push(chunk.pcm[skip:]) if isinstance(e, FinalReady | UtteranceEnded)]
         if self.segmenter.samples_seen != cp.samples:
-            log.warning("session %s: replay reached sample %d, the checkpoint said %d", self.session_id,
-                        self.segmenter.samples_seen, cp.samples, extra={"session_id": self.session_id})
+            logs.for_session(log, self.session_id).warning("replay reached sample %d, the checkpoint said %d",
+                                                           self.segmenter.samples_seen, cp.samples)
         return self._with_context(events)
 
     def process(self, chunks: list[Chunk]) -> list[Event]:

@@ -36,7 +36,7 @@ from nats.js.api import RawStreamMsg
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
-from common import bus, continuity, health, metrics, presence, streams, subjects, tasks
+from common import bus, continuity, health, logs, metrics, presence, streams, subjects, tasks
 from common.messages import AsrJob, SessionFlushed, SpeechStarted, UtteranceEnd, encode
 from common.pull import Credit, Puller
 from common.retry import TRANSIENT, Backoff
@@ -278,8 +278,8 @@ class VadWorker:
         checkpoint stays, and their next audio carries on numbering and time."""
         cutoff = time.monotonic() - self.evict_after_s
         for session_id in [s for s in mine if self.sessions[s].last_seen < cutoff and s not in unsaved]:
-            log.info("session %s silent for %.0f s: dropping its VAD state from memory (checkpoint kept)",
-                     session_id, self.evict_after_s, extra={"session_id": session_id})
+            logs.for_session(log, session_id).info(
+                "silent for %.0f s: dropping its VAD state from memory (checkpoint kept)", self.evict_after_s)
             self.sessions.pop(session_id)
             mine.discard(session_id)
         metrics.VAD_SESSIONS.set(len(self.sessions))
@@ -375,8 +375,8 @@ class VadWorker:
         rung = ring_again = False
         for (state, _), events in zip(work, results, strict=True):
             if state.missing_bytes:
-                log.warning("session %s: %.2f s of audio missing from the stream, counted as silence",
-                            state.session_id, state.missing_bytes / 32000, extra={"session_id": state.session_id})
+                logs.for_session(log, state.session_id).warning(
+                    "%.2f s of audio missing from the stream, counted as silence", state.missing_bytes / 32000)
                 state.missing_bytes = 0
             if await self._publish(state, events):
                 # Its jobs are stored (each publish was acknowledged): wake the idle ASR workers at
@@ -431,17 +431,17 @@ class VadWorker:
             replay = sorted({c.seq: c for c in read if c.seq <= cp.last_seq}.values(), key=lambda c: c.seq)
         replayable = any(c.stream_seq == cp.resume_stream_seq for c in replay)
         if cp.resume_stream_seq and not cp.ended and not replayable:
-            log.warning("session %s: the open utterance's audio is no longer in the stream; carrying on "
-                        "after it", session_id, extra={"session_id": session_id})
+            logs.for_session(log, session_id).warning(
+                "the open utterance's audio is no longer in the stream; carrying on after it")
         state = SessionVad(session_id, self.options, self.settings.vad_aggressiveness, cp, replayable=replayable,
                            context_seconds=self.settings.acoustic_context_seconds,
                            context_max_snr_db=self.settings.acoustic_context_max_snr_db,
                            reorder_wait_s=self.settings.vad_reorder_wait_seconds,
                            revise=self.settings.revise_finals)
         state.revision = entry.revision
-        log.info("session %s carried on from its checkpoint: final %d, utterance %d, seq %d, %.2f s%s",
-                 session_id, cp.finals, cp.utterances, cp.last_seq, cp.samples / 16000,
-                 f", re-reading {len(replay)} messages" if replayable else "", extra={"session_id": session_id})
+        logs.for_session(log, session_id).info(
+            "carried on from its checkpoint: final %d, utterance %d, seq %d, %.2f s%s", cp.finals, cp.utterances,
+            cp.last_seq, cp.samples / 16000, f", re-reading {len(replay)} messages" if replayable else "")
         return state, replay if replayable else []
 
     async def _in_order(self, shard: int, state: SessionVad, chunks: list[Chunk]) -> list[Chunk]:
@@ -463,11 +463,11 @@ class VadWorker:
         order.add(read, read_to=max((c.stream_seq for c in read), default=0))
         taken = order.take(time.monotonic())
         if taken.waiting_for:
-            log.info("session %s: message %d not in the stream yet; waiting for it", state.session_id,
-                     taken.waiting_for, extra={"session_id": state.session_id})
+            logs.for_session(log, state.session_id).info("message %d not in the stream yet; waiting for it",
+                                                         taken.waiting_for)
         for seq in taken.skipped:
-            log.warning("session %s: message %d never reached the stream; going on without it", state.session_id,
-                        seq, extra={"session_id": state.session_id})
+            logs.for_session(log, state.session_id).warning(
+                "message %d never reached the stream; going on without it", seq)
         return taken.ready
 
     async def _read(self, shard: int, session_id: str, from_stream_seq: int,
@@ -548,8 +548,9 @@ class VadWorker:
         overflow = state.segmenter.overflow_bytes - state.overflow_reported
         if overflow:
             if not state.overflow_reported:  # once per session, not per frame
-                log.warning("session %s: utterance over vad_max_buffer_bytes=%d, keeping the most recent audio",
-                            sid, self.settings.vad_max_buffer_bytes, extra={"session_id": sid})
+                logs.for_session(log, sid).warning(
+                    "utterance over vad_max_buffer_bytes=%d, keeping the most recent audio",
+                    self.settings.vad_max_buffer_bytes)
             state.overflow_reported += overflow
             metrics.VAD_OVERFLOW_BYTES.inc(overflow)
         for event in events:
@@ -574,8 +575,8 @@ class VadWorker:
                                  final_index=event.final_index, context_audio=event.context,
                                  created_at=time.time())
                     jobs |= await self._best_effort(subjects.speculative_job(sid), job, "speculative")
-                    log.debug("session %s final %d speculated %.2f-%.2fs", sid, event.final_index, event.start_s,
-                              event.end_s, extra={"session_id": sid})
+                    logs.for_session(log, sid).debug("final %d speculated %.2f-%.2fs",
+                                                     event.final_index, event.start_s, event.end_s)
                 case FinalReady():
                     now = time.time()
                     job = AsrJob(session_id=sid, utterance_id=_utt(event.utterance_index), is_final=True,
@@ -588,8 +589,8 @@ class VadWorker:
                                           headers={subjects.H_MSG_ID: f"{sid}.f{event.final_index}"})
                     jobs = True
                     metrics.VAD_JOBS.labels("final").inc()
-                    log.info("session %s final %d (%s) %.2f-%.2fs", sid, event.final_index, event.reason,
-                             event.start_s, event.end_s, extra={"session_id": sid})
+                    logs.for_session(log, sid).info("final %d (%s) %.2f-%.2fs",
+                                                    event.final_index, event.reason, event.start_s, event.end_s)
         return jobs
 
 

@@ -254,7 +254,7 @@ async def test_each_final_after_the_first_brings_the_revision_of_the_one_before(
     finals = client.finals()
     assert [f["seq"] for f in finals] == [1, 2, 3]
     log = await asyncio.to_thread((stack.data_dir / "stack.log").read_text)
-    skipped = {i for i in (1, 2) if re.search(rf"session {sid} final {i} revision: no_previous", log)}
+    skipped = {i for i in (1, 2) if re.search(rf"session {sid}: final {i} revision: no_previous", log)}
     assert sorted(r.final_index for r in outcomes) == sorted({1, 2} - skipped), (outcomes, skipped)
     assert all(r.utterance_id == finals[r.final_index - 1]["utterance_id"] for r in outcomes)
     changed = {r.final_index: r.text for r in outcomes if r.text}

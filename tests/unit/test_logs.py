@@ -53,3 +53,24 @@ def test_startup_configuration_is_logged_with_secrets_masked() -> None:
     line = json.loads(out.getvalue())
     assert "effective configuration" in line["msg"] and "redis://:****@cache:6379/0" in line["msg"]
     assert "hunter2" not in out.getvalue()
+
+
+def test_a_session_logger_names_the_session_in_text_and_json() -> None:
+    out = capture(Settings(), "asr")
+    logs.for_session(logging.getLogger("asr_worker.worker"), "s42").info("final %d revision: %s", 3, "ok")
+    assert out.getvalue().rstrip().endswith(" asr INFO asr_worker.worker: session s42: final 3 revision: ok")
+    out = capture(replace(Settings(), log_format="json"), "vad")
+    session_log = logs.for_session(logging.getLogger("vad_worker.worker"), "s43")
+    session_log.warning("message %d never reached the stream", 7, extra={"shard": 2})
+    line = json.loads(out.getvalue())
+    assert line["session_id"] == "s43" and line["msg"] == "session s43: message 7 never reached the stream"
+
+
+def test_a_session_logger_keeps_the_traceback() -> None:
+    out = capture(replace(Settings(), log_format="json"), "asr")
+    try:
+        raise ValueError("bad audio")
+    except ValueError:
+        logs.for_session(logging.getLogger("asr_worker.worker"), "s44").exception("final %d failed", 1)
+    line = json.loads(out.getvalue())
+    assert line["level"] == "ERROR" and line["session_id"] == "s44" and "ValueError: bad audio" in line["exc"]
