@@ -98,21 +98,21 @@ def corpus_wer(refs: list[str], hyps: list[str]) -> float:
 
 def at_gain(clips: list[Clip], gain_db: float, folder: Path) -> list[Clip]:
     """The same clips ``gain_db`` louder (or quieter), as 16-bit WAVs under ``folder``: scaled,
-    rounded and clipped as a sound card would deliver them. 0 dB returns the clips as they are."""
+    rounded and clipped as a sound card would deliver them. 0 dB returns the clips as they are.
+    The copies are written anew every time (a second or two), so they follow a rebuilt corpus."""
     if gain_db == 0:
         return clips
     factor = 10 ** (gain_db / 20)
     out = []
     for clip in clips:
         path = folder / clip.kind / f"{clip.name}.wav"
-        if not path.exists():
-            pcm = np.frombuffer(clip.pcm(), dtype="<i2").astype(np.float64) * factor
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with wave.open(str(path), "wb") as w:
-                w.setnchannels(1)
-                w.setsampwidth(2)
-                w.setframerate(clip.rate)
-                w.writeframes(np.clip(np.round(pcm), -32768, 32767).astype("<i2").tobytes())
+        pcm = np.frombuffer(clip.pcm(), dtype="<i2").astype(np.float64) * factor
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(clip.rate)
+            w.writeframes(np.clip(np.round(pcm), -32768, 32767).astype("<i2").tobytes())
         out.append(replace(clip, path=str(path)))
     return out
 

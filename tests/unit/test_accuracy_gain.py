@@ -46,3 +46,15 @@ def test_quieter_scales_and_rounds_and_keeps_the_rest(tmp_path: Path) -> None:
 def test_louder_clips_at_the_16_bit_limits(tmp_path: Path) -> None:
     [loud] = at_gain([_clip(tmp_path, [20000, -20000, 100])], 20.0, tmp_path / "out")
     assert _samples(loud) == [32767, -32768, 1000]
+
+
+def test_a_changed_clip_is_scaled_again(tmp_path: Path) -> None:
+    clip = _clip(tmp_path, [1000, 2000])
+    at_gain([clip], -20.0, tmp_path / "out")
+    with wave.open(clip.path, "wb") as w:  # the corpus was rebuilt: same name, other audio
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(np.array([3000, 4000], dtype="<i2").tobytes())
+    [quiet] = at_gain([clip], -20.0, tmp_path / "out")
+    assert _samples(quiet) == [300, 400]
