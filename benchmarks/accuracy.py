@@ -41,7 +41,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import wave
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,7 @@ import jiwer
 import numpy as np
 
 from asr_worker.transcriber import resolve_model_path
-from benchmarks.corpus import DEFAULT_CACHE, Clip, build
+from benchmarks.corpus import DEFAULT_CACHE, Clip, build, write_samples
 from benchmarks.seeds import DEFAULT_SEEDS, seed_decoders, spread
 from cli.dev import Stack
 from common import sizing
@@ -106,13 +105,7 @@ def at_gain(clips: list[Clip], gain_db: float, folder: Path) -> list[Clip]:
     out = []
     for clip in clips:
         path = folder / clip.kind / f"{clip.name}.wav"
-        pcm = np.frombuffer(clip.pcm(), dtype="<i2").astype(np.float64) * factor
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(clip.rate)
-            w.writeframes(np.clip(np.round(pcm), -32768, 32767).astype("<i2").tobytes())
+        write_samples(path, np.frombuffer(clip.pcm(), dtype="<i2").astype(np.float64) * factor, clip.rate)
         out.append(replace(clip, path=str(path)))
     return out
 

@@ -265,14 +265,19 @@ def real_clips(out: Path) -> list[Clip]:
     return clips
 
 
-def _write(path: Path, audio: np.ndarray, rate: int) -> None:
-    pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype("<i2").tobytes()
+def write_samples(path: Path, samples: np.ndarray, rate: int) -> None:
+    """A mono 16-bit WAV of ``samples`` in 16-bit units: rounded and clipped as a sound card would."""
+    pcm = np.clip(np.round(samples), -32768, 32767).astype("<i2").tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(rate)
         w.writeframes(pcm)
+
+
+def _write(path: Path, audio: np.ndarray, rate: int) -> None:
+    write_samples(path, audio * 32767.0, rate)
 
 
 def _finish(name: str, kind: str, b: _Builder, out: Path, rng: np.random.Generator, *, snr_db: float | None = None,

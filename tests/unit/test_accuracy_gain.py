@@ -9,17 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.accuracy import at_gain
-from benchmarks.corpus import Clip, Segment
+from benchmarks.corpus import Clip, Segment, write_samples
 
 
 def _clip(folder: Path, samples: list[int], rate: int = 16000) -> Clip:
     path = folder / "src" / "c.wav"
-    path.parent.mkdir(parents=True)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(np.array(samples, dtype="<i2").tobytes())
+    write_samples(path, np.array(samples, dtype=np.float64), rate)
     return Clip("c", "sentence", rate, len(samples) / rate, (Segment("hi", 0.0, 0.1, "v"),), str(path))
 
 
@@ -51,10 +46,6 @@ def test_louder_clips_at_the_16_bit_limits(tmp_path: Path) -> None:
 def test_a_changed_clip_is_scaled_again(tmp_path: Path) -> None:
     clip = _clip(tmp_path, [1000, 2000])
     at_gain([clip], -20.0, tmp_path / "out")
-    with wave.open(clip.path, "wb") as w:  # the corpus was rebuilt: same name, other audio
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes(np.array([3000, 4000], dtype="<i2").tobytes())
+    write_samples(Path(clip.path), np.array([3000.0, 4000.0]), 16000)  # the corpus was rebuilt: other audio
     [quiet] = at_gain([clip], -20.0, tmp_path / "out")
     assert _samples(quiet) == [300, 400]
