@@ -4,7 +4,7 @@ after it, `Transcriber.revise`) when the first decode's ``avg_logprob`` is below
 sweep of bounds (``revision_max_logprob``; "none" revises nothing, "all" every final).
 
     .venv/bin/python -m benchmarks.revision_replay benchmarks/accuracy.json [--kinds noisy10,...]
-        [--bounds -1,-0.5,-0.3,-0.2] [--margins -0.1,0,0.1]
+        [--bounds=-1,-0.5,-0.3,-0.2] [--margins=-0.1,0,0.1]
 
 Reads a JSON written by ``benchmarks.accuracy`` (its clips, the audio files in the corpus cache,
 where each final starts and ends, and direct faster-whisper's text of each whole file), cuts each
