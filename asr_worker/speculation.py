@@ -23,7 +23,8 @@ The worker that takes the final job looks its key up (`SpeculationStore.take`):
   skipped instead of decoded for nothing.
 
 A speculation can only save time: the final never depends on it, and a wrong one is never used
-because its digest differs. Entries expire after ``TTL_S``; the bucket is a cache, kept in memory.
+because its digest differs. Entries expire after ``speculation_ttl_s`` (`common.bus_timing`); the
+bucket is a cache, kept in memory.
 """
 
 from __future__ import annotations
@@ -48,13 +49,13 @@ from nats.js.kv import KeyValue
 
 from asr_worker.transcriber import Recognition, TranscriberOptions
 from common import bus, subjects
+from common.bus_timing import TIMING
 from common.kv import ensure_bucket
 from common.messages import AsrJob
 
 log = logging.getLogger(__name__)
 
 BUCKET = subjects.SPECULATION_BUCKET
-TTL_S = subjects.SPECULATION_TTL_S
 POLL_S = 0.25
 """How often a waiting final looks at a running speculation without being told it is decided."""
 NO_NOTICE_POLL_S = 0.01
@@ -101,7 +102,7 @@ def digest(job: AsrJob, prompt: str, decoder: str) -> str:
 async def bucket(js: JetStreamContext, replicas: int | None = None) -> KeyValue:
     """The bucket, in memory (a cache: losing it costs only time); ``common.streams`` creates it
     (again after a reconnect: a lone nats-server that restarts loses it)."""
-    return await ensure_bucket(js, BUCKET, TTL_S, replicas, memory=True)
+    return await ensure_bucket(js, BUCKET, TIMING.speculation_ttl_s, replicas, memory=True)
 
 
 class SpeculationStore:

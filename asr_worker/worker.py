@@ -35,6 +35,7 @@ from asr_worker.prompt import next_prompt
 from asr_worker.revisions import PendingRevision, RevisionQueue, carries_previous, revision_outcome, why_not_revise
 from asr_worker.transcriber import SAMPLE_RATE, RecognisedWord, Recognition, Transcriber, TranscriberOptions
 from common import bus, health, logs, metrics, presence, stream_usage, streams, subjects, tasks
+from common.bus_timing import TIMING
 from common.messages import (
     AsrJob,
     Revision,
@@ -47,7 +48,6 @@ from common.messages import (
 )
 from common.retry import TRANSIENT, Backoff
 from common.settings import Settings
-from common.streams import FINAL_MAX_DELIVER
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ FINAL_POLL_S = 0.03
 PARTIAL_POLL_S = 0.02
 # After a round of polls finds every queue empty, the worker parks until the VAD's doorbell rings
 # (it rings after storing jobs) or this long, for jobs that come without a ring: a final
-# redelivered after a worker died (already FINAL_ACK_WAIT_S late), a VAD worker of an older
+# redelivered after a worker died (already final_ack_wait_s late), a VAD worker of an older
 # version. Each look is three pull requests that nats-server answers on expiry: at 0.5 s, the idle
 # ASR processes were the bus's busiest clients after the VAD worker. A final this worker put back
 # for another try is looked for when its retry is due (`park_wait`).
@@ -70,7 +70,6 @@ RETRY_SLACK_S = 0.1  # looked for this long after it is due
 # A final decoded before its predecessor was stored looks for it whenever a final of its session is
 # published (a subscription rings), and at least this often.
 PREDECESSOR_POLL_S = 0.5
-IN_PROGRESS_EVERY_S = 3.0  # well inside the final consumer's ack_wait (common.streams)
 
 
 def _observed(kind: str, rec: Recognition) -> Recognition:
@@ -307,7 +306,7 @@ class AsrWorker:
             logs.for_session(log, job.session_id).exception("%s job %s failed", kind, job.utterance_id)
             if job.is_final:
                 with contextlib.suppress(nats.errors.Error):  # if the bus is gone, ack_wait redelivers
-                    if _deliveries(msg) >= FINAL_MAX_DELIVER:
+                    if _deliveries(msg) >= TIMING.final_max_deliver:
                         await self._give_up(job, msg)
                     else:
                         await msg.nak(delay=RETRY_DELAY_S)  # another try, possibly on another worker
@@ -594,7 +593,7 @@ class AsrWorker:
         assert self.js is not None
         failure = TranscriptionFailed(
             session_id=job.session_id, final_index=job.final_index, code="TRANSCRIPTION_FAILED",
-            message=f"This utterance could not be transcribed ({FINAL_MAX_DELIVER} attempts failed)",
+            message=f"This utterance could not be transcribed ({TIMING.final_max_deliver} attempts failed)",
             utterance_id=job.utterance_id, start_s=job.start_s, end_s=job.end_s,
         )
         await self.js.publish(subjects.result_final(job.session_id), encode(failure),
@@ -602,7 +601,7 @@ class AsrWorker:
         await msg.term()
         metrics.FINALS_FAILED.labels("asr_attempts").inc()
         logs.for_session(log, job.session_id).error("final %d failed %d times: stored as failed",
-                                                    job.final_index, FINAL_MAX_DELIVER)
+                                                    job.final_index, TIMING.final_max_deliver)
 
     async def _publish(self, job: AsrJob, rec: Recognition, prompt: str, *, revising: bool = False,
                        carried: tuple[Transcript | None, float] = (None, 0.0)) -> None:
@@ -704,5 +703,5 @@ def _deliveries(msg: Msg) -> int:
 
 async def _in_progress(msg: Msg) -> None:
     while True:
-        await asyncio.sleep(IN_PROGRESS_EVERY_S)
+        await asyncio.sleep(TIMING.final_in_progress_every_s)
         await msg.in_progress()

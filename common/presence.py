@@ -21,18 +21,17 @@ from nats.js import JetStreamContext
 from nats.js.kv import KeyValue
 
 from common import subjects
+from common.bus_timing import TIMING
 from common.kv import ensure_bucket, stream_of
 from common.messages import WorkerHeartbeat, encode
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL_S = 2.0
-HEARTBEAT_TTL_S = 6.0
 
 
 async def bucket(js: JetStreamContext, replicas: int | None = None) -> KeyValue:
     """``replicas``: settings.stream_replicas; None binds to the bucket ensure_streams made."""
-    return await ensure_bucket(js, subjects.WORKERS_BUCKET, HEARTBEAT_TTL_S, replicas)
+    return await ensure_bucket(js, subjects.WORKERS_BUCKET, TIMING.worker_ttl_s, replicas)
 
 
 STREAM = stream_of(subjects.WORKERS_BUCKET)
@@ -53,7 +52,7 @@ async def heartbeat(kv: KeyValue, js: JetStreamContext, role: str, worker_id: st
                 await kv.put(key, encode(beat))
             except Exception as exc:  # the bus may be reconnecting: the next beat retries
                 log.warning("heartbeat %s failed: %s", key, exc)
-            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+            await asyncio.sleep(TIMING.worker_heartbeat_s)
     finally:
         try:
             await asyncio.wait_for(asyncio.shield(js.purge_stream(STREAM, subject=_subject(key))), 1.0)

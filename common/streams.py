@@ -36,18 +36,13 @@ from nats.js.errors import (
 )
 
 from common import presence, subjects
+from common.bus_timing import TIMING
 from common.kv import ensure_bucket
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-FINAL_ACK_WAIT_S = 10.0  # a dead ASR worker's final goes to another this soon; live ones send in-progress
-PARTIAL_ACK_WAIT_S = 10.0
-# A batch takes milliseconds; after a VAD worker dies, the audio it had fetched is redelivered this
-# soon (its successor does not even wait: it reads what it misses from the stream).
-VAD_ACK_WAIT_S = 5.0
-FINAL_MAX_DELIVER = 5  # tries of one final job; the last failing one stores a TranscriptionFailed
+# Ack waits, tries and the dedupe window: common.bus_timing (TIMING), with why each is what it is.
 
 
 def stream_configs(settings: Settings) -> list[StreamConfig]:
@@ -60,7 +55,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             max_age=float(settings.audio_retention_seconds),
             discard=DiscardPolicy.OLD,
             max_bytes=settings.audio_max_bytes or -1,  # full: the oldest audio goes, new audio is kept
-            duplicate_window=min(120.0, float(settings.audio_retention_seconds)),  # JetStream: <= max age
+            duplicate_window=min(TIMING.dedupe_window_s, float(settings.audio_retention_seconds)),  # <= max age
             num_replicas=settings.stream_replicas,
         ),
         StreamConfig(
@@ -69,7 +64,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             max_age=3600.0,
-            duplicate_window=120.0,
+            duplicate_window=TIMING.dedupe_window_s,
             num_replicas=settings.stream_replicas,
         ),
         # Latest only: a newer partial of a session replaces the one still waiting.
@@ -86,7 +81,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
             max_bytes=settings.results_max_bytes or -1,
             discard=DiscardPolicy.OLD,
             allow_direct=True,
-            duplicate_window=min(120.0, float(settings.results_retention_seconds)),
+            duplicate_window=min(TIMING.dedupe_window_s, float(settings.results_retention_seconds)),
             num_replicas=settings.stream_replicas,
         ),
     ]
@@ -112,7 +107,7 @@ def _best_effort_consumer(durable: str) -> ConsumerConfig:
     return ConsumerConfig(
         durable_name=durable,
         ack_policy=AckPolicy.EXPLICIT,
-        ack_wait=PARTIAL_ACK_WAIT_S,
+        ack_wait=TIMING.partial_ack_wait_s,
         max_deliver=1,
         max_ack_pending=10000,
     )
@@ -140,7 +135,7 @@ def consumer_configs(settings: Settings) -> dict[str, list[ConsumerConfig]]:
             filter_subject=subjects.audio_shard_filter(shard),
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            ack_wait=VAD_ACK_WAIT_S,
+            ack_wait=TIMING.vad_ack_wait_s,
             max_ack_pending=20000,
         )
         for shard in range(settings.audio_shards)
@@ -151,8 +146,8 @@ def consumer_configs(settings: Settings) -> dict[str, list[ConsumerConfig]]:
             ConsumerConfig(
                 durable_name=subjects.FINAL_CONSUMER,
                 ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=FINAL_ACK_WAIT_S,
-                max_deliver=FINAL_MAX_DELIVER,
+                ack_wait=TIMING.final_ack_wait_s,
+                max_deliver=TIMING.final_max_deliver,
                 max_ack_pending=10000,
             )
         ],
@@ -215,5 +210,5 @@ async def _ensure_once(js: JetStreamContext, settings: Settings) -> None:
     # The presence bucket every role reads, with the same replicas as the streams (the edge and
     # workers then bind to it as it is).
     await presence.bucket(js, settings.stream_replicas)
-    await ensure_bucket(js, subjects.SPECULATION_BUCKET, subjects.SPECULATION_TTL_S, settings.stream_replicas,
+    await ensure_bucket(js, subjects.SPECULATION_BUCKET, TIMING.speculation_ttl_s, settings.stream_replicas,
                         memory=True)

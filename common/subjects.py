@@ -30,7 +30,6 @@ JOBS_SPECULATIVE_STREAM = "JOBS_SPECULATIVE"
 RESULTS_STREAM = "RESULTS"
 WORKERS_BUCKET = "asr_workers"
 SPECULATION_BUCKET = "asr_speculative"  # speculative decodes of finals (asr_worker.speculation)
-SPECULATION_TTL_S = 60.0
 
 FINAL_JOBS = "jobs.final"
 JOBS_DOORBELL = "jobs.doorbell"  # no stream captures it (core NATS, empty payload)

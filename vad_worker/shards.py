@@ -6,13 +6,13 @@ the dead one's lease for its own):
 
 * taken with ``create`` (exactly one of several claimants wins: create is compare-and-set against
   "no such key");
-* kept with ``update`` against the last revision (compare-and-set) every ``REFRESH_S``;
-* lost when it stops refreshing: the bucket's TTL (``LEASE_TTL_S``) expires the key and another
+* kept with ``update`` against the last revision (compare-and-set) every ``lease_refresh_s``;
+* lost when it stops refreshing: the bucket's TTL (``lease_ttl_s``) expires the key and another
   worker takes the shard.
 
 Fencing: a worker must stop consuming a shard BEFORE the TTL can expire its key. ``holds(shard)``
 is true only until the local deadline ``last successful refresh (time the request was sent) +
-LEASE_TTL_S - MARGIN_S``; the worker checks it before it publishes a batch's results and before it
+lease_ttl_s - lease_margin_s``; the worker checks it before it publishes a batch's results and before it
 acknowledges the batch. The session checkpoints (common.continuity) are written with
 compare-and-set as a second fence.
 
@@ -22,7 +22,9 @@ is adopted. A refresh that keeps failing lets the deadline pass, and the shard i
 
 Balance: each worker aims at ceil(shards / live workers). A worker over that target gives shards
 back (``surplus``; the caller stops their loops, then ``release``), so a joining worker gets its
-share within a couple of refreshes; a dead worker's keys expire within ``LEASE_TTL_S``.
+share within a couple of refreshes; a dead worker's keys expire within ``lease_ttl_s``.
+
+Those three timings are `common.bus_timing.TIMING`'s (``lease_*``), checked against each other there.
 
 Pure apart from the injected KV store and clock, so the unit tests drive it with a fake KV.
 """
@@ -43,14 +45,12 @@ from nats.js import JetStreamContext
 from nats.js.errors import BadRequestError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
+from common.bus_timing import TIMING
 from common.kv import ensure_bucket
 
 log = logging.getLogger(__name__)
 
 BUCKET = "vad_shards"
-LEASE_TTL_S = 8.0  # a dead worker's shards are free this long after its last refresh
-REFRESH_S = 2.0
-MARGIN_S = 2.0  # stop consuming this long before the key can expire (clock drift, a slow loop)
 
 WRONG_LAST_SEQUENCE = (10071, 10164)  # JetStream's "wrong last sequence" error codes
 TRANSIENT = (TimeoutError, nats.errors.Error)
@@ -79,7 +79,7 @@ class _Entry(Protocol):
 
 async def bucket(js: JetStreamContext, replicas: int | None = None) -> KeyValue:
     """``replicas``: settings.stream_replicas (None: as the bucket exists, else 1)."""
-    return await ensure_bucket(js, BUCKET, LEASE_TTL_S, replicas)
+    return await ensure_bucket(js, BUCKET, TIMING.lease_ttl_s, replicas)
 
 
 def token_for(worker_id: str) -> str:
@@ -94,8 +94,8 @@ class Lease:
 
 
 class ShardLeases:
-    def __init__(self, kv: LeaseStore, token: str, shards: int, *, ttl_s: float = LEASE_TTL_S,
-                 margin_s: float = MARGIN_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, kv: LeaseStore, token: str, shards: int, *, ttl_s: float = TIMING.lease_ttl_s,
+                 margin_s: float = TIMING.lease_margin_s, clock: Callable[[], float] = time.monotonic) -> None:
         self.kv = kv
         self.token = token
         self.shards = shards

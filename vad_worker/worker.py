@@ -37,6 +37,7 @@ from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from common import bus, continuity, health, logs, metrics, presence, streams, subjects, tasks
+from common.bus_timing import TIMING
 from common.messages import AsrJob, SessionFlushed, SpeechStarted, UtteranceEnd, encode
 from common.pull import Credit, Puller
 from common.retry import TRANSIENT, Backoff
@@ -51,11 +52,9 @@ from vad_worker.unsaved import Unsaved
 
 log = logging.getLogger(__name__)
 
-BATCH = 512  # the most messages one pass of a shard's loop takes, and the standing pull's size
 # Each shard keeps one pull request standing (common.pull): audio is delivered as it is stored,
-# with no request per batch. Asked again when used up or expired; lost if silent past 2 heartbeats.
-PULL_EXPIRES_S = 30.0
-PULL_HEARTBEAT_S = 5.0
+# with no request per batch. Asked again when used up or expired; lost if silent past 2 heartbeats
+# (its size, expiry and heartbeat: TIMING.vad_pull_*, common.bus_timing).
 # How long one pass of a shard's loop waits for audio. Audio that arrives is handed over at once
 # whatever the wait; the wait bounds how late a quiet shard's loop sees a stop or a lost lease.
 IDLE_FETCH_S = 3.0  # a quiet shard; its loop notices a stop within this (HANDOVER_TIMEOUT_S is 5)
@@ -193,7 +192,7 @@ class VadWorker:
             if time.monotonic() >= measured_at + metrics.PENDING_EVERY_S:
                 measured_at = time.monotonic()
                 await self._measure_pending()
-            await asyncio.sleep(shard_leases.REFRESH_S)
+            await asyncio.sleep(TIMING.lease_refresh_s)
 
     async def _measure_pending(self) -> None:
         assert self.js is not None
@@ -227,7 +226,8 @@ class VadWorker:
         last_sweep = time.monotonic()
         assert self.nc is not None
         puller = Puller(self.nc, subjects.AUDIO_STREAM, subjects.vad_consumer(shard),
-                        Credit(batch=BATCH, expires_s=PULL_EXPIRES_S, heartbeat_s=PULL_HEARTBEAT_S))
+                        Credit(batch=TIMING.vad_pull_batch, expires_s=TIMING.vad_pull_expires_s,
+                               heartbeat_s=TIMING.vad_pull_heartbeat_s))
         holes = False  # a session of this shard waits for a missing message (_catch_up)
         try:
             await puller.open()
@@ -237,7 +237,7 @@ class VadWorker:
                     return
                 try:
                     wait = fetch_wait(time.monotonic(), unsaved.next_due(self.checkpoint_every_s), holes)
-                    msgs = await puller.next_batch(BATCH, wait)
+                    msgs = await puller.next_batch(TIMING.vad_pull_batch, wait)
                     if msgs:
                         await self._process_batch(shard, msgs, mine, unsaved)
                     holes = await self._catch_up(shard, mine, unsaved)

@@ -14,6 +14,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from common import presence
+from common.bus_timing import TIMING
 from common.nats_server import NatsServer
 
 
@@ -41,7 +42,7 @@ async def test_heartbeats_are_live_and_a_stopped_worker_is_gone_at_once(bus: tup
     await live_within(js, {"asr": ["a1", "a2"], "vad": ["v1"]})
     beats[0].cancel()
     await asyncio.gather(beats[0], return_exceptions=True)
-    # Gone now, not when the bucket's TTL (presence.HEARTBEAT_TTL_S) would expire a marker.
+    # Gone now, not when the bucket's TTL (TIMING.worker_ttl_s) would expire a marker.
     assert await presence.live_workers(js) == {"asr": ["a2"], "vad": ["v1"]}
     for beat in beats[1:]:
         beat.cancel()
@@ -54,7 +55,7 @@ async def test_a_worker_that_stops_beating_expires_with_the_ttl(bus: tuple[NATS,
     kv = await presence.bucket(js, 1)
     await kv.put("asr.crashed", b"{}")  # a last beat, then nothing (a killed process)
     assert await presence.live_workers(js) == {"asr": ["crashed"]}
-    await live_within(js, {}, timeout=presence.HEARTBEAT_TTL_S + 5)
+    await live_within(js, {}, timeout=TIMING.worker_ttl_s + 5)
 
 
 async def test_reading_the_live_set_creates_no_consumer(bus: tuple[NATS, JetStreamContext]) -> None:

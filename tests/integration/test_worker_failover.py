@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import AsrWorker, transcriber_options
-from common import streams
+from common.bus_timing import TIMING
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
 from tests.conftest import ONE_SENTENCE, pcm_of
@@ -111,7 +111,7 @@ async def test_a_final_in_flight_on_a_dead_worker_is_redone_elsewhere(
         await doomed.nc.close()
         r.start_asr("survivor", transcriber)
         # Redelivered once ack_wait passes since the dead worker's last sign of progress.
-        await client.until("session_ended", timeout=streams.FINAL_ACK_WAIT_S + 30)
+        await client.until("session_ended", timeout=TIMING.final_ack_wait_s + 30)
         never.set()
     finals = client.finals()
     assert len(finals) == 1 and finals[0]["seq"] == 1 and wer(ONE_SENTENCE, finals[0]["text"]) <= 0.25
