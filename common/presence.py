@@ -28,7 +28,6 @@ from common.messages import WorkerHeartbeat, encode
 log = logging.getLogger(__name__)
 
 
-
 async def bucket(js: JetStreamContext, replicas: int | None = None) -> KeyValue:
     """``replicas``: settings.stream_replicas; None binds to the bucket ensure_streams made."""
     return await ensure_bucket(js, subjects.WORKERS_BUCKET, TIMING.worker_ttl_s, replicas)

@@ -42,6 +42,7 @@ from common.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
 # Ack waits, tries and the dedupe window: common.bus_timing (TIMING), with why each is what it is.
 
 
