@@ -363,7 +363,7 @@ class AsrWorker:
                                                 direct=True)
                 except (NotFoundError, TimeoutError, nats.errors.Error) as exc:  # not stored yet, or a bus error
                     if not isinstance(exc, NotFoundError):
-                        log.debug("session %s: reading finals after %d failed: %s", job.session_id, seq, exc)
+                        logs.for_session(log, job.session_id).debug("reading finals after %d failed: %s", seq, exc)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(published.wait(), min(left, PREDECESSOR_POLL_S))
                     continue

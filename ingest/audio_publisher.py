@@ -268,7 +268,7 @@ class AudioPublisher:
                                                                 time.monotonic() - began)
                     return
                 except (TimeoutError, nats.errors.Error, nats.js.errors.Error, OSError) as exc:
-                    log.debug("session %s: still no acknowledgement: %r", self.session_id, exc)
+                    logs.for_session(log, self.session_id).debug("still no acknowledgement: %r", exc)
             await asyncio.sleep(RETRY_EVERY_S)
 
 

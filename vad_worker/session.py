@@ -93,22 +93,22 @@ def parse_overrides(header: str | None, session_id: str = "") -> dict[str, int]:
     warning, so a bad option never stops a session's audio."""
     if not header:
         return {}
+    session_log = logs.for_session(log, session_id)
     try:
         raw = json.loads(header)
     except ValueError:
-        log.warning("session %s: Asr-Options is not JSON, ignored: %.100r", session_id, header)
+        session_log.warning("Asr-Options is not JSON, ignored: %.100r", header)
         return {}
     if not isinstance(raw, dict):
-        log.warning("session %s: Asr-Options is not a JSON object, ignored", session_id)
+        session_log.warning("Asr-Options is not a JSON object, ignored")
         return {}
     out: dict[str, int] = {}
     for name, value in raw.items():
         bounds = OVERRIDE_BOUNDS.get(name)
         if bounds is None:
-            log.warning("session %s: Asr-Options %r is not a per-session option, ignored", session_id, name)
+            session_log.warning("Asr-Options %r is not a per-session option, ignored", name)
         elif not isinstance(value, int) or isinstance(value, bool) or not bounds[0] <= value <= bounds[1]:
-            log.warning("session %s: Asr-Options %s=%r is outside %d-%d, ignored", session_id, name, value,
-                        *bounds)
+            session_log.warning("Asr-Options %s=%r is outside %d-%d, ignored", name, value, *bounds)
         else:
             out[name] = value
     return out
