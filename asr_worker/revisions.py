@@ -27,12 +27,12 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.hallucinations import normalise
 from common.messages import AsrJob, Transcript
-from common.settings import Settings
 
 
-def why_not_revise(job: AsrJob, last: Transcript | None, stored_index: int, settings: Settings) -> str:
+def why_not_revise(job: AsrJob, last: Transcript | None, stored_index: int, settings: AsrSettings) -> str:
     """Why final ``job`` does not revise the final before it now ("" if it does), given the index
     of the session's latest stored final (``stored_index``, 0 if none) and that final (``last``,
     None if it failed): the predecessor is not stored yet, another worker still decoding it
@@ -46,7 +46,7 @@ def why_not_revise(job: AsrJob, last: Transcript | None, stored_index: int, sett
     return predecessor_gate(last, settings)
 
 
-def predecessor_gate(last: Transcript, settings: Settings) -> str:
+def predecessor_gate(last: Transcript, settings: AsrSettings) -> str:
     """Why the stored final ``last`` is not worth a revision ("" if it is): it has no text, so no
     seq to revise ("no_previous"); it carries its own predecessor's words, which a revision (of its
     own audio only) would drop ("carried"); the decoder was sure of it (its ``avg_logprob`` is not
@@ -62,7 +62,7 @@ def predecessor_gate(last: Transcript, settings: Settings) -> str:
 
 
 def carries_previous(job: AsrJob, last: Transcript | None, stored_index: int, heard: str,
-                     settings: Settings) -> bool:
+                     settings: AsrSettings) -> bool:
     """Whether final ``job``, which alone was heard as ``heard``, is decoded again with its
     predecessor's audio (``job.previous_audio``) in front: `carry_empty_finals` is on, the
     predecessor is stored (``last``, index ``stored_index``) and has no text, and this final has
@@ -124,7 +124,7 @@ class RevisionQueue:
         self._queue: deque[PendingRevision] = deque()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RevisionQueue:
+    def from_settings(cls, settings: AsrSettings) -> RevisionQueue:
         return cls(settings.revision_max_pending, settings.revision_max_lag_ms / 1000)
 
     def __len__(self) -> int:

@@ -30,6 +30,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from asr_worker import speculation
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.background_reviser import BackgroundReviser
 from asr_worker.prompt import next_prompt
 from asr_worker.revisions import PendingRevision, RevisionQueue, carries_previous, revision_outcome, why_not_revise
@@ -47,7 +48,6 @@ from common.messages import (
     result_decoder,
 )
 from common.retry import TRANSIENT, Backoff
-from common.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def _observed(kind: str, rec: Recognition) -> Recognition:
     return rec
 
 
-def transcriber_options(settings: Settings) -> TranscriberOptions:
+def transcriber_options(settings: AsrSettings) -> TranscriberOptions:
     return TranscriberOptions(
         model=settings.model,
         device=settings.device,
@@ -94,7 +94,7 @@ def transcriber_options(settings: Settings) -> TranscriberOptions:
 
 
 class AsrWorker:
-    def __init__(self, settings: Settings, transcriber: Transcriber) -> None:
+    def __init__(self, settings: AsrSettings, transcriber: Transcriber) -> None:
         self.settings = settings
         self.transcriber = transcriber
         self.worker_id = settings.effective_worker_id
@@ -127,13 +127,13 @@ class AsrWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
-        self.nc, self.js = await bus.connect_jetstream(s, f"asr-{self.worker_id}")
+        self.nc, self.js = await bus.connect_jetstream(s.bus, f"asr-{self.worker_id}")
         js = self.js
-        kv = await streams.when_ready(lambda: presence.bucket(js), s)
+        kv = await streams.when_ready(lambda: presence.bucket(js), s.bus)
         if s.speculative_finals:
             # ensure_streams (bus.connect_jetstream) created the bucket: bind to it as it is.
             self.speculations = speculation.SpeculationStore(
-                await streams.when_ready(lambda: speculation.bucket(js), s), s.speculation_wait_ms / 1000, self.nc)
+                await streams.when_ready(lambda: speculation.bucket(js), s.bus), s.speculation_wait_ms / 1000, self.nc)
         beat = asyncio.create_task(presence.heartbeat(kv, js, ROLE, self.worker_id), name="heartbeat")
         puller = asyncio.create_task(self._supervised_pull(), name="pull")
         gauges = asyncio.create_task(self._measure_pending(), name="pending")

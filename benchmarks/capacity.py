@@ -78,6 +78,7 @@ import aiohttp
 import jiwer
 import numpy as np
 
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.prompt import next_prompt
 from asr_worker.transcriber import Transcriber, resolve_model_path
 from asr_worker.worker import transcriber_options
@@ -90,6 +91,7 @@ from common import sizing
 from common.settings import Settings, load
 from tests.helpers import normalise
 from vad_worker.session import segmenter_options
+from vad_worker.vad_settings import VadSettings
 
 BYTES_PER_S = 32000
 CHUNK_MS = 100
@@ -520,7 +522,7 @@ class Direct:
 
 def warm_transcriber(convs: Sequence[Conversation], settings: Settings) -> Transcriber:
     """The worker's model, options and prompt, after one decode that is not counted."""
-    transcriber = Transcriber(transcriber_options(settings))
+    transcriber = Transcriber(transcriber_options(AsrSettings.from_settings(settings)))
     transcriber.transcribe(convs[0].pcm[: 3 * BYTES_PER_S], is_final=True)
     return transcriber
 
@@ -530,7 +532,7 @@ def run_direct(convs: list[Conversation], settings: Settings, seeds: int) -> Dir
     conversations again, for the WER bound's mean (`benchmarks.seeds`)."""
     seed_decoders(0)
     transcriber = warm_transcriber(convs, settings)
-    opts = segmenter_options(settings)
+    opts = segmenter_options(VadSettings.from_settings(settings))
     out = Direct()
     for conv in convs:
         c0 = time.process_time()
@@ -547,7 +549,7 @@ def run_direct(convs: list[Conversation], settings: Settings, seeds: int) -> Dir
     del transcriber
     for seed in range(1, seeds):
         seed_decoders(seed)
-        again = Transcriber(transcriber_options(settings))
+        again = Transcriber(transcriber_options(AsrSettings.from_settings(settings)))
         out.whole_by_seed.append({c.name: again.transcribe(c.pcm, is_final=True).text for c in convs})
         wer = corpus_wer([c.text for c in convs], [out.whole_by_seed[-1][c.name] for c in convs])
         print(f"  direct seed {seed}: WER {wer:.3f}", flush=True)
@@ -571,7 +573,7 @@ def direct_cut_cpu_again(convs: Sequence[Conversation], settings: Settings) -> d
     """Direct decoding of the conversations' cuts timed again (CPU-s per conversation): figure 4's
     stacks run for minutes after the first timing, and this machine's speed drifts meanwhile."""
     transcriber = warm_transcriber(convs, settings)
-    opts = segmenter_options(settings)
+    opts = segmenter_options(VadSettings.from_settings(settings))
     return {conv.name: decode_cuts(transcriber, cut_like_the_pipeline(conv.pcm, opts, settings.vad_aggressiveness),
                                    settings)[1] for conv in convs}
 

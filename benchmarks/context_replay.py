@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from faster_whisper.audio import decode_audio
 
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.prompt import next_prompt
 from asr_worker.transcriber import SAMPLE_RATE, Transcriber
 from asr_worker.worker import transcriber_options
@@ -82,7 +83,7 @@ def main() -> None:
     parser.add_argument("--max-snr-db", type=float, default=30.0)
     args = parser.parse_args()
     settings = load()
-    transcriber = Transcriber(transcriber_options(settings))
+    transcriber = Transcriber(transcriber_options(AsrSettings.from_settings(settings)))
     clips = [c for c in json.loads(args.json.read_text())["clips"] if c["kind"] in args.kinds.split(",")]
     rows: dict[str, dict[str, Any]] = {}
     for n, clip in enumerate(clips, 1):

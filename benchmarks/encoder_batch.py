@@ -22,6 +22,7 @@ from dataclasses import replace
 import ctranslate2
 import numpy as np
 
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.transcriber import Transcriber, resolve_model_path
 from asr_worker.worker import transcriber_options
 from benchmarks.context_replay import pcm_of
@@ -39,7 +40,7 @@ def main() -> None:
     parser.add_argument("--windows", default="15,30", help="encoder windows, seconds")
     args = parser.parse_args()
     settings = load()
-    options = replace(transcriber_options(settings), device=args.device)
+    options = replace(transcriber_options(AsrSettings.from_settings(settings)), device=args.device)
     model = Transcriber(options)._model  # faster-whisper's WhisperModel: its feature extractor and encoder
     clips = [c for c in build() if c.kind == "sentence"][:UTTERANCES]
     features = [model.feature_extractor(pcm_of(c.path).astype(np.float32) / 32768.0, padding=480_000)[:, :3000]

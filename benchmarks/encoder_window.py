@@ -19,6 +19,7 @@ import argparse
 import time
 from dataclasses import replace
 
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import transcriber_options
 from benchmarks.accuracy import corpus_wer
@@ -36,7 +37,7 @@ def main() -> None:
     settings = load()
     kinds = args.kinds.split(",")
     windows = [float(w) for w in args.windows.split(",")]
-    options = transcriber_options(settings)
+    options = transcriber_options(AsrSettings.from_settings(settings))
     transcribers = {w: Transcriber(replace(options, window_s=w)) for w in windows}
     refs: dict[str, list[str]] = {k: [] for k in kinds}
     hyps: dict[tuple[float, str], list[str]] = {(w, k): [] for w in windows for k in kinds}

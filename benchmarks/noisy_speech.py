@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.prompt import next_prompt
 from asr_worker.revisions import revision_outcome
 from asr_worker.transcriber import Transcriber, resolve_model_path
@@ -46,6 +47,7 @@ from benchmarks.seeds import seed_decoders
 from common.settings import Settings, load
 from vad_worker import segmenter as current_segmenter
 from vad_worker.session import segmenter_options
+from vad_worker.vad_settings import VadSettings
 
 NOISES = ((10.0, "white"), (10.0, "pink"), (5.0, "white"), (5.0, "pink"))
 RATE = 16000
@@ -76,7 +78,8 @@ def _load(path: Path) -> ModuleType:
 
 def cuts(module: ModuleType, pcm: bytes, settings: Settings) -> list[Cut]:
     """The VAD worker's cuts with the service's settings, made by ``module``'s segmenter."""
-    return cut_like_the_pipeline(pcm, segmenter_options(settings), settings.vad_aggressiveness, engine=module)
+    options = segmenter_options(VadSettings.from_settings(settings))
+    return cut_like_the_pipeline(pcm, options, settings.vad_aggressiveness, engine=module)
 
 
 def as_the_worker(transcriber: Transcriber, cut_list: list[Cut], settings: Settings) -> str:
@@ -117,7 +120,7 @@ def main() -> None:
     if args.old:
         ways["old"] = _load(args.old)
     seed_decoders(0)
-    transcriber = Transcriber(transcriber_options(settings))
+    transcriber = Transcriber(transcriber_options(AsrSettings.from_settings(settings)))
     rows: dict[str, dict[str, Any]] = {}
     started = time.time()
     for i, (name, clip, pcm) in enumerate(cases):

@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.transcriber import Transcriber, resolve_model_path
 from asr_worker.worker import transcriber_options
 from benchmarks.accuracy import corpus_wer
@@ -52,7 +53,7 @@ def main() -> None:
     settings = load()
     kinds = args.kinds.split(",")
     seeds: list[int | None] = [None, *(int(s) for s in args.seeds.split(","))]
-    transcriber = Transcriber(transcriber_options(settings))
+    transcriber = Transcriber(transcriber_options(AsrSettings.from_settings(settings)))
     model = WhisperModel(resolve_model_path(settings.model), device=settings.device,
                          compute_type=settings.compute_type, cpu_threads=settings.cpu_threads,
                          local_files_only=True)

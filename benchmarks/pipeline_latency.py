@@ -42,6 +42,7 @@ import aiohttp
 import numpy as np
 import webrtcvad
 
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.prompt import next_prompt
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import transcriber_options
@@ -52,6 +53,7 @@ from tests.helpers import connect, wer
 from vad_worker import segmenter
 from vad_worker.segmenter import SegmenterOptions
 from vad_worker.session import segmenter_options
+from vad_worker.vad_settings import VadSettings
 
 WAV = "three_utterances.wav"
 CHUNK_MS = 100
@@ -96,7 +98,7 @@ def cut_like_the_pipeline(pcm: bytes, options: SegmenterOptions, aggressiveness:
 
 
 def run_baseline(cuts: list[Cut], settings: Settings, repeats: int) -> Baseline:
-    transcriber = Transcriber(transcriber_options(settings))
+    transcriber = Transcriber(transcriber_options(AsrSettings.from_settings(settings)))
     transcriber.transcribe(cuts[0].audio, is_final=True)  # warm-up, not counted
     result = Baseline(cuts, [], [])
     context = ""
@@ -427,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
         notes.append(f"ASR_* variables were set and reach the stack: {', '.join(overridden)}")
 
     settings = Settings()
-    opts = segmenter_options(settings)
+    opts = segmenter_options(VadSettings.from_settings(settings))
     pcm = pcm_of(WAV)
     cuts = cut_like_the_pipeline(pcm, opts, settings.vad_aggressiveness)
     print(f"baseline: {len(cuts)} utterances at {[(c.start_s, c.end_s) for c in cuts]}", flush=True)

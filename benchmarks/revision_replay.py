@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.prompt import next_prompt
 from asr_worker.transcriber import SAMPLE_RATE, Transcriber
 from asr_worker.worker import transcriber_options
@@ -95,7 +96,7 @@ def main() -> None:
                              "first pass's plus each of these margins (e.g. -0.1,0,0.1)")
     args = parser.parse_args()
     settings = load()
-    transcriber = Transcriber(transcriber_options(settings))
+    transcriber = Transcriber(transcriber_options(AsrSettings.from_settings(settings)))
     kinds = args.kinds.split(",")
     rows: dict[str, list[Replayed]] = {k: [] for k in kinds}
     seconds = {"first": 0.0, "revisions": 0.0}

@@ -16,6 +16,7 @@ import argparse
 import time
 from dataclasses import replace
 
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.prompt import next_prompt
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import transcriber_options
@@ -26,12 +27,13 @@ from common.settings import Settings, load
 from vad_worker.segmenter import FinalReady
 from vad_worker.seq_order import Chunk
 from vad_worker.session import SessionVad, segmenter_options
+from vad_worker.vad_settings import VadSettings
 
 CHUNK = 3200  # bytes: 100 ms of 16 kHz PCM, what clients send
 
 
 def finals(pcm: bytes, pad_ms: int, settings: Settings) -> list[FinalReady]:
-    vad = SessionVad("pad", replace(segmenter_options(settings), trailing_pad_ms=pad_ms),
+    vad = SessionVad("pad", replace(segmenter_options(VadSettings.from_settings(settings)), trailing_pad_ms=pad_ms),
                      settings.vad_aggressiveness, context_seconds=settings.acoustic_context_seconds,
                      context_max_snr_db=settings.acoustic_context_max_snr_db)
     events = []
@@ -66,7 +68,7 @@ def main() -> None:
     settings = load()
     kinds = args.kinds.split(",")
     pads = [int(p) for p in args.pads.split(",")]
-    transcriber = Transcriber(transcriber_options(settings))
+    transcriber = Transcriber(transcriber_options(AsrSettings.from_settings(settings)))
     clips = [c for c in build() if c.kind in kinds]
     refs: dict[str, list[str]] = {k: [] for k in kinds}
     hyps: dict[int, dict[str, list[str]]] = {p: {k: [] for k in kinds} for p in pads}

@@ -25,6 +25,7 @@ from common.settings import Settings
 from tests.conftest import pcm_of
 from vad_worker.seq_order import Chunk
 from vad_worker.session import SessionVad, segmenter_options
+from vad_worker.vad_settings import VadSettings
 
 BYTES_PER_S = 32000
 CHUNK = 3200
@@ -37,7 +38,7 @@ def sessions_in_turn(count: int) -> int:
     pcm = pcm_of("three_utterances.wav") * 2
     frames = 0
     for _ in range(count):
-        state = SessionVad("bench", segmenter_options(settings), settings.vad_aggressiveness)
+        state = SessionVad("bench", segmenter_options(VadSettings.from_settings(settings)), settings.vad_aggressiveness)
         for seq, offset in enumerate(range(0, len(pcm), CHUNK), start=1):
             state.process([Chunk(seq, "audio", pcm[offset : offset + CHUNK])])
         frames += state.frames

@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from common.settings import Settings
+from common.bus_settings import BusSettings
 from common.streams import ensure_streams
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def setter(event: asyncio.Event) -> Callable[[Msg], Awaitable[None]]:
 _after_reconnect: weakref.WeakKeyDictionary[NATS, set[asyncio.Task[None]]] = weakref.WeakKeyDictionary()
 
 
-async def connect(settings: Settings, name: str, reconnected: Callable[[], Awaitable[None]] | None = None) -> NATS:
+async def connect(settings: BusSettings, name: str, reconnected: Callable[[], Awaitable[None]] | None = None) -> NATS:
     """``reconnected`` runs in a task of its own after each reconnect."""
     async def on_error(exc: Exception) -> None:
         log.warning("nats: %s", exc or type(exc).__name__)
@@ -59,7 +59,7 @@ async def connect(settings: Settings, name: str, reconnected: Callable[[], Await
     return nc
 
 
-async def connect_jetstream(settings: Settings, name: str) -> tuple[NATS, JetStreamContext]:
+async def connect_jetstream(settings: BusSettings, name: str) -> tuple[NATS, JetStreamContext]:
     """Connects, and makes sure every stream and consumer of the system exists."""
     async def restore() -> None:
         await ensure_streams(js, settings)

@@ -1,6 +1,7 @@
 """One way to reach Redis: a plain URL, or the master that Redis Sentinels name.
 
-``connect(settings)`` returns a ``redis.asyncio.Redis``. With ``redis_sentinels`` empty it is
+``connect(settings)`` (a ``RedisSettings``: ``Settings.redis``, or an edge's ``settings.redis``)
+returns a ``redis.asyncio.Redis``. With ``redis_sentinels`` empty it is
 ``Redis.from_url(redis_url)``. With Sentinels set, the client asks them for the address of the
 master ``redis_sentinel_master`` on every (re)connection, so after a failover (Sentinel promotes
 the replica) the next command reaches the new master; ``redis_url`` still gives the password,
@@ -10,15 +11,25 @@ user name and database number (its host is ignored).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 
-from common.settings import Settings
+from common.settings_view import SettingsView
 
 SOCKET_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings(SettingsView):
+    """The settings that say where Redis is (documented in ``common.settings.Settings``)."""
+
+    redis_url: str
+    redis_sentinels: str
+    redis_sentinel_master: str
 
 
 def sentinel_addresses(sentinels: str) -> list[tuple[str, int]]:
@@ -54,7 +65,7 @@ class SentinelMaster(aioredis.Redis):
             await sentinel.aclose()
 
 
-def connect(settings: Settings, **kwargs: Any) -> aioredis.Redis:
+def connect(settings: RedisSettings, **kwargs: Any) -> aioredis.Redis:
     """A client for settings.redis_url, or for the Sentinel master when redis_sentinels is set.
 
     ``kwargs`` go to the client (e.g. ``decode_responses=True``). Nothing is sent until the first

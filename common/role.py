@@ -7,9 +7,13 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from common import gc_pauses, logs
 from common.settings import Settings, SettingsError, load
+from common.settings_view import SettingsView
+
+View = TypeVar("View", bound=SettingsView)
 
 
 def runner(settings: Settings) -> asyncio.Runner:
@@ -21,10 +25,11 @@ def runner(settings: Settings) -> asyncio.Runner:
     return asyncio.Runner()
 
 
-def run_worker(role: str, serve: Callable[[Settings, asyncio.Event], Awaitable[None]]) -> int:
-    """Loads and logs settings, sets SIGINT/SIGTERM to stop ``serve`` gracefully, runs it on the
-    configured event loop. Exit codes: 0 after a clean stop, 2 for invalid settings (the reason on
-    stderr)."""
+def run_worker(role: str, view: type[View], serve: Callable[[View, asyncio.Event], Awaitable[None]]) -> int:
+    """Loads, validates and logs all settings, sets SIGINT/SIGTERM to stop ``serve`` gracefully, and
+    runs it on the configured event loop with the role's ``view`` of the settings (the process-wide
+    ones, logging, event loop and garbage collector, are applied here). Exit codes: 0 after a
+    clean stop, 2 for invalid settings (the reason on stderr)."""
     try:
         settings = load()
     except SettingsError as exc:
@@ -40,7 +45,7 @@ def run_worker(role: str, serve: Callable[[Settings, asyncio.Event], Awaitable[N
         logging.getLogger(role).info("event loop: %s.%s", type(loop).__module__, type(loop).__name__)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop)
+        await serve(view.from_settings(settings), stop)
 
     with runner(settings) as run:
         run.run(main())

@@ -36,9 +36,9 @@ from nats.js.errors import (
 )
 
 from common import presence, subjects
+from common.bus_settings import BusSettings
 from common.bus_timing import TIMING
 from common.kv import ensure_bucket
-from common.settings import Settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,7 +46,7 @@ T = TypeVar("T")
 # Ack waits, tries and the dedupe window: common.bus_timing (TIMING), with why each is what it is.
 
 
-def stream_configs(settings: Settings) -> list[StreamConfig]:
+def stream_configs(settings: BusSettings) -> list[StreamConfig]:
     configs = [
         StreamConfig(
             name=subjects.AUDIO_STREAM,
@@ -89,7 +89,7 @@ def stream_configs(settings: Settings) -> list[StreamConfig]:
     return [_recording_policy(settings, config) for config in configs]
 
 
-def _best_effort_jobs(name: str, subject: str, settings: Settings) -> StreamConfig:
+def _best_effort_jobs(name: str, subject: str, settings: BusSettings) -> StreamConfig:
     """A work queue in memory that keeps one job per subject (session): the newest."""
     return StreamConfig(
         name=name,
@@ -117,7 +117,7 @@ def _best_effort_consumer(durable: str) -> ConsumerConfig:
 RECORD_AUDIO_KEY = "asr_record_audio"  # AUDIO stream metadata: "false" when record_audio is off
 
 
-def _recording_policy(settings: Settings, config: StreamConfig) -> StreamConfig:
+def _recording_policy(settings: BusSettings, config: StreamConfig) -> StreamConfig:
     """AUDIO says whether it is a recording; with record_audio off it keeps audio only as long as
     crash recovery and resume need it (the dedupe window may not exceed the age limit)."""
     if config.name != subjects.AUDIO_STREAM:
@@ -129,7 +129,7 @@ def _recording_policy(settings: Settings, config: StreamConfig) -> StreamConfig:
     return config.evolve(metadata=metadata, max_age=age, duplicate_window=min(config.duplicate_window or age, age))
 
 
-def consumer_configs(settings: Settings) -> dict[str, list[ConsumerConfig]]:
+def consumer_configs(settings: BusSettings) -> dict[str, list[ConsumerConfig]]:
     vad = [
         ConsumerConfig(
             durable_name=subjects.vad_consumer(shard),
@@ -174,7 +174,7 @@ def is_transient(exc: Exception) -> bool:
     return isinstance(exc, APIError) and exc.err_code in (NO_SUITABLE_PEERS, CLUSTER_NOT_AVAILABLE)
 
 
-async def when_ready(op: Callable[[], Awaitable[T]], settings: Settings) -> T:
+async def when_ready(op: Callable[[], Awaitable[T]], settings: BusSettings) -> T:
     """Runs ``op`` (a JetStream call at start-up); waits out a cluster that is not ready (forming,
     electing a leader, slow to answer) for up to ``bus_outage_timeout_seconds``, then raises what
     it last saw."""
@@ -191,12 +191,12 @@ async def when_ready(op: Callable[[], Awaitable[T]], settings: Settings) -> T:
             wait = min(wait * 2, RETRY_MAX_S)
 
 
-async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
+async def ensure_streams(js: JetStreamContext, settings: BusSettings) -> None:
     """Creates or updates every stream, consumer and bucket (``when_ready``)."""
     await when_ready(lambda: _ensure_once(js, settings), settings)
 
 
-async def _ensure_once(js: JetStreamContext, settings: Settings) -> None:
+async def _ensure_once(js: JetStreamContext, settings: BusSettings) -> None:
     for config in stream_configs(settings):
         try:
             await js.add_stream(config)

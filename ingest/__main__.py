@@ -9,13 +9,13 @@ import sys
 from aiohttp import web
 
 from common.role import run_worker
-from common.settings import Settings
 from ingest.app import init
+from ingest.edge_settings import EdgeSettings
 
 log = logging.getLogger(__name__)
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
+async def serve(settings: EdgeSettings, stop: asyncio.Event) -> None:
     runner = web.AppRunner(init(settings), access_log=None, shutdown_timeout=settings.drain_timeout_seconds + 10)
     await runner.setup()
     try:
@@ -29,7 +29,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 
 def main() -> int:
-    return run_worker("ingest", serve)
+    return run_worker("ingest", EdgeSettings, serve)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,13 @@ from redis.exceptions import RedisError
 
 from common import bus, metrics, presence, redis_client, streams, tasks
 from common.health import healthz, metrics_handler
-from common.settings import Settings
 from ingest import captions, deepgram, pages
 from ingest import protocol as p
 from ingest.auth import SUBPROTOCOLS, Gatekeeper, Refusal
 from ingest.client_address import ClientAddress
 from ingest.connection import Connection, NativeWire, Wire
 from ingest.context import EdgeContext
+from ingest.edge_settings import EdgeSettings
 from ingest.jetstream_pipe import JetStreamPipe
 from ingest.redis_store import RedisSessionStore
 from ingest.session_store import MemorySessionStore, SessionStore
@@ -32,7 +32,7 @@ from ingest.websocket import EdgeWebSocket
 
 log = logging.getLogger(__name__)
 
-SETTINGS = web.AppKey("settings", Settings)
+SETTINGS = web.AppKey("settings", EdgeSettings)
 CONTEXT = web.AppKey("context", EdgeContext)
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 48000
@@ -115,7 +115,7 @@ def readiness(app: web.Application) -> dict[str, Any]:
         "nats": bool(ctx and ctx.nc.is_connected),
         "not_draining": bool(ctx and not ctx.draining),
     }
-    if app[SETTINGS].redis_url:
+    if app[SETTINGS].redis.redis_url:
         checks["redis"] = bool(ctx and ctx.store_ok)
     if app[SETTINGS].require_workers_ready:
         checks["vad_worker"] = bool(workers.get("vad"))
@@ -149,9 +149,9 @@ async def json_metrics(request: web.Request) -> web.Response:
     })
 
 
-def _cluster_limit(settings: Settings) -> int:
+def _cluster_limit(settings: EdgeSettings) -> int:
     """What the cluster admits: the global cap with Redis, else this lone edge's own cap."""
-    if settings.redis_url:
+    if settings.redis.redis_url:
         return settings.max_global_sessions
     return min(settings.max_global_sessions, settings.max_sessions_per_worker)
 
@@ -159,7 +159,7 @@ def _cluster_limit(settings: Settings) -> int:
 async def _bus(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     edge_id = settings.effective_worker_id
-    nc, js = await bus.connect_jetstream(settings, f"ingest-{edge_id}")
+    nc, js = await bus.connect_jetstream(settings.bus, f"ingest-{edge_id}")
     store = await _open_store(settings, edge_id)
     metrics.MAX_SESSIONS.set(_cluster_limit(settings))
     metrics.MAX_SESSIONS_PER_EDGE.set(settings.max_sessions_per_worker)
@@ -167,7 +167,7 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
                                      gate=Gatekeeper.from_settings(settings), pipe=JetStreamPipe(nc),
                                      client_address=ClientAddress.from_setting(settings.trusted_proxies))
     await ctx.pipe.start()
-    await streams.when_ready(lambda: presence.bucket(js), settings)  # the bucket exists before it is read
+    await streams.when_ready(lambda: presence.bucket(js), settings.bus)  # the bucket exists before it is read
     poller = asyncio.create_task(_poll_workers(ctx), name="poll-workers")
     keeper = asyncio.create_task(_keep_store(ctx), name="session-store")
     log.info("edge %s connected to NATS %s", edge_id, nc.connected_url.netloc if nc.connected_url else "?")
@@ -180,15 +180,15 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
         await bus.close(nc)
 
 
-async def _open_store(settings: Settings, edge_id: str) -> SessionStore:
-    if not settings.redis_url:
+async def _open_store(settings: EdgeSettings, edge_id: str) -> SessionStore:
+    if not settings.redis.redis_url:
         return MemorySessionStore(edge_id, settings.max_sessions_per_worker, settings.max_global_sessions,
                                   retention_s=settings.resume_window_seconds,
                                   max_released=settings.max_released_sessions)
     store = RedisSessionStore(
-        redis_client.connect(settings, decode_responses=True), edge_id, settings.max_sessions_per_worker,
+        redis_client.connect(settings.redis, decode_responses=True), edge_id, settings.max_sessions_per_worker,
         settings.max_global_sessions,
-        retention_s=settings.results_retention_seconds, orphan_timeout_s=settings.orphan_timeout_seconds,
+        retention_s=settings.bus.results_retention_seconds, orphan_timeout_s=settings.orphan_timeout_seconds,
         heartbeat_s=settings.edge_heartbeat_seconds,
     )
     await store.start()
@@ -236,7 +236,7 @@ async def _drain(app: web.Application) -> None:
     await asyncio.gather(*(conn.drain(ctx.settings.drain_timeout_seconds) for conn in list(ctx.connections)))
 
 
-def init(settings: Settings) -> web.Application:
+def init(settings: EdgeSettings) -> web.Application:
     app = web.Application()
     app[SETTINGS] = settings
     app.cleanup_ctx.append(_bus)

@@ -15,8 +15,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from common.settings import Settings
 from ingest import protocol as p
+from ingest.edge_settings import EdgeSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +79,7 @@ class Gatekeeper:
     connect_rate: ConnectRate = field(default_factory=lambda: ConnectRate(0))
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Gatekeeper:
+    def from_settings(cls, settings: EdgeSettings) -> Gatekeeper:
         keys = tuple(_digest(k.strip()) for k in settings.api_keys.split(",") if k.strip())
         origins = frozenset(o.strip().rstrip("/") for o in settings.allowed_origins.split(",") if o.strip())
         return cls(keys, origins, settings.max_connections_per_ip,

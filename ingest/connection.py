@@ -31,13 +31,13 @@ from nats.aio.msg import Msg
 from common import logs, metrics, subjects, tasks
 from common.audio import TARGET_RATE, StreamResampler
 from common.messages import Result, SessionFlushed, Transcript, TranscriptionFailed, result_decoder
-from common.settings import Settings
 from ingest import protocol as p
 from ingest import stored_results
 from ingest.audio_batch import AudioBatch
 from ingest.audio_publisher import AudioPublisher, BusUnavailable
 from ingest.context import STORE_ERRORS, EdgeContext
 from ingest.delivery import Delivery, DeliveryOptions, GiveUp, Repair
+from ingest.edge_settings import EdgeSettings
 from ingest.idle_deadline import IdleDeadline
 from ingest.outbox import Closing, Outbox
 from ingest.rate_limit import RateLimiter, RateLimitOptions
@@ -321,7 +321,7 @@ class Connection:
 
     @property
     def _audio_subject(self) -> str:
-        return subjects.audio(self.session_id, self.settings.audio_shards)
+        return subjects.audio(self.session_id, self.settings.bus.audio_shards)
 
     async def _publish(self, kind: str, payload: bytes) -> None:
         await self.publisher.publish(kind, payload, self._audio_subject)
@@ -418,7 +418,7 @@ class Connection:
         self._out.label = self.session_id
         await self.ctx.nc.publish(subjects.takeover(self.session_id), f"{record.epoch} {self.conn_id}".encode())
         self.publisher = self._publisher_for(self.session_id)
-        seq, offset = await stored_results.audio_position(self.ctx.js, self.session_id, self.settings.audio_shards)
+        seq, offset = await stored_results.audio_position(self.ctx.js, self.session_id, self.settings.bus.audio_shards)
         self.publisher.continue_at(seq, offset)
         self._note_stored_audio()
         self.cursor = stored_results.FinalsCursor(self.ctx.js, self.session_id)
@@ -454,7 +454,8 @@ class Connection:
         batch = (AudioBatch(s.audio_batch_ms * TARGET_RATE // 1000 * 2, s.audio_batch_ms / 1000)
                  if s.audio_batch_ms else None)
         return AudioPublisher(self.ctx.nc, self.ctx.pipe, session_id, window=s.max_pending_publishes,
-                              ack_timeout_s=s.publish_timeout_seconds, outage_timeout_s=s.bus_outage_timeout_seconds,
+                              ack_timeout_s=s.bus.publish_timeout_seconds,
+                              outage_timeout_s=s.bus.bus_outage_timeout_seconds,
                               options_header=self.options_header, batch=batch)
 
     # --- bus -> client ----------------------------------------------------------------------
@@ -593,7 +594,7 @@ class Connection:
         }
 
 
-def _rate_limiter(settings: Settings, sample_rate: int) -> RateLimiter | None:
+def _rate_limiter(settings: EdgeSettings, sample_rate: int) -> RateLimiter | None:
     if not settings.max_realtime_factor:
         return None
     per_second = settings.max_realtime_factor * sample_rate * 2

@@ -13,9 +13,9 @@ from nats.js import JetStreamContext
 from redis.exceptions import RedisError
 
 from common import logs
-from common.settings import Settings
 from ingest.auth import Gatekeeper
 from ingest.client_address import ClientAddress
+from ingest.edge_settings import EdgeSettings
 from ingest.jetstream_pipe import JetStreamPipe
 from ingest.session_store import SessionStore
 
@@ -29,7 +29,7 @@ STORE_ERRORS = (OSError, RedisError)  # what a session store raises when it is u
 
 @dataclass
 class EdgeContext:
-    settings: Settings
+    settings: EdgeSettings
     nc: NATS
     js: JetStreamContext
     store: SessionStore

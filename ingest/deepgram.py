@@ -43,9 +43,9 @@ from typing import Any
 
 import msgspec
 
-from common.settings import Settings
 from ingest import g711
 from ingest import protocol as p
+from ingest.edge_settings import EdgeSettings
 
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 48000  # as the native endpoint
 MIN_ENDPOINTING_MS, MAX_ENDPOINTING_MS = 100, 5000  # what the VAD accepts (common.settings validation)
@@ -114,7 +114,7 @@ def http_error(status: int, message: str) -> dict[str, Any]:
     return {"err_code": _ERR_CODES.get(status, "Bad Request"), "err_msg": message, "request_id": str(uuid.uuid4())}
 
 
-def parse_query(query: Mapping[str, str], settings: Settings) -> ListenOptions:
+def parse_query(query: Mapping[str, str], settings: EdgeSettings) -> ListenOptions:
     unknown = sorted(set(query) - _KNOWN)
     if unknown:
         raise QueryError(f"Unsupported query parameter {unknown[0]!r}: this service supports "
@@ -176,7 +176,7 @@ def _positive_ms(query: Mapping[str, str], name: str) -> int | None:
     return int(value)
 
 
-def _check_language(language: str | None, settings: Settings) -> None:
+def _check_language(language: str | None, settings: EdgeSettings) -> None:
     if not language:
         return
     base = language.split("-")[0].lower()
@@ -197,7 +197,7 @@ def _check_language(language: str | None, settings: Settings) -> None:
 class DeepgramWire:
     """One connection's Deepgram wire; see the module docstring. Not shared between connections."""
 
-    def __init__(self, options: ListenOptions, settings: Settings) -> None:
+    def __init__(self, options: ListenOptions, settings: EdgeSettings) -> None:
         self.options = options
         self.endpointing_s = max(options.endpointing_ms or 0, settings.endpointing_ms) / 1000
         self.max_utterance_s = settings.max_utterance_seconds

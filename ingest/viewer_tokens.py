@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import secrets
 
-from common.settings import Settings
+from ingest.edge_settings import EdgeSettings
 
 
 @functools.cache
@@ -23,16 +23,16 @@ def _process_key() -> bytes:
     return secrets.token_bytes(32)
 
 
-def _key(settings: Settings) -> bytes:
+def _key(settings: EdgeSettings) -> bytes:
     return settings.viewer_token_secret.encode() if settings.viewer_token_secret else _process_key()
 
 
-def viewer_token(settings: Settings, session_id: str) -> str:
+def viewer_token(settings: EdgeSettings, session_id: str) -> str:
     """The read-only token for one session's captions (URL-safe base64, 43 characters)."""
     mac = hmac.new(_key(settings), f"viewer:{session_id}".encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
 
-def token_valid(settings: Settings, session_id: str, token: str) -> bool:
+def token_valid(settings: EdgeSettings, session_id: str, token: str) -> bool:
     """Constant-time check of a viewer token."""
     return hmac.compare_digest(viewer_token(settings, session_id).encode(), token.encode())

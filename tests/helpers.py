@@ -23,6 +23,7 @@ from common import bus, subjects
 from common.messages import Result, result_decoder
 from common.settings import Settings
 from ingest.app import init
+from ingest.edge_settings import EdgeSettings
 
 STEP = 10.0  # every single await of a test is bounded by this
 
@@ -204,7 +205,7 @@ class RawClient:
 @asynccontextmanager
 async def edge_server(settings: Settings) -> AsyncIterator[TestServer]:
     """An edge in this event loop (aiohttp's test server on a free port), closed afterwards."""
-    server = TestServer(init(settings), host="127.0.0.1")
+    server = TestServer(init(EdgeSettings.from_settings(settings)), host="127.0.0.1")
     await server.start_server()
     try:
         yield server
@@ -252,7 +253,7 @@ def running_stack(data_dir: Path, port: int, *, ready_timeout: float = 120.0, **
 
 async def final_jobs_waiting(settings: Settings) -> int:
     """Final jobs the ASR consumer has not been given yet (stored, unacknowledged)."""
-    nc, js = await bus.connect_jetstream(settings, "test-probe")
+    nc, js = await bus.connect_jetstream(settings.bus, "test-probe")
     try:
         return int((await js.consumer_info(subjects.JOBS_FINAL_STREAM, subjects.FINAL_CONSUMER)).num_pending or 0)
     finally:

@@ -6,16 +6,16 @@ import asyncio
 import sys
 
 from common.role import run_worker
-from common.settings import Settings
+from vad_worker.vad_settings import VadSettings
 from vad_worker.worker import VadWorker
 
 
-async def serve(settings: Settings, stop: asyncio.Event) -> None:
+async def serve(settings: VadSettings, stop: asyncio.Event) -> None:
     await VadWorker(settings).run(stop)
 
 
 def main() -> int:
-    return run_worker("vad", serve)
+    return run_worker("vad", VadSettings, serve)
 
 
 if __name__ == "__main__":

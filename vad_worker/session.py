@@ -38,6 +38,7 @@ from vad_worker.segmenter import (
     UtteranceEnded,
 )
 from vad_worker.seq_order import Chunk, SeqOrder
+from vad_worker.vad_settings import VadSettings
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ def final_context(before: bytes, audio: bytes, max_snr_db: float, window_bytes: 
     return before[max(0, len(before) - room):]
 
 
-def segmenter_options(settings: Settings) -> SegmenterOptions:
+def segmenter_options(settings: VadSettings) -> SegmenterOptions:
     max_ms = int(settings.max_utterance_seconds * 1000)
     return SegmenterOptions(
         sample_rate=16000,

@@ -41,7 +41,6 @@ from common.bus_timing import TIMING
 from common.messages import AsrJob, SessionFlushed, SpeechStarted, UtteranceEnd, encode
 from common.pull import Credit, Puller
 from common.retry import TRANSIENT, Backoff
-from common.settings import Settings
 from vad_worker import shards as shard_leases
 from vad_worker.segmenter import Event, FinalReady, PartialReady, SegmenterOptions, SpeculativeReady
 from vad_worker.segmenter import SpeechStarted as VadSpeechStarted
@@ -49,6 +48,7 @@ from vad_worker.segmenter import UtteranceEnded as VadUtteranceEnded
 from vad_worker.seq_order import Chunk
 from vad_worker.session import SessionVad, parse_overrides, segmenter_options
 from vad_worker.unsaved import Unsaved
+from vad_worker.vad_settings import VadSettings
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ RETRYABLE: tuple[type[BaseException], ...] = (*TRANSIENT, Fenced)
 
 
 class VadWorker:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: VadSettings) -> None:
         self.settings = settings
         self.worker_id = settings.effective_worker_id
         self.options: SegmenterOptions = segmenter_options(settings)
@@ -116,22 +116,22 @@ class VadWorker:
         return bool(self.nc and self.nc.is_connected and not self._stopping and self._managing)
 
     async def run(self, stop: asyncio.Event) -> None:
-        s = self.settings
-        self.nc, self.js = await bus.connect_jetstream(s, f"vad-{self.worker_id}")
+        s, b = self.settings, self.settings.bus
+        self.nc, self.js = await bus.connect_jetstream(b, f"vad-{self.worker_id}")
         js = self.js
-        workers_kv = await streams.when_ready(lambda: presence.bucket(js), s)
+        workers_kv = await streams.when_ready(lambda: presence.bucket(js), b)
         self.checkpoints = await streams.when_ready(
-            lambda: continuity.bucket(js, float(s.audio_retention_seconds), s.stream_replicas), s)
+            lambda: continuity.bucket(js, float(b.audio_retention_seconds), b.stream_replicas), b)
         self.leases = shard_leases.ShardLeases(
-            await streams.when_ready(lambda: shard_leases.bucket(js, s.stream_replicas), s),
-            shard_leases.token_for(self.worker_id), s.audio_shards)
+            await streams.when_ready(lambda: shard_leases.bucket(js, b.stream_replicas), b),
+            shard_leases.token_for(self.worker_id), b.audio_shards)
         beat = asyncio.create_task(presence.heartbeat(workers_kv, js, ROLE, self.worker_id), name="heartbeat")
         self._manager = asyncio.create_task(self._supervise(self._manage_shards),
                                             name="shards")
         try:
             async with health.serve(health.worker_app(lambda: self.ready), s.host, s.vad_http_port):
                 log.info("vad worker %s ready (%d shards, %d VAD threads)", self.worker_id,
-                         s.audio_shards, s.vad_thread_pool_size)
+                         b.audio_shards, s.vad_thread_pool_size)
                 await stop.wait()
         finally:
             # Stop taking work, let each shard finish its batch (checkpointed), then hand shards back.

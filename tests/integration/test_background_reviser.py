@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.background_reviser import PARENT_POLL_S, BackgroundReviser
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import transcriber_options
@@ -35,7 +36,7 @@ def _nice(pid: int) -> int:
 
 async def test_revision_in_the_child_reads_as_in_process_and_runs_at_low_priority() -> None:
     settings = replace(Settings(), asr_concurrency=1)
-    options = transcriber_options(settings)
+    options = transcriber_options(AsrSettings.from_settings(settings))
     pcm = pcm_of("three_utterances.wav")
     one, two = int(3.7 * BYTES_PER_S), int(8.0 * BYTES_PER_S)  # in the pauses between the sentences
     second, rest = pcm[one:two], pcm[two:]
@@ -65,8 +66,9 @@ ORPHAN = """
 import sys, time
 from asr_worker.background_reviser import BackgroundReviser
 from asr_worker.worker import transcriber_options
+from asr_worker.asr_settings import AsrSettings
 from common.settings import Settings
-reviser = BackgroundReviser(transcriber_options(Settings()), 19)
+reviser = BackgroundReviser(transcriber_options(AsrSettings.from_settings(Settings())), 19)
 reviser.start()
 print(reviser.pids()[0], flush=True)
 time.sleep(120)
@@ -93,4 +95,4 @@ def test_the_child_exits_when_its_worker_is_killed() -> None:
 
 def test_nice_out_of_range_is_refused() -> None:
     with pytest.raises(ValueError, match="0-19"):
-        BackgroundReviser(transcriber_options(Settings()), 20)
+        BackgroundReviser(transcriber_options(AsrSettings.from_settings(Settings())), 20)

@@ -275,7 +275,7 @@ async def test_the_viewer_page_shows_a_revision_in_place_and_downloads_it(
         speaker = await connect(http, ws_url(edge))
         started = speaker.messages[0]
         sid = started["session_id"]
-        nc, js = await bus.connect_jetstream(settings, "test-asr")
+        nc, js = await bus.connect_jetstream(settings.bus, "test-asr")
         try:
             for i, text in ((1, "the first final"), (2, "the second final")):
                 final = Transcript(session_id=sid, utterance_id=f"u{i}", is_final=True, text=text,

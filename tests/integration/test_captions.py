@@ -10,6 +10,7 @@ JetStream as the ASR worker publishes them); the browser tests run the same path
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,6 +25,7 @@ from common import subjects
 from common.messages import SessionFlushed, Transcript, encode
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
+from ingest.edge_settings import EdgeSettings
 from ingest.viewer_tokens import token_valid
 from tests.helpers import STEP, Client, RawClient, connect, edge_server, ws_url
 
@@ -143,7 +145,7 @@ async def test_viewers_get_the_speakers_finals_in_order_with_its_seq(
     await speaker.ws.close()
 
 
-def _settings_of(server: TestServer) -> Settings:
+def _settings_of(server: TestServer) -> EdgeSettings:
     from ingest.app import SETTINGS
 
     return server.app[SETTINGS]
@@ -254,7 +256,7 @@ async def test_bad_tokens_are_refused_before_the_upgrade(
             assert await resp.json() == {"type": "error", "code": "UNAUTHORIZED",
                                          "message": "Unknown session or wrong viewer token"}
     # A token signed with another secret (another cluster) is refused too.
-    assert not token_valid(replace(_settings_of(edge), viewer_token_secret="x" * 32), sid, token)
+    assert not token_valid(dataclasses.replace(_settings_of(edge), viewer_token_secret="x" * 32), sid, token)
     await speaker.ws.close()
     await other.ws.close()
 

@@ -16,6 +16,7 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.errors import NotFoundError
 
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import AsrWorker, transcriber_options
 from cli import recordings
@@ -26,6 +27,7 @@ from common.settings import Settings, replace
 from ingest.connection import Connection
 from tests.conftest import THREE_UTTERANCES, pcm_of
 from tests.helpers import Client, connect, edge_server, wer, ws_url
+from vad_worker.vad_settings import VadSettings
 from vad_worker.worker import VadWorker
 
 pytestmark = pytest.mark.slow
@@ -33,7 +35,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def transcriber() -> Transcriber:
-    return Transcriber(transcriber_options(Settings()))
+    return Transcriber(transcriber_options(AsrSettings.from_settings(Settings())))
 
 
 class Stack:
@@ -45,9 +47,10 @@ class Stack:
         self.tasks: list[asyncio.Task[None]] = []
 
     def start(self, transcriber: Any | None) -> None:
-        self.tasks.append(asyncio.create_task(VadWorker(replace(self.settings, worker_id="vad1")).run(self.stop)))
+        vad = VadWorker(VadSettings.from_settings(self.settings, worker_id="vad1"))
+        self.tasks.append(asyncio.create_task(vad.run(self.stop)))
         if transcriber is not None:
-            worker = AsrWorker(replace(self.settings, worker_id="asr1"), transcriber)
+            worker = AsrWorker(AsrSettings.from_settings(self.settings, worker_id="asr1"), transcriber)
             self.tasks.append(asyncio.create_task(worker.run(self.stop)))
 
     async def close(self) -> None:
@@ -164,7 +167,7 @@ async def test_a_final_lost_between_the_asr_worker_and_the_edge_arrives_before_e
 
 async def publish_finals(settings: Settings, session_id: str, first: int, last: int) -> None:
     """Acts as the ASR worker: stores finals ``first..last`` of the session in RESULTS."""
-    nc, js = await bus.connect_jetstream(settings, "test-asr")
+    nc, js = await bus.connect_jetstream(settings.bus, "test-asr")
     try:
         for i in range(first, last + 1):
             result = Transcript(session_id=session_id, utterance_id=f"u{i - 1}", is_final=True,
@@ -177,7 +180,7 @@ async def publish_finals(settings: Settings, session_id: str, first: int, last: 
 
 async def publish_revision(settings: Settings, session_id: str, final_index: int, text: str) -> None:
     """Acts as the ASR worker: stores the revision of final ``final_index`` in RESULTS."""
-    nc, js = await bus.connect_jetstream(settings, "test-asr")
+    nc, js = await bus.connect_jetstream(settings.bus, "test-asr")
     try:
         revision = Revision(session_id=session_id, utterance_id=f"u{final_index - 1}", final_index=final_index,
                             text=text, start_s=float(final_index), end_s=final_index + 0.5)
@@ -265,7 +268,7 @@ async def test_a_resumed_client_and_the_stored_transcript_get_finals_as_revised(
         resent = await third.until("revision", timeout=30)
         assert (resent["seq"], resent["text"]) == (2, "the second final as revised")
         assert third.finals() == []
-    nc, js = await bus.connect_jetstream(settings, "test-reader")
+    nc, js = await bus.connect_jetstream(settings.bus, "test-reader")
     try:
         finals, _ = await recordings.read_results(js, sid)
     finally:
@@ -282,7 +285,7 @@ async def test_resume_of_a_session_older_than_the_results_retention_continues_wi
         sid = started["session_id"]
         await drop_connection(first)
         # Wait until the stream has forgotten the session's finals.
-        nc, js = await bus.connect_jetstream(settings, "test-probe")
+        nc, js = await bus.connect_jetstream(settings.bus, "test-probe")
         try:
             async with asyncio.timeout(60):
                 while (await js.stream_info(subjects.RESULTS_STREAM)).state.messages:
@@ -445,7 +448,7 @@ async def test_a_nats_restart_under_a_live_session_loses_no_audio(nats_server: N
         await asyncio.to_thread(nats_server.restart)
         await asyncio.wait_for(sending, 60)
         await client.send_json({"type": "keepalive"})
-        nc, js = await bus.connect_jetstream(settings, "test-reader")
+        nc, js = await bus.connect_jetstream(settings.bus, "test-reader")
         try:
             subject = subjects.audio(sid, settings.audio_shards)
             stored: dict[int, bytes] = {}

@@ -23,6 +23,7 @@ from common.nats_server import NatsServer
 from common.settings import Settings, replace
 from tests.conftest import pcm_of
 from tests.helpers import connect, edge_server, final_jobs_waiting, ws_url
+from vad_worker.vad_settings import VadSettings
 from vad_worker.worker import VadWorker
 
 
@@ -73,7 +74,7 @@ async def parked(settings: Settings, failures: int) -> AsyncIterator[Recorder]:
 @pytest.fixture
 async def vad_side(settings: Settings) -> AsyncIterator[tuple[NATS, JetStreamContext]]:
     """The VAD worker's end of the bus: stores final jobs, rings the doorbell."""
-    nc, js = await bus.connect_jetstream(settings, "test-vad")
+    nc, js = await bus.connect_jetstream(settings.bus, "test-vad")
     try:
         yield nc, js
     finally:
@@ -113,7 +114,7 @@ async def test_a_parked_worker_retries_a_failed_final_when_it_is_due(
 
 async def test_the_vad_worker_rings_after_storing_jobs(settings: Settings, parked: Recorder) -> None:
     stop = asyncio.Event()
-    vad = asyncio.create_task(VadWorker(replace(settings, worker_id="vad1")).run(stop))
+    vad = asyncio.create_task(VadWorker(VadSettings.from_settings(settings, worker_id="vad1")).run(stop))
     try:
         async with edge_server(settings) as server, aiohttp.ClientSession() as http:
             client = await connect(http, ws_url(server))

@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import AsrWorker, transcriber_options
 from common.nats_server import NatsServer
@@ -21,12 +22,13 @@ from common.settings import Settings, replace
 from tests.conftest import ONE_SENTENCE, pcm_of
 from tests.helpers import connect, edge_server, wait_ready, wer, ws_url
 from vad_worker import session as vad_session
+from vad_worker.vad_settings import VadSettings
 from vad_worker.worker import VadWorker
 
 
 @pytest.fixture(scope="module")
 def transcriber() -> Transcriber:
-    return Transcriber(transcriber_options(Settings()))
+    return Transcriber(transcriber_options(AsrSettings.from_settings(Settings())))
 
 
 async def test_vad_and_inference_run_off_the_event_loop(
@@ -57,8 +59,8 @@ async def test_vad_and_inference_run_off_the_event_loop(
                        worker_id="offloop", partial_interval_ms=500)
     stop = asyncio.Event()
     workers = [
-        asyncio.create_task(VadWorker(replace(settings, worker_id="vad1")).run(stop)),
-        asyncio.create_task(AsrWorker(replace(settings, worker_id="asr1"), transcriber).run(stop)),
+        asyncio.create_task(VadWorker(VadSettings.from_settings(settings, worker_id="vad1")).run(stop)),
+        asyncio.create_task(AsrWorker(AsrSettings.from_settings(settings, worker_id="asr1"), transcriber).run(stop)),
     ]
     try:
         async with edge_server(settings) as server, aiohttp.ClientSession() as http:

@@ -26,13 +26,16 @@ from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import AsrWorker, transcriber_options
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
 from ingest.app import CONTEXT, init
+from ingest.edge_settings import EdgeSettings
 from tests.conftest import ONE_SENTENCE, pcm_of
 from tests.helpers import Client, RawClient, connect, wait_ready, wer, ws_url
+from vad_worker.vad_settings import VadSettings
 from vad_worker.worker import VadWorker
 
 pytestmark = pytest.mark.slow
@@ -67,12 +70,14 @@ class Harness:
         return fut.result(timeout)
 
     async def _start(self) -> None:
-        transcriber = await asyncio.to_thread(Transcriber, transcriber_options(self.settings))
+        asr = AsrSettings.from_settings(self.settings, worker_id="fuzz-asr")
+        vad = VadSettings.from_settings(self.settings, worker_id="fuzz-vad")
+        transcriber = await asyncio.to_thread(Transcriber, transcriber_options(asr))
         self.workers = [
-            asyncio.create_task(VadWorker(replace(self.settings, worker_id="fuzz-vad")).run(self.stop)),
-            asyncio.create_task(AsrWorker(replace(self.settings, worker_id="fuzz-asr"), transcriber).run(self.stop)),
+            asyncio.create_task(VadWorker(vad).run(self.stop)),
+            asyncio.create_task(AsrWorker(asr, transcriber).run(self.stop)),
         ]
-        self.server = TestServer(init(self.settings), host="127.0.0.1")
+        self.server = TestServer(init(EdgeSettings.from_settings(self.settings)), host="127.0.0.1")
         await self.server.start_server()
         async with aiohttp.ClientSession() as http:
             await wait_ready(http, self.server)

@@ -22,6 +22,7 @@ from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from common import redis_client
+from common.redis_client import RedisSettings
 from common.settings import Settings, SettingsError, replace
 from tests.conftest import RedisServer, free_port, redis_binary
 
@@ -99,7 +100,7 @@ def test_plain_url_connects_to_that_server(redis_server: RedisServer) -> None:
     settings = Settings(redis_url=redis_server.url)
 
     async def main() -> None:
-        client = redis_client.connect(settings, decode_responses=True)
+        client = redis_client.connect(RedisSettings.from_settings(settings), decode_responses=True)
         try:
             await asyncio.wait_for(client.set("k", "v"), STEP)
             info = await asyncio.wait_for(client.info("server"), STEP)
@@ -140,7 +141,7 @@ def test_sentinel_client_follows_the_master_through_a_failover(sentinel_group: t
         return int(info["tcp_port"])
 
     async def main() -> None:
-        client = redis_client.connect(settings, decode_responses=True)
+        client = redis_client.connect(RedisSettings.from_settings(settings), decode_responses=True)
         try:
             assert await port_of_master(client) == master.port
             await asyncio.wait_for(client.set("session", "alive"), STEP)

@@ -12,6 +12,7 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.background_reviser import BackgroundReviser
 from asr_worker.revisions import PendingRevision
 from asr_worker.transcriber import Transcriber
@@ -50,7 +51,8 @@ async def test_a_final_goes_before_queued_revisions_and_a_late_one_is_given_up(
         return Transcript(session_id=sid, utterance_id=f"u{index}", is_final=True, text=text, start_s=0.0,
                           end_s=len(first) / BYTES_PER_S, final_index=index, context=text, avg_logprob=-1.0)
 
-    worker = AsrWorker(settings, Transcriber(transcriber_options(settings)))
+    asr = AsrSettings.from_settings(settings)
+    worker = AsrWorker(asr, Transcriber(transcriber_options(asr)))
     now = time.monotonic()
     # Queued before the worker runs: one that has waited a minute already, one just queued.
     worker.revisions.put(PendingRevision(stored(1, "stale words"), first, second, queued_at=now - 60))
@@ -69,7 +71,7 @@ async def test_a_final_goes_before_queued_revisions_and_a_late_one_is_given_up(
 
     stop = asyncio.Event()
     run = None
-    jnc, js = await bus.connect_jetstream(settings, "test")  # creates the streams
+    jnc, js = await bus.connect_jetstream(settings.bus, "test")  # creates the streams
     try:
         await nc.subscribe(f"results.{sid}.*", cb=note)
         job = AsrJob(session_id=sid, utterance_id="u3", is_final=True, audio=rest, start_s=0.0,
@@ -106,7 +108,8 @@ async def test_a_final_decoded_before_its_predecessor_was_stored_waits_for_it_th
     pcm = pcm_of("three_utterances.wav")
     one, two = int(3.7 * BYTES_PER_S), int(8.0 * BYTES_PER_S)
     second, rest = pcm[one:two], pcm[two:]
-    worker = AsrWorker(settings, Transcriber(transcriber_options(settings)))
+    asr = AsrSettings.from_settings(settings)
+    worker = AsrWorker(asr, Transcriber(transcriber_options(asr)))
     nc = await nats.connect(nats_server.url)
     seen: dict[str, list[tuple[float, Transcript | Revision]]] = {}
     arrived = asyncio.Event()
@@ -129,7 +132,7 @@ async def test_a_final_decoded_before_its_predecessor_was_stored_waits_for_it_th
 
     sessions = ("waitsforits2", "empty2", "never2comes")
     stop = asyncio.Event()
-    jnc, js = await bus.connect_jetstream(settings, "test")
+    jnc, js = await bus.connect_jetstream(settings.bus, "test")
     run = asyncio.create_task(worker.run(stop))
     try:
         await nc.subscribe("results.>", cb=note)

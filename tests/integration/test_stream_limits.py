@@ -21,7 +21,7 @@ async def test_caps_and_recording_switch_are_applied_and_updated_in_place(nats_s
     try:
         js = nc.jetstream(timeout=10)
         settings = replace(Settings(), audio_max_bytes=2 * 1048576, results_max_bytes=1048576)
-        await ensure_streams(js, settings)
+        await ensure_streams(js, settings.bus)
         audio = (await js.stream_info(subjects.AUDIO_STREAM)).config
         results = (await js.stream_info(subjects.RESULTS_STREAM)).config
         recording = (audio.metadata or {}).get(RECORD_AUDIO_KEY)
@@ -30,7 +30,8 @@ async def test_caps_and_recording_switch_are_applied_and_updated_in_place(nats_s
         await js.publish("audio.0.session-1", b"\0" * 32000, headers={subjects.H_KIND: "audio"})
 
         # A deployment switches recording off: the same stream, now kept only for recovery.
-        await ensure_streams(js, replace(settings, record_audio=False, audio_recovery_seconds=30, audio_max_bytes=0))
+        changed = replace(settings, record_audio=False, audio_recovery_seconds=30, audio_max_bytes=0)
+        await ensure_streams(js, changed.bus)
         audio = (await js.stream_info(subjects.AUDIO_STREAM)).config
         recording = (audio.metadata or {}).get(RECORD_AUDIO_KEY)
         assert (audio.max_age, audio.duplicate_window, recording) == (30, 30, "false")

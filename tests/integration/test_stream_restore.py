@@ -15,7 +15,7 @@ IN_MEMORY = {subjects.JOBS_PARTIAL_STREAM, subjects.JOBS_SPECULATIVE_STREAM, f"K
 
 
 async def test_memory_streams_come_back_after_a_restart(nats_server: NatsServer) -> None:
-    nc, js = await bus.connect_jetstream(replace(Settings(), nats_url=nats_server.url), "restore-test")
+    nc, js = await bus.connect_jetstream(replace(Settings(), nats_url=nats_server.url).bus, "restore-test")
     try:
         assert {s.config.name for s in await js.streams_info()} >= IN_MEMORY
         port = nats_server.port

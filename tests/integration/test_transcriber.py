@@ -15,6 +15,7 @@ from asr_worker.transcriber import (
     TranscriberOptions,
     resolve_model_path,
 )
+from vad_worker.vad_settings import VadSettings
 
 DATA = Path(__file__).parent.parent / "data"
 ONE_SENTENCE = "We will meet at the train station at noon."
@@ -75,7 +76,7 @@ def _utterances() -> list[bytes]:
     from vad_worker.session import SessionVad, segmenter_options
 
     pcm = read_pcm("three_utterances.wav")
-    vad = SessionVad("t", segmenter_options(Settings()), 2)
+    vad = SessionVad("t", segmenter_options(VadSettings.from_settings(Settings())), 2)
     events = vad.process([Chunk(1, "audio", pcm), Chunk(2, "end", b"")])
     return [e.audio for e in events if isinstance(e, FinalReady)]
 

@@ -32,6 +32,7 @@ from tests.helpers import Client, connect, running_stack, wer
 from vad_worker.segmenter import FinalReady
 from vad_worker.seq_order import Chunk
 from vad_worker.session import SessionVad, segmenter_options
+from vad_worker.vad_settings import VadSettings
 
 # Each scenario streams several sessions of 26 s of speech and waits for a takeover; the first also
 # starts the stack (two model loads): more than the suite's default 120 s per test on a busy box.
@@ -58,7 +59,7 @@ ENV = {
 def reference_times() -> list[tuple[float, float]]:
     """Utterance times of an undisturbed VAD run over SPEECH with the stack's settings."""
     settings = replace(Settings(), partial_interval_ms=0)
-    state = SessionVad("reference", segmenter_options(settings), settings.vad_aggressiveness)
+    state = SessionVad("reference", segmenter_options(VadSettings.from_settings(settings)), settings.vad_aggressiveness)
     events = state.process([Chunk(1, "audio", SPEECH), Chunk(2, "end", b"")])
     return [(e.start_s, e.end_s) for e in events if isinstance(e, FinalReady)]
 

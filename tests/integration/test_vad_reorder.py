@@ -24,6 +24,7 @@ from tests.conftest import pcm_of
 from vad_worker.segmenter import FinalReady
 from vad_worker.seq_order import Chunk
 from vad_worker.session import SessionVad, segmenter_options
+from vad_worker.vad_settings import VadSettings
 from vad_worker.worker import VadWorker
 
 CHUNK = 3200  # 100 ms
@@ -38,7 +39,7 @@ def settings_for(server: NatsServer) -> Settings:
 
 
 def reference_finals(settings: Settings) -> list[bytes]:
-    state = SessionVad("reference", segmenter_options(settings), settings.vad_aggressiveness)
+    state = SessionVad("reference", segmenter_options(VadSettings.from_settings(settings)), settings.vad_aggressiveness)
     events = state.process([Chunk(1, "audio", SPEECH), Chunk(2, "end", b"")])
     return [e.audio for e in events if isinstance(e, FinalReady)]
 
@@ -97,10 +98,10 @@ async def test_messages_stored_out_of_order_give_the_in_order_finals(nats_server
     settings = settings_for(nats_server)
     expected = reference_finals(settings)
     assert len(expected) == 3
-    nc, js = await bus.connect_jetstream(settings, "test-edge")
+    nc, js = await bus.connect_jetstream(settings.bus, "test-edge")
     edge = Edge(js, "reorder" + ("b" if new_owner else "a"))
     stop = asyncio.Event()
-    worker = asyncio.create_task(VadWorker(replace(settings, worker_id="vad-a")).run(stop))
+    worker = asyncio.create_task(VadWorker(VadSettings.from_settings(settings, worker_id="vad-a")).run(stop))
     try:
         await edge.publish(range(1, 47))
         await processed_up_to(js, edge.session_id, 46)
@@ -112,7 +113,7 @@ async def test_messages_stored_out_of_order_give_the_in_order_finals(nats_server
             stop.set()
             await asyncio.wait_for(worker, 30)
             stop = asyncio.Event()
-            worker = asyncio.create_task(VadWorker(replace(settings, worker_id="vad-b")).run(stop))
+            worker = asyncio.create_task(VadWorker(VadSettings.from_settings(settings, worker_id="vad-b")).run(stop))
         await edge.publish(HOLE)  # published again after the outage: stored after 51..110
         await processed_up_to(js, edge.session_id, 110)  # a batch of its own: all of 47..110 go on
         await edge.publish(range(111, edge.end_seq + 1))
@@ -131,7 +132,7 @@ async def test_a_resume_carries_on_after_the_messages_stored_without_a_hole(nats
     the run of messages the stream holds without a hole, not after the last one stored, so the
     client is never told that the service holds audio it lost in an outage."""
     settings = settings_for(nats_server)
-    nc, js = await bus.connect_jetstream(settings, "test-edge")
+    nc, js = await bus.connect_jetstream(settings.bus, "test-edge")
     edge = Edge(js, "resumepos")
     try:
         await edge.publish(range(1, 47))

@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import AsrWorker, transcriber_options
 from common.bus_timing import TIMING
@@ -21,6 +22,7 @@ from common.nats_server import NatsServer
 from common.settings import Settings, replace
 from tests.conftest import ONE_SENTENCE, pcm_of
 from tests.helpers import connect, edge_server, final_jobs_waiting, wer, ws_url
+from vad_worker.vad_settings import VadSettings
 from vad_worker.worker import VadWorker
 
 pytestmark = pytest.mark.slow
@@ -28,7 +30,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def transcriber() -> Transcriber:
-    return Transcriber(transcriber_options(Settings()))
+    return Transcriber(transcriber_options(AsrSettings.from_settings(Settings())))
 
 
 class Roles:
@@ -38,11 +40,12 @@ class Roles:
         self.tasks: list[asyncio.Task[None]] = []
 
     def start_vad(self) -> None:
-        self.tasks.append(asyncio.create_task(VadWorker(replace(self.settings, worker_id="vad1")).run(self.stop)))
+        vad = VadWorker(VadSettings.from_settings(self.settings, worker_id="vad1"))
+        self.tasks.append(asyncio.create_task(vad.run(self.stop)))
 
     def start_asr(self, name: str, transcriber: Any) -> tuple[AsrWorker, asyncio.Task[None], asyncio.Event]:
         stop = asyncio.Event()
-        worker = AsrWorker(replace(self.settings, worker_id=name), transcriber)
+        worker = AsrWorker(AsrSettings.from_settings(self.settings, worker_id=name), transcriber)
         task = asyncio.create_task(worker.run(stop))
         self.tasks.append(task)
         return worker, task, stop

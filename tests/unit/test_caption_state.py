@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from common.messages import Revision, SessionFlushed, SpeechStarted, Transcript
-from common.settings import Settings, replace
+from common.settings import Settings
 from ingest.captions import CaptionState
+from ingest.edge_settings import EdgeSettings
 from ingest.viewer_tokens import token_valid, viewer_token
 
 
@@ -63,13 +64,13 @@ def test_a_drain_flush_does_not_end_the_captions() -> None:
 
 
 def test_viewer_tokens_are_per_session_and_per_secret() -> None:
-    a = replace(Settings(), viewer_token_secret="a" * 32)
-    b = replace(Settings(), viewer_token_secret="b" * 32)
+    a = EdgeSettings.from_settings(Settings(), viewer_token_secret="a" * 32)
+    b = EdgeSettings.from_settings(Settings(), viewer_token_secret="b" * 32)
     token = viewer_token(a, "session-1")
     assert len(token) == 43 and token_valid(a, "session-1", token)
     assert not token_valid(a, "session-2", token) and not token_valid(b, "session-1", token)
     # Without a secret, this process's random key: stable within the process.
-    empty = Settings()
+    empty = EdgeSettings.from_settings(Settings())
     assert token_valid(empty, "session-1", viewer_token(empty, "session-1"))
     assert viewer_token(empty, "session-1") != token
 

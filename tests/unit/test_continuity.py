@@ -16,8 +16,9 @@ from tests.conftest import pcm_of
 from vad_worker.segmenter import FinalReady, Segmenter, SegmenterStart
 from vad_worker.seq_order import Chunk
 from vad_worker.session import SessionVad, parse_overrides, segmenter_options
+from vad_worker.vad_settings import VadSettings
 
-OPTIONS = segmenter_options(Settings())
+OPTIONS = segmenter_options(VadSettings.from_settings(Settings()))
 CHUNK = 3200  # 100 ms, what clients send
 
 

@@ -16,11 +16,12 @@ from deepgram.listen.v1.types import (
     ListenV1UtteranceEnd,
 )
 
-from common.settings import Settings, replace
+from common.settings import Settings
 from ingest import deepgram as dg
 from ingest import g711
 from ingest import protocol as p
 from ingest.auth import Gatekeeper
+from ingest.edge_settings import EdgeSettings
 
 SETTINGS = Settings()
 BASE = {"encoding": "linear16", "sample_rate": "16000"}
@@ -28,11 +29,11 @@ SID = "3f2a9c0e8b7d4c1a9e6f5b4a3c2d1e0f"
 
 
 def options(**query: str) -> dg.ListenOptions:
-    return dg.parse_query({**BASE, **query}, SETTINGS)
+    return dg.parse_query({**BASE, **query}, EdgeSettings.from_settings(SETTINGS))
 
 
 def wire(**query: str) -> dg.DeepgramWire:
-    w = dg.DeepgramWire(options(**query), SETTINGS)
+    w = dg.DeepgramWire(options(**query), EdgeSettings.from_settings(SETTINGS))
     assert w.render(p.session_started(SID, "token", "edge-1", 16000)) == []
     return w
 
@@ -96,15 +97,15 @@ def test_endpointing_maps_onto_what_the_vad_accepts(value: str, expected: int | 
 ])
 def test_unsupported_options_are_refused_with_a_sentence(query: dict[str, str], words: str) -> None:
     with pytest.raises(dg.QueryError) as info:
-        dg.parse_query({**BASE, **query}, SETTINGS)
+        dg.parse_query({**BASE, **query}, EdgeSettings.from_settings(SETTINGS))
     assert words in info.value.message
 
 
 def test_missing_encoding_is_refused() -> None:
     with pytest.raises(dg.QueryError, match="encoding is missing"):
-        dg.parse_query({"sample_rate": "16000"}, SETTINGS)
+        dg.parse_query({"sample_rate": "16000"}, EdgeSettings.from_settings(SETTINGS))
     with pytest.raises(dg.QueryError, match="sample_rate must be"):
-        dg.parse_query({"encoding": "linear16"}, SETTINGS)
+        dg.parse_query({"encoding": "linear16"}, EdgeSettings.from_settings(SETTINGS))
 
 
 def test_http_error_body_is_deepgrams() -> None:
@@ -126,7 +127,7 @@ def test_http_error_body_is_deepgrams() -> None:
     ({}, {}, True),
 ])
 def test_deepgram_clients_keys_are_accepted(headers: dict[str, str], query: dict[str, str], refused: bool) -> None:
-    gate = Gatekeeper.from_settings(replace(Settings(), api_keys="k-0123456789abcdef"))
+    gate = Gatekeeper.from_settings(EdgeSettings.from_settings(Settings(), api_keys="k-0123456789abcdef"))
     assert (gate.check(headers, query) is not None) == refused
 
 

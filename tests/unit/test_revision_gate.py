@@ -7,11 +7,12 @@ from dataclasses import replace
 
 import msgspec
 
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.revisions import carries_previous, predecessor_gate, revision_outcome, why_not_revise
 from common.messages import AsrJob, Transcript
 from common.settings import Settings
 
-SETTINGS = Settings()  # revision_max_logprob -0.2
+SETTINGS = AsrSettings.from_settings(Settings())  # revision_max_logprob -0.2
 JOB = AsrJob(session_id="s", utterance_id="u4", is_final=True, audio=b"\0" * 3200, start_s=9.0, end_s=9.1,
              final_index=5, previous_audio=b"\0" * 3200)
 

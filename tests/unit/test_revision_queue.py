@@ -8,6 +8,7 @@ from dataclasses import replace
 import msgspec
 import pytest
 
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.revisions import PendingRevision, RevisionQueue
 from common.messages import Transcript
 from common.settings import Settings
@@ -63,7 +64,8 @@ def test_a_full_queue_pushes_out_its_oldest() -> None:
 
 
 def test_the_bounds_come_from_the_settings() -> None:
-    queue = RevisionQueue.from_settings(replace(Settings(), revision_max_pending=3, revision_max_lag_ms=2500))
+    settings = AsrSettings.from_settings(Settings(), revision_max_pending=3, revision_max_lag_ms=2500)
+    queue = RevisionQueue.from_settings(settings)
     assert (queue.max_pending, queue.max_wait_s) == (3, 2.5)
     with pytest.raises(ValueError):
         RevisionQueue(max_pending=0, max_wait_s=1.0)

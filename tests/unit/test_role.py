@@ -11,16 +11,22 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# A role whose serve() reports the running loop's class and stops at once.
+# A role whose serve() reports the running loop's class and the view it was given, and stops.
 ROLE = """
 import asyncio, sys
+from dataclasses import dataclass
 from common.role import run_worker
+from common.settings_view import SettingsView
+
+@dataclass(frozen=True, slots=True)
+class Probe(SettingsView):
+    endpointing_ms: int
 
 async def serve(settings, stop):
     loop = asyncio.get_running_loop()
-    print("LOOP", type(loop).__module__, settings.event_loop, flush=True)
+    print("LOOP", type(loop).__module__, settings, flush=True)
 
-sys.exit(run_worker("probe", serve))
+sys.exit(run_worker("probe", Probe, serve))
 """
 
 
@@ -36,6 +42,7 @@ def test_roles_run_on_the_configured_loop(tmp_path: Path, env: dict[str, str], m
     assert done.returncode == 0, done.stderr
     line = next(line for line in done.stdout.splitlines() if line.startswith("LOOP"))
     assert line.split()[1].split(".")[0] == module, line
+    assert line.split(maxsplit=2)[2] == "Probe(endpointing_ms=500)"  # the role's view, nothing more
     assert f"event loop: {module}" in done.stderr  # the startup log says which loop it is
 
 
