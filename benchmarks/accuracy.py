@@ -23,7 +23,10 @@ each WAV scaled and clipped to 16 bits, under the cache folder), to see that nei
 the no-speech clips depend on the level a microphone or a phone line happens to deliver.
 
 WER is corpus-level per kind (all errors / all reference words, after lower-casing, removing
-punctuation and spelling out numbers); on the no-speech kinds the table counts words instead. The
+punctuation and spelling out numbers: `benchmarks.wer`); on the no-speech kinds the table counts
+words instead. Beside each kind, the 95 % interval of pipeline WER minus direct WER from a paired
+bootstrap over the kind's clips (`benchmarks.paired_bootstrap`): how many words a kind's
+difference is worth. The
 table goes to stdout and everything, per clip, to ``--json``. Not a test: numbers depend on the
 machine and its load.
 """
@@ -36,7 +39,6 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -46,12 +48,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import jiwer
 import numpy as np
 
 from asr_worker.transcriber import resolve_model_path
-from benchmarks.corpus import DEFAULT_CACHE, Clip, build, write_samples
+from benchmarks.corpus import DEFAULT_CACHE, NO_SPEECH, Clip, build, write_samples
+from benchmarks.paired_bootstrap import errors_of, paired_interval
 from benchmarks.seeds import DEFAULT_SEEDS, seed_decoders, spread
+from benchmarks.wer import corpus_wer, normalise
 from cli.dev import Stack
 from common import sizing
 from common.settings import Settings, load
@@ -59,38 +62,6 @@ from tests.helpers import connect
 
 CHUNK_MS = 100
 SLACK_S = 90.0
-NO_SPEECH = ("silence", "noise")
-
-# --- text ---------------------------------------------------------------------------------------
-
-_ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-         "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-         "nineteen"]
-_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-
-
-def spell(n: int) -> str:
-    """0..9999 in words: 42 -> "forty two"."""
-    if n < 20:
-        return _ONES[n]
-    if n < 100:
-        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
-    if n < 1000:
-        return _ONES[n // 100] + " hundred" + ("" if n % 100 == 0 else " " + spell(n % 100))
-    return spell(n // 1000) + " thousand" + ("" if n % 1000 == 0 else " " + spell(n % 1000))
-
-
-def normalise(text: str) -> str:
-    text = re.sub(r"\d{1,4}", lambda m: f" {spell(int(m.group()))} ", text.lower())
-    return " ".join(re.sub(r"[^a-z' ]+", " ", text).replace("'", "").split())
-
-
-def corpus_wer(refs: list[str], hyps: list[str]) -> float:
-    pairs = [(normalise(r), normalise(h)) for r, h in zip(refs, hyps, strict=True) if normalise(r)]
-    if not pairs:
-        return float("nan")
-    return float(jiwer.wer([r for r, _ in pairs], [h for _, h in pairs]))
-
 
 # --- level ---------------------------------------------------------------------------------------
 
@@ -298,6 +269,10 @@ def report(clips: list[Clip], direct: dict[str, Direct], runs: list[dict[str, St
             row["pipeline_wer_runs"] = by_run
             row["first_pass_wer"] = spread([corpus_wer(refs, [run[c.name].first_text for c in group])
                                             for run in runs]).mean
+            interval = paired_interval([errors_of(c.reference, direct[c.name].texts[:seeds],
+                                                  [run[c.name].text for run in runs]) for c in group])
+            row["pipeline_minus_direct_95"] = [round(interval.low, 4), round(interval.high, 4)]
+            row["pipeline_worse_share"] = round(interval.worse_share, 3)
         lat = [x for c in group if c.name in timed for x in latencies(c, timed[c.name])]
         row["latency_p50_ms"] = round(pct(lat, 50) * 1000) if lat else None
         row["latency_p95_ms"] = round(pct(lat, 95) * 1000) if lat else None
@@ -309,17 +284,20 @@ def report(clips: list[Clip], direct: dict[str, Direct], runs: list[dict[str, St
         rows.append(row)
     print()
     print(f"{'kind':13} {'clips':>5} {'audio s':>8} {'words':>6} {'direct':>8} {'seeds':>11} {'pipeline':>9} "
-          f"{'1st pass':>9} "
+          f"{'difference 95 %':>15} {'1st pass':>9} "
           f"{'lat p50':>8} {'lat p95':>8} {'finals':>6} {'revised':>7} {'longest':>8} {'shrinks':>7}")
     for r in rows:
         if "direct_wer" in r:
             d, p, f1 = f"{r['direct_wer']:.3f}", f"{r['pipeline_wer']:.3f}", f"{r['first_pass_wer']:.3f}"
             rng = f"{min(r['direct_wer_seeds']):.3f}-{max(r['direct_wer_seeds']):.3f}"
+            low, high = r["pipeline_minus_direct_95"]
+            gap = f"{low:+.3f}..{high:+.3f}"
         else:
-            d, p, f1, rng = f"{r['direct_words']}w", f"{r['pipeline_words']}w", "-", "-"
+            d, p, f1, rng, gap = f"{r['direct_words']}w", f"{r['pipeline_words']}w", "-", "-", "-"
         lat50 = "-" if r["latency_p50_ms"] is None else f"{r['latency_p50_ms']}ms"
         lat95 = "-" if r["latency_p95_ms"] is None else f"{r['latency_p95_ms']}ms"
-        print(f"{r['kind']:13} {r['clips']:5d} {r['audio_s']:8.1f} {r['ref_words']:6d} {d:>8} {rng:>11} {p:>9} {f1:>9} "
+        print(f"{r['kind']:13} {r['clips']:5d} {r['audio_s']:8.1f} {r['ref_words']:6d} {d:>8} {rng:>11} {p:>9} "
+              f"{gap:>15} {f1:>9} "
               f"{lat50:>8} {lat95:>8} {r['finals']:6d} {r['revisions']:7d} {r['longest_final_s']:7.1f}s "
               f"{r['raw_partial_shrinks']:7d}")
     return {"rows": rows, "settings": {k: v for k, v in settings.masked().items() if k in SHOWN_SETTINGS}}

@@ -30,7 +30,7 @@ from asr_worker.asr_settings import AsrSettings
 from asr_worker.prompt import next_prompt
 from asr_worker.transcriber import SAMPLE_RATE, Transcriber
 from asr_worker.worker import transcriber_options
-from benchmarks.accuracy import corpus_wer
+from benchmarks.wer import corpus_wer
 from common.messages import DECODE_WINDOW_S
 from common.settings import load
 from vad_worker.session import final_context

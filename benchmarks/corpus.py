@@ -386,6 +386,8 @@ def _no_speech(kind: str, index: int, out: Path) -> Clip:
 
 
 KINDS = ("sentence", "continuous", "conversation", "noisy20", "noisy10", "telephone", "silence", "noise", "real")
+NO_SPEECH = ("silence", "noise")
+"""The kinds without speech: scored by the words made up on them, not by WER."""
 CONTINUOUS_S = (20, 22, 25, 28, 30, 33, 36, 40, 48, 60)
 
 

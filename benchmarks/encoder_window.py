@@ -22,10 +22,10 @@ from dataclasses import replace
 from asr_worker.asr_settings import AsrSettings
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import transcriber_options
-from benchmarks.accuracy import corpus_wer
 from benchmarks.context_replay import pcm_of
 from benchmarks.corpus import build
 from benchmarks.trailing_pad import decode_finals, finals
+from benchmarks.wer import corpus_wer
 from common.settings import load
 
 

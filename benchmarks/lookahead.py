@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from asr_worker.transcriber import SAMPLE_RATE, resolve_model_path
-from benchmarks.accuracy import corpus_wer
 from benchmarks.context_replay import pcm_of
+from benchmarks.wer import corpus_wer
 from common.settings import load
 
 

@@ -39,11 +39,11 @@ from asr_worker.prompt import next_prompt
 from asr_worker.revisions import revision_outcome
 from asr_worker.transcriber import Transcriber, resolve_model_path
 from asr_worker.worker import transcriber_options
-from benchmarks.accuracy import corpus_wer
 from benchmarks.context_replay import contexts
 from benchmarks.corpus import Clip, build, noise
 from benchmarks.pipeline_latency import Cut, cut_like_the_pipeline
 from benchmarks.seeds import seed_decoders
+from benchmarks.wer import corpus_wer
 from common.settings import Settings, load
 from vad_worker import segmenter as current_segmenter
 from vad_worker.session import segmenter_options

@@ -27,10 +27,10 @@ import numpy as np
 from asr_worker.asr_settings import AsrSettings
 from asr_worker.transcriber import Transcriber, resolve_model_path
 from asr_worker.worker import transcriber_options
-from benchmarks.accuracy import corpus_wer
 from benchmarks.context_replay import pcm_of
 from benchmarks.corpus import build
 from benchmarks.trailing_pad import replay_text
+from benchmarks.wer import corpus_wer
 from common.settings import load
 
 

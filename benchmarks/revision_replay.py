@@ -30,8 +30,8 @@ from asr_worker.asr_settings import AsrSettings
 from asr_worker.prompt import next_prompt
 from asr_worker.transcriber import SAMPLE_RATE, Transcriber
 from asr_worker.worker import transcriber_options
-from benchmarks.accuracy import corpus_wer
 from benchmarks.context_replay import contexts, pcm_of
+from benchmarks.wer import corpus_wer
 from common.settings import Settings, load
 
 

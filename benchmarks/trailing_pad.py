@@ -20,9 +20,9 @@ from asr_worker.asr_settings import AsrSettings
 from asr_worker.prompt import next_prompt
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import transcriber_options
-from benchmarks.accuracy import corpus_wer
 from benchmarks.context_replay import pcm_of
 from benchmarks.corpus import build
+from benchmarks.wer import corpus_wer
 from common.settings import Settings, load
 from vad_worker.segmenter import FinalReady
 from vad_worker.seq_order import Chunk
