@@ -118,6 +118,11 @@ class Settings:
     smaller client chunks are joined, each held at most this long (20 ms frames then cost the bus and
     the VAD worker a third of what they would one by one); longer chunks go out as they come. 0
     publishes every chunk as it comes."""
+    publish_linger_ms: int = 20
+    """The edge gathers the audio messages all its sessions publish for up to this many milliseconds
+    and writes them to NATS together: nats-server, the edge and the VAD workers then wake once per
+    gathering instead of once per chunk (about a third less CPU for the bus at 12 streams). Audio
+    is stored up to this much later. 0 writes every message at once."""
     max_pending_publishes: int = 64
     """Audio messages of one session published but not yet acknowledged by JetStream; past it the
     edge stops reading that client's socket (TCP pushes back) until JetStream catches up."""
@@ -382,6 +387,8 @@ def _validate(s: Settings) -> list[str]:
         )
     add(_range("max_pending_publishes", s.max_pending_publishes, 1, 10000, "64 is a good default."))
     add(_range("audio_batch_ms", s.audio_batch_ms, 0, 1000, "use 0 (off) or 20-200; 60 is the default."))
+    add(_range("publish_linger_ms", s.publish_linger_ms, 0, 200,
+               "use 0 (write every message at once) to 50; 20 is the default."))
     add(_range("bus_outage_timeout_seconds", s.bus_outage_timeout_seconds, 1, 600,
                "long enough for a nats-server restart or a cluster failover, e.g. 30."))
     add(_range("final_repair_after_seconds", s.final_repair_after_seconds, 0.1, 60, "2 is a good default."))

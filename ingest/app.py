@@ -163,8 +163,9 @@ async def _bus(app: web.Application) -> AsyncIterator[None]:
     store = await _open_store(settings, edge_id)
     metrics.MAX_SESSIONS.set(_cluster_limit(settings))
     metrics.MAX_SESSIONS_PER_EDGE.set(settings.max_sessions_per_worker)
+    pipe = JetStreamPipe(nc, settings.publish_linger_ms / 1000)
     ctx = app[CONTEXT] = EdgeContext(settings=settings, nc=nc, js=js, store=store, edge_id=edge_id,
-                                     gate=Gatekeeper.from_settings(settings), pipe=JetStreamPipe(nc),
+                                     gate=Gatekeeper.from_settings(settings), pipe=pipe,
                                      client_address=ClientAddress.from_setting(settings.trusted_proxies))
     await ctx.pipe.start()
     await streams.when_ready(lambda: presence.bucket(js), settings.bus)  # the bucket exists before it is read

@@ -43,6 +43,7 @@ class EdgeSettings(SettingsView):
     ws_ping_seconds: float
     # audio to the bus
     audio_batch_ms: int
+    publish_linger_ms: int
     max_pending_publishes: int
     # finals, their order and repair
     end_flush_timeout_seconds: float

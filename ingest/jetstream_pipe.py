@@ -13,15 +13,30 @@ raises it: a subclass of ``nats.js.errors.APIError``, or ``NoStreamResponseError
 own handler lets ``APIError.from_error`` raise inside its callback, so such a future never
 resolves and the caller waits out its timeout.) A future the caller gives up
 on (cancelled) is forgotten; its reply, if it ever comes, is ignored.
+
+With ``linger_s`` > 0 (the ``publish_linger_ms`` setting) a message is not written at once: the
+pipe gathers what every session of the edge sends for up to ``linger_s`` and writes it in one go,
+as Kafka's producers do (``linger.ms``). Chunks of a hundred sessions arrive at a hundred
+different moments; written one by one, each wakes nats-server, the edge (for its acknowledgement)
+and the VAD worker (for its delivery) on its own, and at a few hundred messages a second those
+wake-ups, not the bytes, are most of what the bus costs (docs/benchmarks.md, "Gathering the
+edge's publishes"). The price is up to ``linger_s`` more before audio is stored. A send the
+caller has given up on before it was written (its future cancelled: the session closed, or the
+message is being sent again after an outage) is not written; a write that fails fails its
+future, which the caller handles as any failed publish (``ingest.audio_publisher`` sends the
+message again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import json
+from dataclasses import dataclass
 
+import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -31,30 +46,52 @@ _ACK_START = b'{"stream":'  # JetStream's PubAck; an error reply starts with {"e
 _NO_RESPONDERS = "503"
 
 
+@dataclass(slots=True)
+class _Held:
+    """A message gathered to be written with the others at the end of the linger."""
+
+    subject: str
+    payload: bytes
+    reply: str
+    headers: dict[str, str]
+    future: asyncio.Future[int]
+
+
 class JetStreamPipe:
-    def __init__(self, nc: NATS) -> None:
+    def __init__(self, nc: NATS, linger_s: float = 0.0) -> None:
+        if linger_s < 0:
+            raise ValueError(f"linger_s must be 0 or more, not {linger_s}")
         self.nc = nc
+        self.linger_s = linger_s
         self._prefix = ""
         self._futures: dict[str, asyncio.Future[int]] = {}
         self._tokens = itertools.count(1)
         self._sub: Subscription | None = None
         self._starting = asyncio.Lock()
+        self._held: list[_Held] = []
+        self._gathering = asyncio.Event()  # set while messages are held
+        self._writer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
-        return f"<JetStreamPipe waiting={len(self._futures)}>"
+        return f"<JetStreamPipe waiting={len(self._futures)} held={len(self._held)}>"
 
     @property
     def waiting(self) -> int:
         return len(self._futures)
 
     async def send(self, subject: str, payload: bytes, headers: dict[str, str]) -> asyncio.Future[int]:
-        """Publishes; the future gets the stream sequence JetStream stored the message at."""
+        """Publishes (at once, or at the end of the linger); the future gets the stream sequence
+        JetStream stored the message at."""
         if self._sub is None:
             await self.start()
         token = str(next(self._tokens))
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._futures[token] = future
         future.add_done_callback(functools.partial(self._forget, token))
+        if self.linger_s > 0:
+            self._held.append(_Held(subject, payload, self._prefix + token, headers, future))
+            self._gathering.set()
+            return future
         try:
             await self.nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
         except BaseException:
@@ -63,11 +100,35 @@ class JetStreamPipe:
         return future
 
     async def close(self) -> None:
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+        self._held.clear()
         if self._sub is not None:
             sub, self._sub = self._sub, None
-            await sub.unsubscribe()
+            with contextlib.suppress(nats.errors.ConnectionClosedError):  # closed first: nothing to undo
+                await sub.unsubscribe()
         for future in list(self._futures.values()):
             future.cancel()
+
+    async def _write_gathered(self) -> None:
+        """The writer task (with a linger): waits for a first message, lets the others gather for
+        ``linger_s``, then writes them all; nats-py's flusher sends them in one socket write."""
+        while True:
+            await self._gathering.wait()
+            await asyncio.sleep(self.linger_s)
+            self._gathering.clear()
+            held, self._held = self._held, []
+            for message in held:
+                if message.future.done():
+                    continue  # given up on before it was written
+                try:
+                    await self.nc.publish(message.subject, message.payload, reply=message.reply,
+                                          headers=message.headers)
+                except Exception as exc:  # the caller decides, as for a direct publish
+                    if not message.future.done():
+                        message.future.set_exception(exc)
 
     def _forget(self, token: str, _: asyncio.Future[int]) -> None:
         self._futures.pop(token, None)
@@ -78,6 +139,8 @@ class JetStreamPipe:
             if self._sub is None:
                 self._prefix = f"{self.nc.new_inbox()}."
                 self._sub = await self.nc.subscribe(self._prefix + "*", cb=self._on_reply)
+            if self.linger_s > 0 and self._writer is None:
+                self._writer = asyncio.create_task(self._write_gathered(), name="jetstream-pipe-writer")
 
     async def _on_reply(self, msg: Msg) -> None:
         future = self._futures.get(msg.subject[len(self._prefix):])

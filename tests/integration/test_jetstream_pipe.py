@@ -1,6 +1,6 @@
 """ingest.jetstream_pipe against a real nats-server: each publish's future gets the sequence
 JetStream stored it at (duplicates too), errors come back as nats-py raises them, and futures given
-up on are forgotten."""
+up on are forgotten; the same with a linger, which writes what it gathered together."""
 
 from __future__ import annotations
 
@@ -17,13 +17,13 @@ from common.nats_server import NatsServer
 from ingest.jetstream_pipe import JetStreamPipe
 
 
-@pytest.fixture
-async def bus(nats_server: NatsServer) -> AsyncIterator[tuple[Any, Any, JetStreamPipe]]:
+@pytest.fixture(params=[0.0, 0.02], ids=["at-once", "linger-20ms"])
+async def bus(nats_server: NatsServer, request: pytest.FixtureRequest) -> AsyncIterator[tuple[Any, Any, JetStreamPipe]]:
     """A connection, its JetStream context with the stream PIPE on pipe.>, and a pipe over it."""
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
     await js.add_stream(StreamConfig(name="PIPE", subjects=["pipe.>"], duplicate_window=60.0))
-    pipe = JetStreamPipe(nc)
+    pipe = JetStreamPipe(nc, linger_s=request.param)
     try:
         yield nc, js, pipe
     finally:
@@ -55,11 +55,13 @@ async def test_errors_are_raised_as_nats_py_raises_them(bus: tuple[Any, Any, Jet
 
 
 async def test_a_future_given_up_on_is_forgotten(bus: tuple[Any, Any, JetStreamPipe]) -> None:
-    nc, _, pipe = bus
+    nc, js, pipe = bus
     dropped = await pipe.send("pipe.a", b"1", {})
     dropped.cancel()
     kept = await pipe.send("pipe.a", b"2", {})
-    assert await asyncio.wait_for(kept, 5) == 2
+    # Written at once, the message given up on was stored first; held, it is never written.
+    assert await asyncio.wait_for(kept, 5) == (1 if pipe.linger_s else 2)
+    assert (await js.stream_info("PIPE")).state.messages == (1 if pipe.linger_s else 2)
     assert pipe.waiting == 0
     closed = JetStreamPipe(nc)
     subscriptions = len(nc._subs)
@@ -68,3 +70,49 @@ async def test_a_future_given_up_on_is_forgotten(bus: tuple[Any, Any, JetStreamP
     pending = await closed.send("nowhere.at.all", b"", {})
     await closed.close()
     assert pending.cancelled()
+
+
+@pytest.fixture
+async def lingering(nats_server: NatsServer) -> AsyncIterator[tuple[Any, Any, JetStreamPipe]]:
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name="PIPE", subjects=["pipe.>"]))
+    pipe = JetStreamPipe(nc, linger_s=0.05)
+    await pipe.start()
+    try:
+        yield nc, js, pipe
+    finally:
+        await pipe.close()
+        await nc.close()
+
+
+async def test_a_linger_gathers_the_sends_and_writes_them_in_order(
+        lingering: tuple[Any, Any, JetStreamPipe]) -> None:
+    _, js, pipe = lingering
+    futures = [await pipe.send(f"pipe.{i % 7}", bytes([i]), {}) for i in range(100)]
+    assert "held=100" in repr(pipe)  # none written yet: they go out together
+    assert await asyncio.wait_for(asyncio.gather(*futures), 5) == list(range(1, 101))
+    assert "held=0" in repr(pipe)
+    assert (await js.get_msg("PIPE", 37)).data == bytes([36])
+
+
+async def test_a_write_that_fails_fails_its_future(lingering: tuple[Any, Any, JetStreamPipe]) -> None:
+    nc, _, pipe = lingering
+    held = await pipe.send("pipe.a", b"x", {})
+    await nc.close()  # before the linger ends: the write finds the connection closed
+    with pytest.raises(nats.errors.ConnectionClosedError):
+        await asyncio.wait_for(held, 5)
+
+
+async def test_closing_cancels_what_is_held(lingering: tuple[Any, Any, JetStreamPipe]) -> None:
+    _, js, pipe = lingering
+    held = [await pipe.send("pipe.a", b"x", {}) for _ in range(3)]
+    await pipe.close()
+    assert all(f.cancelled() for f in held)
+    await asyncio.sleep(0.1)
+    assert (await js.stream_info("PIPE")).state.messages == 0
+
+
+def test_a_negative_linger_is_refused() -> None:
+    with pytest.raises(ValueError, match="linger_s"):
+        JetStreamPipe(None, linger_s=-0.01)  # type: ignore[arg-type]
