@@ -18,7 +18,8 @@
 3. For each ASR pool (``default`` = the stack exactly as ``asr dev`` starts it; ``PxC`` = P ASR
    processes with asr_concurrency C each, cpu_threads 1): a private cli.dev.Stack (own
    nats-server, free port, logs to a file), then each level N in ascending order: N WebSocket
-   sessions stream their conversations at real time in 100 ms chunks, then ``end``, round after
+   sessions stream their conversations at real time in 100 ms chunks (stream i of N starting i/N of
+   a chunk after the first, as independent clients' chunks are spread), then ``end``, round after
    round (each round waits for the previous one's backlog to drain). Per final:
    latency = arrival - (t0 + end of the speech it closes), where that end is the reference turn
    end nearest the final's ``end_s`` (within 1.5 s, else ``end_s``). First partial = the first
@@ -256,9 +257,9 @@ def our_stack(pool: str, env: dict[str, str], log: Any, tmp: Path) -> Iterator[t
 # --- the peer -------------------------------------------------------------------------------------
 
 async def peer(http: aiohttp.ClientSession, url: str, conv: Conversation, start: asyncio.Future[float],
-               model: str, ready: asyncio.Event, tail_s: float, use_vad: bool) -> Stream:
-    """One WhisperLive client: options, SERVER_READY, then (from ``start``'s time) int16 PCM paced at
-    real time, END_OF_AUDIO."""
+               model: str, ready: asyncio.Event, tail_s: float, use_vad: bool, phase_s: float = 0.0) -> Stream:
+    """One WhisperLive client: options, SERVER_READY, then (from ``start``'s time plus its
+    ``phase_s``) int16 PCM paced at real time, END_OF_AUDIO."""
     stream = Stream(conv)
     seen: set[tuple[str, str]] = set()
     last_open: list[Seg] = []
@@ -281,7 +282,7 @@ async def peer(http: aiohttp.ClientSession, url: str, conv: Conversation, start:
                 if data.get("status") in ("WAIT", "ERROR"):
                     raise RuntimeError(f"refused: {data}")
             ready.set()
-            t0 = stream.t0 = await start
+            t0 = stream.t0 = await start + phase_s
 
             async def read() -> None:
                 nonlocal last_open
@@ -475,6 +476,14 @@ def rounds_of(n: int, convs: Sequence[Conversation], max_rounds: int) -> list[Ro
     return out
 
 
+def phase(i: int, n: int) -> float:
+    """When stream ``i`` of ``n`` starts within the first chunk: spread evenly, as independent
+    clients' chunks are. (Until 2026-12-07 every stream started at the same instant, so the chunks
+    of all streams reached the edge together and the bus carried them in bursts: figure 4's fixed
+    part was measured at less than half of what spread chunks cost, docs/benchmarks.md.)"""
+    return i / n * CHUNK_MS / 1000
+
+
 async def run_level(
     picked: Sequence[Conversation], url: str, peer_model: str | None, peer_tail_s: float, peer_vad: bool,
     pids: dict[str, int],
@@ -485,13 +494,14 @@ async def run_level(
         if peer_model is None:
             before = procstat.snapshot(pids)
             t0 = time.monotonic() + 0.5 + 0.02 * n  # room for N connects
-            streams = await asyncio.gather(*(ours(http, url, c, t0) for c in picked))
+            streams = await asyncio.gather(*(ours(http, url, c, t0 + phase(i, n)) for i, c in enumerate(picked)))
         else:
             # The peer loads a model per client before it answers SERVER_READY: the clock starts
             # once every client is ready (or has failed).
             readies = [asyncio.Event() for _ in picked]
             start: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-            tasks = [asyncio.create_task(peer(http, url, c, start, peer_model, readies[i], peer_tail_s, peer_vad))
+            tasks = [asyncio.create_task(peer(http, url, c, start, peer_model, readies[i], peer_tail_s, peer_vad,
+                                              phase(i, n)))
                      for i, c in enumerate(picked)]
             # Each client sets its event when it is ready or has failed; a client still loading after
             # 300 s starts late and shows up as send lag.
