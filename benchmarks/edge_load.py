@@ -439,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     info = machine()
     info["chunks"] = f"{CHUNK_MS} ms, joined {chunks_per_message()} per message (audio_batch_ms {batch_ms()})"
+    info["publish_linger_ms"] = os.environ.get("ASR_PUBLISH_LINGER_MS", str(Settings().publish_linger_ms))
     print(f"{when} {args.label}\n{command}\n" + "\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
     top = max(args.levels)
     env = {
