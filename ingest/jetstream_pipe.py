@@ -20,11 +20,13 @@ as Kafka's producers do (``linger.ms``). Chunks of a hundred sessions arrive at 
 different moments; written one by one, each wakes nats-server, the edge (for its acknowledgement)
 and the VAD worker (for its delivery) on its own, and at a few hundred messages a second those
 wake-ups, not the bytes, are most of what the bus costs (docs/benchmarks.md, "Gathering the
-edge's publishes"). The price is up to ``linger_s`` more before audio is stored. A send the
-caller has given up on before it was written (its future cancelled: the session closed, or the
-message is being sent again after an outage) is not written; a write that fails fails its
-future, which the caller handles as any failed publish (``ingest.audio_publisher`` sends the
-message again).
+edge's publishes"). The price is up to ``linger_s`` more before audio is stored. Whatever was
+handed to ``send`` is written, as it would have been at once: also when the caller stops waiting
+for it (a client that closes its socket right after its last chunk still has that chunk stored;
+a message sent again after an outage is then written twice with one ``Nats-Msg-Id``, and
+JetStream keeps one), and what is held when the pipe closes. A write that fails fails its future,
+which the caller handles as any failed publish (``ingest.audio_publisher`` sends the message
+again).
 """
 
 from __future__ import annotations
@@ -104,7 +106,8 @@ class JetStreamPipe:
             writer, self._writer = self._writer, None
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
-        self._held.clear()
+        held, self._held = self._held, []
+        await self._write(held)
         if self._sub is not None:
             sub, self._sub = self._sub, None
             with contextlib.suppress(nats.errors.ConnectionClosedError):  # closed first: nothing to undo
@@ -120,15 +123,16 @@ class JetStreamPipe:
             await asyncio.sleep(self.linger_s)
             self._gathering.clear()
             held, self._held = self._held, []
-            for message in held:
-                if message.future.done():
-                    continue  # given up on before it was written
-                try:
-                    await self.nc.publish(message.subject, message.payload, reply=message.reply,
-                                          headers=message.headers)
-                except Exception as exc:  # the caller decides, as for a direct publish
-                    if not message.future.done():
-                        message.future.set_exception(exc)
+            await self._write(held)
+
+    async def _write(self, held: list[_Held]) -> None:
+        for message in held:
+            try:
+                await self.nc.publish(message.subject, message.payload, reply=message.reply,
+                                      headers=message.headers)
+            except Exception as exc:  # the caller decides, as for a direct publish
+                if not message.future.done():
+                    message.future.set_exception(exc)
 
     def _forget(self, token: str, _: asyncio.Future[int]) -> None:
         self._futures.pop(token, None)
