@@ -19,12 +19,12 @@ pipe gathers what every session of the edge sends for up to ``linger_s`` and wri
 as Kafka's producers do (``linger.ms``). Chunks of a hundred sessions arrive at a hundred
 different moments; written one by one, each wakes nats-server, the edge (for its acknowledgement)
 and the VAD worker (for its delivery) on its own, and at a few hundred messages a second those
-wake-ups, not the bytes, are most of what the bus costs (docs/benchmarks.md, "Gathering the
-edge's publishes"). The price is up to ``linger_s`` more before audio is stored. Whatever was
-handed to ``send`` is written, as it would have been at once: also when the caller stops waiting
-for it (a client that closes its socket right after its last chunk still has that chunk stored;
-a message sent again after an outage is then written twice with one ``Nats-Msg-Id``, and
-JetStream keeps one), and what is held when the pipe closes. A write that fails fails its future,
+wake-ups, not the bytes, are most of what the bus costs (docs/benchmarks.md, "Figure 4 with
+chunks spread as independent clients send them"). The price is up to ``linger_s`` more before
+audio is stored. Whatever was handed to ``send`` is written, as it would have been at once: also
+when the caller stops waiting for it (a client that closes its socket right after its last chunk
+still has that chunk stored; a message sent again after an outage is then written twice with one
+``Nats-Msg-Id``, and JetStream keeps one), and what is held when the pipe closes. A write that fails fails its future,
 which the caller handles as any failed publish (``ingest.audio_publisher`` sends the message
 again).
 """
@@ -36,6 +36,7 @@ import contextlib
 import functools
 import itertools
 import json
+from collections import deque
 from dataclasses import dataclass
 
 import nats.errors
@@ -70,7 +71,7 @@ class JetStreamPipe:
         self._tokens = itertools.count(1)
         self._sub: Subscription | None = None
         self._starting = asyncio.Lock()
-        self._held: list[_Held] = []
+        self._held: deque[_Held] = deque()
         self._gathering = asyncio.Event()  # set while messages are held
         self._writer: asyncio.Task[None] | None = None
 
@@ -106,8 +107,7 @@ class JetStreamPipe:
             writer, self._writer = self._writer, None
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)
-        held, self._held = self._held, []
-        await self._write(held)
+        await self._write_held()  # what sessions handed over, as if it had been written at once
         if self._sub is not None:
             sub, self._sub = self._sub, None
             with contextlib.suppress(nats.errors.ConnectionClosedError):  # closed first: nothing to undo
@@ -122,11 +122,13 @@ class JetStreamPipe:
             await self._gathering.wait()
             await asyncio.sleep(self.linger_s)
             self._gathering.clear()
-            held, self._held = self._held, []
-            await self._write(held)
+            await self._write_held()
 
-    async def _write(self, held: list[_Held]) -> None:
-        for message in held:
+    async def _write_held(self) -> None:
+        """Writes the messages held now, oldest first; each leaves the queue as it is written, so
+        a writer cancelled halfway (``close``) leaves the rest for ``close`` to write."""
+        for _ in range(len(self._held)):
+            message = self._held.popleft()
             try:
                 await self.nc.publish(message.subject, message.payload, reply=message.reply,
                                       headers=message.headers)
