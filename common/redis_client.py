@@ -1,8 +1,8 @@
 """One way to reach Redis: a plain URL, or the master that Redis Sentinels name.
 
-``connect(settings)`` (a ``RedisSettings``: ``Settings.redis``, or an edge's ``settings.redis``)
-returns a ``redis.asyncio.Redis``. With ``redis_sentinels`` empty it is
-``Redis.from_url(redis_url)``. With Sentinels set, the client asks them for the address of the
+``connect(settings)`` (a ``RedisSettings``: an edge's ``settings.redis``, or
+``RedisSettings.from_settings``) returns a ``redis.asyncio.Redis``. With ``redis_sentinels`` empty
+it is ``Redis.from_url(redis_url)``. With Sentinels set, the client asks them for the address of the
 master ``redis_sentinel_master`` on every (re)connection, so after a failover (Sentinel promotes
 the replica) the next command reaches the new master; ``redis_url`` still gives the password,
 user name and database number (its host is ignored).

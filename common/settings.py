@@ -18,11 +18,7 @@ import re
 import socket
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, get_type_hints
-
-if TYPE_CHECKING:
-    from common.bus_settings import BusSettings
-    from common.redis_client import RedisSettings
+from typing import Any, get_type_hints
 
 ENV_PREFIX = "ASR"
 EVENT_LOOPS = ("uvloop", "asyncio")
@@ -293,19 +289,9 @@ class Settings:
     def effective_worker_id(self) -> str:
         return self.worker_id or f"{socket.gethostname()}-{os.getpid()}"
 
-    @property
-    def bus(self) -> BusSettings:
-        """The view ``common.bus`` and ``common.streams`` take (see ``common.settings_view``)."""
-        from common.bus_settings import BusSettings
-
-        return BusSettings.from_settings(self)
-
-    @property
-    def redis(self) -> RedisSettings:
-        """The view ``common.redis_client.connect`` takes."""
-        from common.redis_client import RedisSettings
-
-        return RedisSettings.from_settings(self)
+    def with_changes(self, **changes: Any) -> Settings:
+        """A validated copy with some fields changed (``replace``; per-role views use it)."""
+        return replace(self, **changes)
 
     def masked(self) -> dict[str, Any]:
         """All settings as a dict, passwords in URLs replaced by ****, for the startup log."""

@@ -11,16 +11,21 @@ A view declares no defaults and no documentation of its own: both stay with ``Se
 settings.toml), the one source. A field named like a ``Settings`` field or property takes its
 value; a field whose type is itself a view (``bus: BusSettings``) takes that view, built from the
 same settings. ``problems`` says what in a view does not match ``Settings`` (the unit tests check
-every view with it).
+every view with it). This module imports nothing of ``common.settings``: the views depend on the
+settings, never the other way round.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any, Self, get_type_hints
+from typing import Any, Protocol, Self, get_type_hints
 
-if TYPE_CHECKING:
-    from common.settings import Settings
+
+class Source(Protocol):
+    """What a view is read from: ``common.settings.Settings`` (this module does not import it, so
+    that the settings and the views of them do not import each other)."""
+
+    def with_changes(self, **changes: Any) -> Source: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -28,13 +33,11 @@ class SettingsView:
     """Base of the views: subclasses are ``@dataclass(frozen=True, slots=True)`` and add fields."""
 
     @classmethod
-    def from_settings(cls, settings: Settings, **changes: Any) -> Self:
+    def from_settings(cls, settings: Source, **changes: Any) -> Self:
         """The view of ``settings``; ``changes`` are applied first and validated, as by
         ``common.settings.replace`` (``VadSettings.from_settings(settings, worker_id="vad-2")``)."""
         if changes:
-            from common.settings import replace
-
-            settings = replace(settings, **changes)
+            settings = settings.with_changes(**changes)
         hints = get_type_hints(cls)
         values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
@@ -46,17 +49,16 @@ class SettingsView:
         return cls(**values)
 
 
-def problems(view: type[SettingsView]) -> list[str]:
-    """Every field of ``view`` that ``Settings`` lacks or types differently, one sentence each."""
-    from common.settings import Settings
-
-    known = get_type_hints(Settings)
+def problems(view: type[SettingsView], settings: type) -> list[str]:
+    """Every field of ``view`` that ``settings`` (the ``Settings`` class) lacks or types
+    differently, one sentence each."""
+    known = get_type_hints(settings)
     out: list[str] = []
     for name, kind in get_type_hints(view).items():
         if isinstance(kind, type) and issubclass(kind, SettingsView):
-            out += problems(kind)
+            out += problems(kind, settings)
             continue
-        member = getattr(Settings, name, None)
+        member = getattr(settings, name, None)
         if name in known:
             have = known[name]
         elif isinstance(member, property) and member.fget is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -19,12 +19,16 @@ from ingest.edge_settings import EdgeSettings
 from ingest.jetstream_pipe import JetStreamPipe
 from ingest.session_store import SessionStore
 
-if TYPE_CHECKING:
-    from ingest.connection import Connection
-
 log = logging.getLogger(__name__)
 
 STORE_ERRORS = (OSError, RedisError)  # what a session store raises when it is unreachable
+
+
+class OpenConnection(Protocol):
+    """What the edge needs of each open client connection (``ingest.connection.Connection``):
+    draining it when the edge stops."""
+
+    async def drain(self, timeout: float) -> None: ...
 
 
 @dataclass
@@ -39,7 +43,7 @@ class EdgeContext:
     client_address: ClientAddress = field(default_factory=ClientAddress)  # whom per-address limits count
     started_at: float = field(default_factory=time.time)
     draining: bool = False
-    connections: set[Connection] = field(default_factory=set)
+    connections: set[OpenConnection] = field(default_factory=set)
     workers: dict[str, list[str]] = field(default_factory=dict)  # live worker ids by role
     store_ok: bool = True  # the session store answered the last heartbeat
     totals: dict[str, int] = field(default_factory=dict)  # this edge's counters for /v1/metrics

@@ -20,6 +20,7 @@ from nats.js.errors import NotFoundError
 
 from cli.dev import Stack
 from common import bus, subjects
+from common.bus_settings import BusSettings
 from common.messages import Result, result_decoder
 from common.settings import Settings
 from ingest.app import init
@@ -253,7 +254,7 @@ def running_stack(data_dir: Path, port: int, *, ready_timeout: float = 120.0, **
 
 async def final_jobs_waiting(settings: Settings) -> int:
     """Final jobs the ASR consumer has not been given yet (stored, unacknowledged)."""
-    nc, js = await bus.connect_jetstream(settings.bus, "test-probe")
+    nc, js = await bus.connect_jetstream(BusSettings.from_settings(settings), "test-probe")
     try:
         return int((await js.consumer_info(subjects.JOBS_FINAL_STREAM, subjects.FINAL_CONSUMER)).num_pending or 0)
     finally:

@@ -21,6 +21,7 @@ from playwright.async_api import async_playwright
 
 from cli.dev import Stack
 from common import bus, subjects
+from common.bus_settings import BusSettings
 from common.messages import Revision, Transcript, encode
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
@@ -275,7 +276,7 @@ async def test_the_viewer_page_shows_a_revision_in_place_and_downloads_it(
         speaker = await connect(http, ws_url(edge))
         started = speaker.messages[0]
         sid = started["session_id"]
-        nc, js = await bus.connect_jetstream(settings.bus, "test-asr")
+        nc, js = await bus.connect_jetstream(BusSettings.from_settings(settings), "test-asr")
         try:
             for i, text in ((1, "the first final"), (2, "the second final")):
                 final = Transcript(session_id=sid, utterance_id=f"u{i}", is_final=True, text=text,

@@ -21,6 +21,7 @@ from asr_worker.transcriber import Transcriber
 from asr_worker.worker import AsrWorker, transcriber_options
 from cli import recordings
 from common import bus, subjects
+from common.bus_settings import BusSettings
 from common.messages import Revision, Transcript, encode
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
@@ -167,7 +168,7 @@ async def test_a_final_lost_between_the_asr_worker_and_the_edge_arrives_before_e
 
 async def publish_finals(settings: Settings, session_id: str, first: int, last: int) -> None:
     """Acts as the ASR worker: stores finals ``first..last`` of the session in RESULTS."""
-    nc, js = await bus.connect_jetstream(settings.bus, "test-asr")
+    nc, js = await bus.connect_jetstream(BusSettings.from_settings(settings), "test-asr")
     try:
         for i in range(first, last + 1):
             result = Transcript(session_id=session_id, utterance_id=f"u{i - 1}", is_final=True,
@@ -180,7 +181,7 @@ async def publish_finals(settings: Settings, session_id: str, first: int, last: 
 
 async def publish_revision(settings: Settings, session_id: str, final_index: int, text: str) -> None:
     """Acts as the ASR worker: stores the revision of final ``final_index`` in RESULTS."""
-    nc, js = await bus.connect_jetstream(settings.bus, "test-asr")
+    nc, js = await bus.connect_jetstream(BusSettings.from_settings(settings), "test-asr")
     try:
         revision = Revision(session_id=session_id, utterance_id=f"u{final_index - 1}", final_index=final_index,
                             text=text, start_s=float(final_index), end_s=final_index + 0.5)
@@ -268,7 +269,7 @@ async def test_a_resumed_client_and_the_stored_transcript_get_finals_as_revised(
         resent = await third.until("revision", timeout=30)
         assert (resent["seq"], resent["text"]) == (2, "the second final as revised")
         assert third.finals() == []
-    nc, js = await bus.connect_jetstream(settings.bus, "test-reader")
+    nc, js = await bus.connect_jetstream(BusSettings.from_settings(settings), "test-reader")
     try:
         finals, _ = await recordings.read_results(js, sid)
     finally:
@@ -285,7 +286,7 @@ async def test_resume_of_a_session_older_than_the_results_retention_continues_wi
         sid = started["session_id"]
         await drop_connection(first)
         # Wait until the stream has forgotten the session's finals.
-        nc, js = await bus.connect_jetstream(settings.bus, "test-probe")
+        nc, js = await bus.connect_jetstream(BusSettings.from_settings(settings), "test-probe")
         try:
             async with asyncio.timeout(60):
                 while (await js.stream_info(subjects.RESULTS_STREAM)).state.messages:
@@ -448,7 +449,7 @@ async def test_a_nats_restart_under_a_live_session_loses_no_audio(nats_server: N
         await asyncio.to_thread(nats_server.restart)
         await asyncio.wait_for(sending, 60)
         await client.send_json({"type": "keepalive"})
-        nc, js = await bus.connect_jetstream(settings.bus, "test-reader")
+        nc, js = await bus.connect_jetstream(BusSettings.from_settings(settings), "test-reader")
         try:
             subject = subjects.audio(sid, settings.audio_shards)
             stored: dict[int, bytes] = {}

@@ -21,6 +21,7 @@ from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
 
 from cli.dev import Stack
 from common import subjects
+from common.bus_settings import BusSettings
 from common.messages import Transcript
 from tests.conftest import ONE_SENTENCE, THREE_UTTERANCES, pcm_of
 from tests.helpers import Client, connect, stored_results, wer
@@ -208,7 +209,7 @@ async def test_the_bus_client_moves_to_another_node_and_keeps_publishing(cluster
     from common.settings import Settings, replace
 
     settings = replace(Settings(), nats_url=cluster.urls, stream_replicas=3)
-    nc, js = await asyncio.wait_for(bus.connect_jetstream(settings.bus, "cluster-test"), 60)
+    nc, js = await asyncio.wait_for(bus.connect_jetstream(BusSettings.from_settings(settings), "cluster-test"), 60)
     try:
         acked = [await js.publish("audio.0.bus-test", str(i).encode()) for i in range(20)]
         assert nc.connected_url is not None

@@ -18,6 +18,7 @@ from asr_worker import worker as asr
 from asr_worker.transcriber import Recognition
 from asr_worker.worker import AsrWorker
 from common import bus, subjects
+from common.bus_settings import BusSettings
 from common.messages import AsrJob, encode
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
@@ -74,7 +75,7 @@ async def parked(settings: Settings, failures: int) -> AsyncIterator[Recorder]:
 @pytest.fixture
 async def vad_side(settings: Settings) -> AsyncIterator[tuple[NATS, JetStreamContext]]:
     """The VAD worker's end of the bus: stores final jobs, rings the doorbell."""
-    nc, js = await bus.connect_jetstream(settings.bus, "test-vad")
+    nc, js = await bus.connect_jetstream(BusSettings.from_settings(settings), "test-vad")
     try:
         yield nc, js
     finally:

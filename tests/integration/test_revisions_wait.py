@@ -18,6 +18,7 @@ from asr_worker.revisions import PendingRevision
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import AsrWorker, transcriber_options
 from common import bus, subjects
+from common.bus_settings import BusSettings
 from common.messages import AsrJob, Revision, Transcript, encode, result_decoder
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
@@ -71,7 +72,7 @@ async def test_a_final_goes_before_queued_revisions_and_a_late_one_is_given_up(
 
     stop = asyncio.Event()
     run = None
-    jnc, js = await bus.connect_jetstream(settings.bus, "test")  # creates the streams
+    jnc, js = await bus.connect_jetstream(BusSettings.from_settings(settings), "test")  # creates the streams
     try:
         await nc.subscribe(f"results.{sid}.*", cb=note)
         job = AsrJob(session_id=sid, utterance_id="u3", is_final=True, audio=rest, start_s=0.0,
@@ -132,7 +133,7 @@ async def test_a_final_decoded_before_its_predecessor_was_stored_waits_for_it_th
 
     sessions = ("waitsforits2", "empty2", "never2comes")
     stop = asyncio.Event()
-    jnc, js = await bus.connect_jetstream(settings.bus, "test")
+    jnc, js = await bus.connect_jetstream(BusSettings.from_settings(settings), "test")
     run = asyncio.create_task(worker.run(stop))
     try:
         await nc.subscribe("results.>", cb=note)

@@ -7,6 +7,7 @@ import nats
 from prometheus_client import REGISTRY
 
 from common import stream_usage, subjects
+from common.bus_settings import BusSettings
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
 from common.streams import RECORD_AUDIO_KEY, ensure_streams
@@ -21,7 +22,7 @@ async def test_caps_and_recording_switch_are_applied_and_updated_in_place(nats_s
     try:
         js = nc.jetstream(timeout=10)
         settings = replace(Settings(), audio_max_bytes=2 * 1048576, results_max_bytes=1048576)
-        await ensure_streams(js, settings.bus)
+        await ensure_streams(js, BusSettings.from_settings(settings))
         audio = (await js.stream_info(subjects.AUDIO_STREAM)).config
         results = (await js.stream_info(subjects.RESULTS_STREAM)).config
         recording = (audio.metadata or {}).get(RECORD_AUDIO_KEY)
@@ -31,7 +32,7 @@ async def test_caps_and_recording_switch_are_applied_and_updated_in_place(nats_s
 
         # A deployment switches recording off: the same stream, now kept only for recovery.
         changed = replace(settings, record_audio=False, audio_recovery_seconds=30, audio_max_bytes=0)
-        await ensure_streams(js, changed.bus)
+        await ensure_streams(js, BusSettings.from_settings(changed))
         audio = (await js.stream_info(subjects.AUDIO_STREAM)).config
         recording = (audio.metadata or {}).get(RECORD_AUDIO_KEY)
         assert (audio.max_age, audio.duplicate_window, recording) == (30, 30, "false")

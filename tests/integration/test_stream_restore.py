@@ -5,9 +5,9 @@ reconnects, so that best-effort work resumes on its own."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 
 from common import bus, subjects
+from common.bus_settings import BusSettings
 from common.nats_server import NatsServer
 from common.settings import Settings
 
@@ -15,7 +15,8 @@ IN_MEMORY = {subjects.JOBS_PARTIAL_STREAM, subjects.JOBS_SPECULATIVE_STREAM, f"K
 
 
 async def test_memory_streams_come_back_after_a_restart(nats_server: NatsServer) -> None:
-    nc, js = await bus.connect_jetstream(replace(Settings(), nats_url=nats_server.url).bus, "restore-test")
+    settings = BusSettings.from_settings(Settings(), nats_url=nats_server.url)
+    nc, js = await bus.connect_jetstream(settings, "restore-test")
     try:
         assert {s.config.name for s in await js.streams_info()} >= IN_MEMORY
         port = nats_server.port

@@ -16,6 +16,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
 from common import bus, continuity, subjects
+from common.bus_settings import BusSettings
 from common.messages import AsrJob, job_decoder
 from common.nats_server import NatsServer
 from common.settings import Settings, replace
@@ -98,7 +99,7 @@ async def test_messages_stored_out_of_order_give_the_in_order_finals(nats_server
     settings = settings_for(nats_server)
     expected = reference_finals(settings)
     assert len(expected) == 3
-    nc, js = await bus.connect_jetstream(settings.bus, "test-edge")
+    nc, js = await bus.connect_jetstream(BusSettings.from_settings(settings), "test-edge")
     edge = Edge(js, "reorder" + ("b" if new_owner else "a"))
     stop = asyncio.Event()
     worker = asyncio.create_task(VadWorker(VadSettings.from_settings(settings, worker_id="vad-a")).run(stop))
@@ -132,7 +133,7 @@ async def test_a_resume_carries_on_after_the_messages_stored_without_a_hole(nats
     the run of messages the stream holds without a hole, not after the last one stored, so the
     client is never told that the service holds audio it lost in an outage."""
     settings = settings_for(nats_server)
-    nc, js = await bus.connect_jetstream(settings.bus, "test-edge")
+    nc, js = await bus.connect_jetstream(BusSettings.from_settings(settings), "test-edge")
     edge = Edge(js, "resumepos")
     try:
         await edge.publish(range(1, 47))

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from common.bus_settings import BusSettings
 from common.bus_timing import TIMING, BusTiming
 from common.settings import Settings
 from common.streams import consumer_configs, stream_configs
@@ -43,9 +44,9 @@ def test_it_cannot_be_changed_in_place() -> None:
 
 def test_the_streams_and_consumers_use_it() -> None:
     settings = Settings()
-    consumers = consumer_configs(settings.bus)
+    consumers = consumer_configs(BusSettings.from_settings(settings))
     finals = next(iter(v for k, v in consumers.items() if k == "JOBS_FINAL"))[0]
     assert finals.ack_wait == TIMING.final_ack_wait_s and finals.max_deliver == TIMING.final_max_deliver
     assert all(c.ack_wait == TIMING.vad_ack_wait_s for c in consumers["AUDIO"])
-    windows = {c.name: c.duplicate_window for c in stream_configs(settings.bus)}
+    windows = {c.name: c.duplicate_window for c in stream_configs(BusSettings.from_settings(settings))}
     assert windows["JOBS_FINAL"] == TIMING.dedupe_window_s
