@@ -17,6 +17,7 @@ import sys
 
 CHILD = """
 import resource, time, wave
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.transcriber import Transcriber
 from asr_worker.worker import transcriber_options
 from common.settings import load
@@ -25,7 +26,7 @@ def cpu():
     return r.ru_utime + r.ru_stime
 with wave.open("tests/data/three_utterances.wav") as w:
     pcm = w.readframes(w.getnframes())
-t = Transcriber(transcriber_options(load()))
+t = Transcriber(transcriber_options(AsrSettings.from_settings(load())))
 t.transcribe(pcm, is_final=True)
 c0, w0 = cpu(), time.perf_counter()
 for _ in range({repeats}):

@@ -15,6 +15,7 @@ from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
 from asr_worker import worker as asr
+from asr_worker.asr_settings import AsrSettings
 from asr_worker.transcriber import Recognition
 from asr_worker.worker import AsrWorker
 from common import bus, subjects
@@ -63,7 +64,8 @@ async def parked(settings: Settings, failures: int) -> AsyncIterator[Recorder]:
     """An ASR worker that has found the queues empty and parked."""
     model = Recorder(failures)
     stop = asyncio.Event()
-    task = asyncio.create_task(AsrWorker(replace(settings, worker_id="parked"), model).run(stop))  # type: ignore[arg-type]
+    worker = AsrWorker(AsrSettings.from_settings(settings, worker_id="parked"), model)  # type: ignore[arg-type]
+    task = asyncio.create_task(worker.run(stop))
     await asyncio.sleep(2.0)  # connected, polled the three queues once, parked
     try:
         yield model
