@@ -47,6 +47,7 @@ from nats.aio.subscription import Subscription
 
 _ACK_START = b'{"stream":'  # JetStream's PubAck; an error reply starts with {"error": or has a status
 _NO_RESPONDERS = "503"
+CLOSE_TIMEOUT_S = 5.0  # longest wait, when the pipe closes, for the writer to write what is held
 
 
 @dataclass(slots=True)
@@ -74,6 +75,7 @@ class JetStreamPipe:
         self._held: deque[_Held] = deque()
         self._gathering = asyncio.Event()  # set while messages are held
         self._writer: asyncio.Task[None] | None = None
+        self._closing = False
 
     def __repr__(self) -> str:
         return f"<JetStreamPipe waiting={len(self._futures)} held={len(self._held)}>"
@@ -105,9 +107,11 @@ class JetStreamPipe:
     async def close(self) -> None:
         if self._writer is not None:
             writer, self._writer = self._writer, None
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
-        await self._write_held()  # what sessions handed over, as if it had been written at once
+            self._closing = True
+            self._gathering.set()  # no more lingering: the writer writes what is held, then ends
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(writer, CLOSE_TIMEOUT_S)  # cancelled if NATS blocks it
+        await self._write_held()  # what came meanwhile, as if it had been written at once
         if self._sub is not None:
             sub, self._sub = self._sub, None
             with contextlib.suppress(nats.errors.ConnectionClosedError):  # closed first: nothing to undo
@@ -118,15 +122,15 @@ class JetStreamPipe:
     async def _write_gathered(self) -> None:
         """The writer task (with a linger): waits for a first message, lets the others gather for
         ``linger_s``, then writes them all; nats-py's flusher sends them in one socket write."""
-        while True:
+        while not self._closing:
             await self._gathering.wait()
-            await asyncio.sleep(self.linger_s)
+            if not self._closing:
+                await asyncio.sleep(self.linger_s)
             self._gathering.clear()
             await self._write_held()
 
     async def _write_held(self) -> None:
-        """Writes the messages held now, oldest first; each leaves the queue as it is written, so
-        a writer cancelled halfway (``close``) leaves the rest for ``close`` to write."""
+        """Writes the messages held now, oldest first; each leaves the queue as it is written."""
         for _ in range(len(self._held)):
             message = self._held.popleft()
             try:
@@ -146,6 +150,7 @@ class JetStreamPipe:
                 self._prefix = f"{self.nc.new_inbox()}."
                 self._sub = await self.nc.subscribe(self._prefix + "*", cb=self._on_reply)
             if self.linger_s > 0 and self._writer is None:
+                self._closing = False
                 self._writer = asyncio.create_task(self._write_gathered(), name="jetstream-pipe-writer")
 
     async def _on_reply(self, msg: Msg) -> None:

@@ -77,7 +77,7 @@ async def lingering(nats_server: NatsServer) -> AsyncIterator[tuple[Any, Any, Je
     nc = await nats.connect(nats_server.url)
     js = nc.jetstream()
     await js.add_stream(StreamConfig(name="PIPE", subjects=["pipe.>"]))
-    pipe = JetStreamPipe(nc, linger_s=0.05)
+    pipe = JetStreamPipe(nc, linger_s=0.5)  # long: a test acts within it before anything is written
     await pipe.start()
     try:
         yield nc, js, pipe
@@ -107,10 +107,18 @@ async def test_a_write_that_fails_fails_its_future(lingering: tuple[Any, Any, Je
 async def test_closing_writes_what_is_held_and_stops_waiting(lingering: tuple[Any, Any, JetStreamPipe]) -> None:
     nc, js, pipe = lingering
     held = [await pipe.send("pipe.a", bytes([i]), {}) for i in range(3)]
-    await pipe.close()
-    assert all(f.cancelled() for f in held)
+    await pipe.close()  # within the linger: nothing was written yet
+    assert all(f.done() for f in held)  # acknowledged before the pipe closed, or no longer waited for
     await nc.flush()
     assert (await js.stream_info("PIPE")).state.messages == 3  # handed over: stored, as if sent at once
+    assert [(await js.get_msg("PIPE", i)).data for i in (1, 2, 3)] == [b"\x00", b"\x01", b"\x02"]
+
+
+async def test_a_pipe_opened_again_after_closing_writes_again(lingering: tuple[Any, Any, JetStreamPipe]) -> None:
+    _, _, pipe = lingering
+    await pipe.close()
+    again = await pipe.send("pipe.a", b"later", {})
+    assert await asyncio.wait_for(again, 5) == 1
 
 
 def test_a_negative_linger_is_refused() -> None:
