@@ -1,8 +1,9 @@
-"""The settings an edge reads: its view of ``common.settings.EdgeSettings`` (see ``common.settings_view``).
+"""The settings an edge reads: its view of ``common.settings.Settings`` (see
+``common.settings_view``).
 
-``python -m ingest`` loads and validates the whole ``EdgeSettings`` and hands the edge this view, so
+``python -m ingest`` loads and validates the whole ``Settings`` and hands the edge this view, so
 every field the edge depends on is listed here and reading any other is a type error. Defaults
-and meanings are documented once, in ``EdgeSettings`` and settings.toml.
+and meanings are documented once, in ``Settings`` and settings.toml.
 """
 
 from __future__ import annotations

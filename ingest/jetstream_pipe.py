@@ -24,9 +24,9 @@ chunks spread as independent clients send them"). The price is up to ``linger_s`
 audio is stored. Whatever was handed to ``send`` is written, as it would have been at once: also
 when the caller stops waiting for it (a client that closes its socket right after its last chunk
 still has that chunk stored; a message sent again after an outage is then written twice with one
-``Nats-Msg-Id``, and JetStream keeps one), and what is held when the pipe closes. A write that fails fails its future,
-which the caller handles as any failed publish (``ingest.audio_publisher`` sends the message
-again).
+``Nats-Msg-Id``, and JetStream keeps one), and what is held when the pipe closes. A write that
+fails fails its future, which the caller handles as any failed publish
+(``ingest.audio_publisher`` sends the message again).
 """
 
 from __future__ import annotations
