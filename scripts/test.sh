@@ -34,4 +34,13 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 .venv/bin/ruff check .
 .venv/bin/mypy .
+# The suite mostly waits (servers starting, failovers, timeouts: about a quarter of 2 cores busy
+# when run one test at a time), so it runs on 2 workers per core, at most 4, each taking whole
+# test files (module-scoped stacks stay shared). TEST_WORKERS=N overrides; 0 runs in-process.
+# Measured on 2 cores: 834 s one at a time, 265 s on 4 workers (README, "The two commands").
+cores=$(nproc 2>/dev/null || echo 2)
+workers=${TEST_WORKERS:-$(( cores * 2 < 4 ? cores * 2 : 4 ))}
+if [ "$workers" -gt 0 ]; then
+  exec .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"
+fi
 exec .venv/bin/python -m pytest "$@"
