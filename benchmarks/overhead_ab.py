@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
-import shlex
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,7 +28,7 @@ import numpy as np
 
 from benchmarks.capacity import HEADLINE, OVERHEAD_RUNS, corpus_wer, our_stack, quiesce, run_level, speech_end
 from benchmarks.conversations import conversations
-from benchmarks.pipeline_latency import machine, warm_up
+from benchmarks.pipeline_latency import header, warm_up
 
 FIXED = ("ingest", "nats-server", "vad_worker")
 """The processes of the fixed part; every other measured process is an ASR process."""
@@ -67,10 +64,7 @@ def split(cpu: dict[str, float], audio_s: float) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = ".venv/bin/python -m benchmarks.overhead_ab " + shlex.join(sys.argv[1:] if argv is None else argv)
-    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    info = machine()
-    print(f"{when}\n{command}\n" + "\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
+    command, when, info = header("benchmarks.overhead_ab", argv)
     headline = dict(OVERHEAD_RUNS[0][1])
     assert OVERHEAD_RUNS[0][0] == HEADLINE
     change = dict(c.split("=", 1) for c in args.changes)

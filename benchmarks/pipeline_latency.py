@@ -241,6 +241,15 @@ class Level:
 
 # --- report ----------------------------------------------------------------------------------
 
+def header(module: str, argv: list[str] | None) -> tuple[str, str, dict[str, str]]:
+    """A run's command line, its UTC time and the machine, printed as a benchmark's first lines."""
+    command = f".venv/bin/python -m {module} " + shlex.join(sys.argv[1:] if argv is None else argv)
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    info = machine()
+    print(f"{when}\n{command}\n" + "\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
+    return command, when, info
+
+
 def machine() -> dict[str, str]:
     cpu = "unknown"
     with open("/proc/cpuinfo") as f:
@@ -418,10 +427,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    command = ".venv/bin/python -m benchmarks.pipeline_latency " + shlex.join(sys.argv[1:] if argv is None else argv)
-    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    info = machine()
-    print(f"{when}\n{command}\n" + "\n".join(f"{k}: {v}" for k, v in info.items()), flush=True)
+    command, when, info = header("benchmarks.pipeline_latency", argv)
     notes = [f"sessions start {args.stagger_ms} ms apart" if args.stagger_ms else
              "all sessions of a round start at the same instant, so their utterances end together (worst case)"]
     overridden = sorted(k for k in os.environ if k.startswith("ASR_"))
