@@ -112,8 +112,9 @@ class Settings:
     audio_batch_ms: int = 60
     """Audio of one session is published to JetStream in messages of at least this many milliseconds:
     smaller client chunks are joined, each held at most this long (20 ms frames then cost the bus and
-    the VAD worker a third of what they would one by one); longer chunks go out as they come. 0
-    publishes every chunk as it comes."""
+    the VAD worker a third of what they would one by one); longer chunks go out as they come. 200
+    joins 100 ms chunks in pairs: a fifth less CPU for the edge, nats-server and the VAD worker,
+    finals 25-70 ms later. 0 publishes every chunk as it comes."""
     publish_linger_ms: int = 20
     """The edge gathers the audio messages all its sessions publish for up to this many milliseconds
     and writes them to NATS together: nats-server, the edge and the VAD workers then wake once per
