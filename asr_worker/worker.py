@@ -114,6 +114,8 @@ class AsrWorker:
                         if settings.revise_finals and settings.revision_nice >= 0 and settings.device == "cpu"
                         else None)
         self._doorbell = asyncio.Event()  # rung by the VAD after storing jobs, and by a queued revision
+        self.parks = 0
+        """Rounds of polls that found every job queue empty, each followed by a park."""
         self._revision_bell = asyncio.Event()  # rung by a queued revision (background reviser)
         self._revising: PendingRevision | None = None  # the background reviser's revision in hand
         self.counts = {"final": 0, "partial": 0, "stale": 0, "failed": 0}
@@ -199,6 +201,7 @@ class AsrWorker:
                     continue
                 if msg is None:
                     slots.release()
+                    self.parks += 1
                     # Every queue was empty: no polling until jobs are stored (idle cost ~0).
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(doorbell.wait(), park_wait(time.monotonic(), polled_at, self._retry_at))

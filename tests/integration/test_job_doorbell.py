@@ -49,9 +49,11 @@ class Recorder:
 @pytest.fixture
 def settings(nats_server: NatsServer, monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.setattr(asr, "PARK_S", 60.0)
+    # No background reviser: once started (a second or more after the worker) it rings the
+    # worker's doorbell so that partials are fetched again, a wake-up the tests cannot time.
     return replace(Settings(), nats_url=nats_server.url, vad_http_port=0, asr_http_port=0,
                    require_workers_ready=False, speculative_finals=False, partial_interval_ms=0,
-                   context_chars=0)
+                   context_chars=0, revise_finals=False)
 
 
 @pytest.fixture
@@ -66,7 +68,11 @@ async def parked(settings: Settings, failures: int) -> AsyncIterator[Recorder]:
     stop = asyncio.Event()
     worker = AsrWorker(AsrSettings.from_settings(settings, worker_id="parked"), model)  # type: ignore[arg-type]
     task = asyncio.create_task(worker.run(stop))
-    await asyncio.sleep(2.0)  # connected, polled the three queues once, parked
+    # Connected, polled the three queues once and parked (a fixed 2 s sleep stood for this, and
+    # for the background reviser's start, and was too short on a busy machine).
+    async with asyncio.timeout(30):
+        while not worker.parks:
+            await asyncio.sleep(0.05)
     try:
         yield model
     finally:
