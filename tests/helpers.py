@@ -228,6 +228,19 @@ async def wait_ready(http: aiohttp.ClientSession, server: TestServer, timeout: f
             await asyncio.sleep(0.2)
 
 
+async def metrics_once_idle(http: aiohttp.ClientSession, port: int, timeout: float = 15.0) -> dict[str, Any]:
+    """The edge's /v1/metrics once its session count is back to 0: the edge releases a session
+    just after the close handshake, so a count read right after a client leaves may still hold it.
+    ``TimeoutError`` if it stays above 0."""
+    async with asyncio.timeout(timeout):
+        while True:
+            async with http.get(f"http://127.0.0.1:{port}/v1/metrics") as resp:
+                body: dict[str, Any] = await resp.json()
+            if body["active_sessions"] == 0:
+                return body
+            await asyncio.sleep(0.1)
+
+
 def rss_kib(pid: int) -> int:
     """Resident memory of a process, from /proc."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

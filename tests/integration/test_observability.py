@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cli.dev import Stack
 from tests.conftest import THREE_UTTERANCES, pcm_of
-from tests.helpers import connect, running_stack, wer
+from tests.helpers import connect, metrics_once_idle, running_stack, wer
 
 pytestmark = pytest.mark.slow
 
@@ -61,14 +61,7 @@ async def test_every_role_counts_real_traffic(stack: Stack) -> None:
         await client.send_json({"type": "end"})
         await client.until("session_ended", timeout=60)
         assert await client.recv() is None
-        # The edge releases the session just after the close handshake: the count comes back to 0.
-        async with asyncio.timeout(15):
-            while True:
-                async with http.get(f"http://127.0.0.1:{stack.port}/v1/metrics") as resp:
-                    body = await resp.json()
-                if body["active_sessions"] == 0:
-                    break
-                await asyncio.sleep(0.1)
+        body = await metrics_once_idle(http, stack.port)
     assert len(client.finals()) == 3
     partials = len([m for m in client.of_type("transcript") if not m["is_final"]])
     # Worker gauges refresh every few seconds (queue gauges every metrics.PENDING_EVERY_S): wait

@@ -22,7 +22,7 @@ from cli.dev import Stack
 from common import subjects
 from common.messages import Revision, result_decoder
 from tests.conftest import ONE_SENTENCE, THREE_UTTERANCES, pcm_of
-from tests.helpers import connect, running_stack, stored_results, wer
+from tests.helpers import connect, metrics_once_idle, running_stack, stored_results, wer
 
 pytestmark = pytest.mark.slow
 
@@ -175,14 +175,8 @@ async def test_readyz_and_json_metrics(stack: Stack, http: aiohttp.ClientSession
         }
     # The sessions of the tests before this one may still be closing (their clients went with their
     # tests' HTTP sessions a moment ago): the count comes back to 0, within seconds.
-    async with asyncio.timeout(15):
-        while True:
-            async with http.get(f"http://127.0.0.1:{stack.port}/v1/metrics") as resp:
-                body = await resp.json()
-            if body["active_sessions"] == 0:
-                break
-            await asyncio.sleep(0.1)
-    assert body["max_sessions"] == 200
+    body = await metrics_once_idle(http, stack.port)
+    assert body["active_sessions"] == 0 and body["max_sessions"] == 200
 
 
 def test_logs_say_what_happened(stack: Stack) -> None:
