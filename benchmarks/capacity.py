@@ -139,6 +139,10 @@ class Stream:
         """The finals as first sent, before revisions."""
         return " ".join([*(self.first_texts or [s.text for _, s in self.finals]), self.tail_text]).strip()
 
+    def final_latencies(self) -> list[float]:
+        """Seconds from the end of the reference speech each final closes to its arrival."""
+        return [arrival - (self.t0 + speech_end(self.conv.turns, seg.end_s)) for arrival, seg in self.finals]
+
 
 def speech_end(turns: Sequence[Turn], end_s: float) -> float:
     """End of the reference speech a final ending at ``end_s`` closes."""
@@ -423,7 +427,7 @@ def summarise(system: str, streams: list[Stream], wall_s: float, cpu: dict[str, 
         else:
             lv.ok_sessions += 1
         lv.finals += len(s.finals)
-        lv.latency_s += [arrival - (s.t0 + speech_end(s.conv.turns, seg.end_s)) for arrival, seg in s.finals]
+        lv.latency_s += s.final_latencies()
         lv.first_partial_s += first_partials(s, endpointing_s)
         lv.audio_s += s.conv.duration_s
         lv.send_lag_s = max(lv.send_lag_s, s.send_lag_s)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.capacity import HEADLINE, OVERHEAD_RUNS, corpus_wer, our_stack, quiesce, run_level, speech_end
+from benchmarks.capacity import HEADLINE, OVERHEAD_RUNS, corpus_wer, our_stack, quiesce, run_level
 from benchmarks.conversations import conversations
 from benchmarks.pipeline_latency import header, warm_up
 
@@ -51,6 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             p.error(f"--set {change!r}: write ASR_NAME=VALUE, e.g. ASR_AUDIO_BATCH_MS=200")
     if args.pairs < 1 or args.streams < 1 or args.conversations < 1:
         p.error("--pairs, --streams and --conversations must be at least 1")
+    args.change = dict(c.split("=", 1) for c in args.changes)
     return args
 
 
@@ -66,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command, when, info = header("benchmarks.overhead_ab", argv)
     headline = dict(OVERHEAD_RUNS[0][1])  # figure 4's first stack, HEADLINE
-    change = dict(c.split("=", 1) for c in args.changes)
     convs = conversations(args.conversations, args.seed)
     picked = [convs[i % len(convs)] for i in range(args.streams)]
     audio_s = sum(c.duration_s for c in picked)
@@ -76,14 +76,13 @@ def main(argv: list[str] | None = None) -> int:
         with (tmp / "stacks.log").open("a") as log:
             for k in range(args.pairs * 2):
                 label = "AB"[k % 2]
-                env = {**headline, **(change if label == "B" else {})}
+                env = {**headline, **(args.change if label == "B" else {})}
                 with our_stack("default", env, log, tmp) as (stack, pids, _):
                     url = f"ws://127.0.0.1:{stack.port}/v1/stream"
                     asyncio.run(warm_up(url))
                     asyncio.run(quiesce(pids))
                     streams, wall, cpu = asyncio.run(run_level(picked, url, None, 0.0, True, pids))
-                latency = [arrival - (s.t0 + speech_end(s.conv.turns, seg.end_s))
-                           for s in streams for arrival, seg in s.finals]
+                latency = [x for s in streams for x in s.final_latencies()]
                 ended = sum(1 for s in streams if s.ended and not s.error)
                 c = split(cpu, audio_s)
                 run = {"run": k + 1, "label": label, "cpu_per_audio_s": c,
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
              for label in "AB"}
     print(f"\nB's fixed part against A's: {fixed['B'] / fixed['A']:.2f}x (means of the runs)")
     if args.json:
-        args.json.write_text(json.dumps({"date": when, "command": command, "machine": info, "change": change,
+        args.json.write_text(json.dumps({"date": when, "command": command, "machine": info, "change": args.change,
                                          "streams": args.streams, "audio_s": audio_s, "runs": runs}, indent=1))
         print(f"JSON: {args.json}")
     return 0
