@@ -2,11 +2,12 @@
 bounded executor, and publishes ASR jobs and VAD events.
 
 Per shard, one task fetches batches from the shard's durable consumer (in order), groups them by
-session, runs the sessions of a batch concurrently in the executor (each session sequentially),
-and publishes what came out. Each session's checkpoint (common.continuity) is written at most
-every ``vad_checkpoint_seconds`` and when it ends, and only then is the audio it covers
-acknowledged (vad_worker.unsaved). Before it publishes and before it acknowledges it checks that it
-still holds the shard's lease (vad_worker.shards); a shard handed over saves everything first.
+session, runs each session's chunks in the executor (vad_worker.handoff: the work of every
+shard in one turn of the event loop leaves as one executor job), and publishes what came out.
+Each session's checkpoint (common.continuity) is written at most every ``vad_checkpoint_seconds``
+and when it ends, and only then is the audio it covers acknowledged (vad_worker.unsaved). Before
+it publishes and before it acknowledges it checks that it still holds the shard's lease
+(vad_worker.shards); a shard handed over saves everything first.
 
 A session this worker has no state for (new, or carried on after another owner, a restart, a
 failed batch or an idle eviction) is loaded from its checkpoint: the open utterance's audio is
@@ -42,6 +43,7 @@ from common.messages import AsrJob, SessionFlushed, SpeechStarted, UtteranceEnd,
 from common.pull import Credit, Puller
 from common.retry import TRANSIENT, Backoff
 from vad_worker import shards as shard_leases
+from vad_worker.handoff import Handoff
 from vad_worker.segmenter import Event, FinalReady, PartialReady, SegmenterOptions, SpeculativeReady
 from vad_worker.segmenter import SpeechStarted as VadSpeechStarted
 from vad_worker.segmenter import UtteranceEnded as VadUtteranceEnded
@@ -92,6 +94,7 @@ class VadWorker:
         # webrtcvad holds the GIL: more threads do not add throughput (benchmarks/RESULTS.md); scale
         # with processes (asr dev --vad-workers N). The pool keeps the CPU work off the event loop.
         self.executor = ThreadPoolExecutor(settings.vad_thread_pool_size, thread_name_prefix="vad")
+        self.handoff = Handoff(self.executor)  # every shard's work of one loop turn in one executor job
         self.sessions: dict[str, SessionVad] = {}
         self.nc: NATS | None = None
         self._dropping: set[str] = set()  # kinds of best-effort job whose queue does not answer
@@ -349,7 +352,6 @@ class VadWorker:
         """Runs each session's new chunks through its state and publishes; the sessions' checkpoints
         are due from now on."""
         assert self.leases is not None and self.nc is not None
-        loop = asyncio.get_running_loop()
         work: list[tuple[SessionVad, asyncio.Future[list[Event]]]] = []
         for session_id, chunks in groups.items():
             state = self.sessions.get(session_id)
@@ -366,7 +368,7 @@ class VadWorker:
             def feed(state: SessionVad = state, replay: list[Chunk] = replay, live: list[Chunk] = live) -> list[Event]:
                 return (state.replay(replay) if state.resumed_from else []) + state.process(live)
 
-            work.append((state, loop.run_in_executor(self.executor, feed)))
+            work.append((state, self.handoff.run(feed)))
         t0 = time.perf_counter()
         results = await asyncio.gather(*(fut for _, fut in work))
         metrics.VAD_SECONDS.observe(time.perf_counter() - t0)
