@@ -34,7 +34,7 @@ import nats
 from aiohttp import WSMsgType, web
 from nats.aio.msg import Msg
 
-from common import metrics, subjects, tasks
+from common import logs, metrics, subjects, tasks
 from common.messages import Result, result_decoder
 from ingest import protocol as p
 from ingest import stored_results
@@ -114,6 +114,7 @@ class Feed:
     def __init__(self, ctx: EdgeContext, session_id: str) -> None:
         self.ctx = ctx
         self.session_id = session_id
+        self.log = logs.for_session(log, session_id)
         self.state = CaptionState(ctx.settings.viewer_backlog_finals)
         self.viewers: set[Viewer] = set()
         self.ready = asyncio.Event()
@@ -138,9 +139,8 @@ class Feed:
             for result in [*stored, *live]:
                 self._handle(result)
             self._repairer = asyncio.create_task(self._repair(), name=f"captions-repair-{self.session_id}")
-            log.info("captions %s: feed started in %.3fs (%d stored finals, ended=%s)", self.session_id,
-                     time.perf_counter() - t0, self.state.delivery.released, self.state.ended,
-                     extra={"session_id": self.session_id})
+            self.log.info("captions %s: feed started in %.3fs (%d stored finals, ended=%s)", self.session_id,
+                          time.perf_counter() - t0, self.state.delivery.released, self.state.ended)
         except (TimeoutError, nats.errors.Error, msgspec.DecodeError) as exc:
             self.failed = exc
             raise
@@ -148,8 +148,7 @@ class Feed:
             self.ready.set()
 
     async def stop(self) -> None:
-        log.info("captions %s: feed stopped (seq %d)", self.session_id, self.state.delivery.seq,
-                 extra={"session_id": self.session_id})
+        self.log.info("captions %s: feed stopped (seq %d)", self.session_id, self.state.delivery.seq)
         if self._repairer is not None:
             await tasks.stop(self._repairer)
         if self._sub is not None:
@@ -169,7 +168,7 @@ class Feed:
         try:
             result = result_decoder.decode(msg.data)
         except msgspec.DecodeError:
-            log.error("captions %s: undecodable result on %s", self.session_id, msg.subject)
+            self.log.error("captions %s: undecodable result on %s", self.session_id, msg.subject)
             return
         if self._loading is not None:
             self._loading.append(result)
@@ -195,7 +194,7 @@ class Feed:
                     for stored in await self._stored.read_new():  # finals, and revisions of finals
                         self._handle(stored)
                 except (TimeoutError, nats.errors.Error) as exc:
-                    log.warning("captions %s: could not read stored finals: %r", self.session_id, exc)
+                    self.log.warning("captions %s: could not read stored finals: %r", self.session_id, exc)
 
 
 class CaptionHub:

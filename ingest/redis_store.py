@@ -23,6 +23,7 @@ import time
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from common import logs
 from ingest.session_store import RESUMABLE, Admit, ResumeError, SessionRecord, check_sample_rate, token_matches
 
 log = logging.getLogger(__name__)
@@ -262,8 +263,8 @@ class RedisSessionStore:
                 if await self._release(keys=[GLOBAL, _session(session_id)],
                                        args=[session_id, edge, "interrupted", now, self.retention_s, ""]):
                     released += 1
-                    log.info("released orphan session %s of dead edge %s", session_id, edge,
-                             extra={"session_id": session_id})
+                    logs.for_session(log, session_id).info("released orphan session %s of dead edge %s",
+                                                           session_id, edge)
             await self._forget(keys=[EDGES], args=[edge])
         return released
 
