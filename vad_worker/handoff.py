@@ -44,7 +44,7 @@ class Handoff:
         self.executor = executor
         self._work: list[Callable[[], Any]] = []
         self._futures: list[asyncio.Future[Any]] = []
-        self.handoffs = 0  # executor jobs submitted (for tests and metrics)
+        self.handoffs = 0  # executor jobs submitted so far (the tests read it)
 
     def __repr__(self) -> str:
         return f"<Handoff waiting={len(self._work)} handoffs={self.handoffs}>"
