@@ -39,12 +39,10 @@ from asr_worker.asr_settings import AsrSettings
 from asr_worker.transcriber import SAMPLE_RATE, Transcriber
 from asr_worker.worker import transcriber_options
 from benchmarks.context_replay import pcm_of
-from benchmarks.corpus import build
+from benchmarks.corpus import FLOOR_DBFS, build, noise
 from benchmarks.trailing_pad import decode_finals, finals
 from benchmarks.wer import corpus_wer, normalise
 from common.settings import load
-
-FLOOR_DBFS = -60.0
 
 
 @dataclass(slots=True)
@@ -89,8 +87,9 @@ def groups(members: list[Member], k: int, max_pack_s: float, gap_s: float) -> li
 
 
 def floor(seconds: float, rng: np.random.Generator) -> np.ndarray:
-    amplitude = 32768 * 10 ** (FLOOR_DBFS / 20)
-    return np.round(rng.normal(0, amplitude, int(seconds * SAMPLE_RATE))).astype("<i2")
+    """The corpus's noise floor (white, ``FLOOR_DBFS``), as 16-bit samples."""
+    level = 32767 * 10 ** (FLOOR_DBFS / 20)
+    return np.round(noise("white", int(seconds * SAMPLE_RATE), rng) * level).astype("<i2")
 
 
 def _vocabulary(text: str) -> set[str]:
@@ -183,10 +182,10 @@ def main() -> None:
     decodes["alone, as the worker does"] = decodes["alone, no prompt"] = alone
     gaps: dict[str, str] = {}
     members = in_turns(cuts)
+    vocabulary = [_vocabulary(c.reference) for c in clips]
     for k in [int(p) for p in args.packs.split(",")]:
         way = f"packed by {k}"
         packs = groups(members, k, args.max_pack_s, args.gap_s)
-        vocabulary = [_vocabulary(c.reference) for c in clips]
         packed = decode_packs(packs, timed, args.gap_s, vocabulary)
         cpu[way], decodes[way] = packed.cpu_s, packed.decodes
         chance = foreign_words(packs, singles, vocabulary)
