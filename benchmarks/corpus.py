@@ -22,9 +22,11 @@ Kinds of clip (``Clip.kind``):
 * ``silence``: a faint noise floor only; ``noise``: white, pink or brown noise only, -45 to -25 dBFS.
 * ``real``: recordings of people, not TTS (``benchmarks/real_speech``, sources and licences in its
   SOURCES.md): five sentences read for LibriVox, the same five as one 27 s passage, a speaker reading
-  playing cards, "go forward ten meters" and 11 s of John F. Kennedy's inaugural address. Each has
-  0.5 s of lead-in and 1 s of tail (the noise floor) around the recording as published; its
-  segments' times are where its 10 ms frames come within 30 dB of its loudest.
+  playing cards, "go forward ten meters", 11 s of John F. Kennedy's inaugural address and 53 s of
+  Shakespeare's first sonnet read for LibriVox (15 lines, 0.2-1 s between them, aligned by its
+  source). Each has 0.5 s of lead-in and 1 s of tail (the noise floor) around the recording as
+  published; a segment's times are where its 10 ms frames come within 30 dB of its loudest (of
+  the recording, or of its line's stretch for an aligned one).
 
 Every clip has a -60 dBFS white-noise floor, so the VAD never sees digital silence. A `Segment`
 gives each reference sentence with the time its speech starts and ends in the clip (TTS output is
@@ -43,6 +45,7 @@ import tempfile
 import wave
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -52,10 +55,18 @@ RATE = 16_000
 PHONE_RATE = 8_000
 SENTENCES = Path(__file__).with_name("sentences.txt")
 REAL_SPEECH = Path(__file__).with_name("real_speech")
-"""Recordings of people (FLAC) and ``references.json``: file stem -> reference text."""
+"""Recordings of people (FLAC) and ``references.json``: file stem -> reference text, or, for a long
+recording whose source aligned it, a list of ``[begin_s, end_s, text]`` lines (one `Segment` each)."""
 REAL_PASSAGE = ("librivox-0870", "librivox-0880", "librivox-0890", "librivox-0920", "librivox-0930")
 """Consecutive utterances of one reading, joined into one clip with ``REAL_PAUSE_S`` between them."""
 REAL_PAUSE_S = 0.25
+ALIGNED_WITHIN_DB = 20.0
+"""An aligned line's speech: its frames within this of its loudest. Its stretch holds the pause
+after it, and a LibriVox floor (an MP3's) lies only 25-35 dB under the speech, so the recordings'
+30 dB would count the floor too."""
+REAL_AFTER_PASSAGE = "sonnet-001"
+"""This recording and the ones after it in ``references.json`` come after the passage, so every
+clip made before them keeps its seed (its noise floor) and its audio, byte for byte."""
 DEFAULT_CACHE = Path.home() / ".cache" / "realtime-asr" / "corpus-v3"
 # v1: sox dithered at random; v2: 8 clips per degraded kind (v3's first 8, byte for byte).
 DEGRADED_CLIPS = 24
@@ -245,24 +256,39 @@ def _recording(stem: str) -> np.ndarray:
 
 def real_clips(out: Path) -> list[Clip]:
     """The ``real`` kind: each recording on its own, and the LibriVox sentences as one passage."""
-    refs: dict[str, str] = json.loads((REAL_SPEECH / "references.json").read_text(encoding="utf-8"))
+    refs: dict[str, str | list[list[Any]]] = json.loads((REAL_SPEECH / "references.json").read_text(encoding="utf-8"))
+    singles = [(stem,) for stem in refs]
+    later = list(refs).index(REAL_AFTER_PASSAGE)
     clips = []
-    for i, group in enumerate([*((stem,) for stem in refs), REAL_PASSAGE]):
+    for i, group in enumerate([*singles[:later], REAL_PASSAGE, *singles[later:]]):
         b = _Builder()
         b.gap(0.5)
         for k, stem in enumerate(group):
             if k:
                 b.gap(REAL_PAUSE_S)
             audio = _recording(stem)
-            start, end = _speech_bounds(audio)
             offset = b.n / RATE
-            b.segments.append(Segment(refs[stem], round(offset + start, 3), round(offset + end, 3), f"real:{stem}"))
+            b.segments += [Segment(text, round(offset + start, 3), round(offset + end, 3), f"real:{stem}")
+                           for start, end, text in _real_lines(refs[stem], audio)]
             b.parts.append(audio)
             b.n += audio.size
         b.gap(1.0)
         name = f"real-{group[0]}" if len(group) == 1 else "real-librivox-passage"
         clips.append(_finish(name, "real", b, out, np.random.default_rng(hash_seed("real", i))))
     return clips
+
+
+def _real_lines(ref: str | list[list[Any]], audio: np.ndarray) -> list[tuple[float, float, str]]:
+    """A recording's reference as (start_s, end_s, text) lines, each bounded to its speech: the
+    whole recording for one text; each aligned line's own stretch for a list of lines."""
+    if isinstance(ref, str):
+        return [(*_speech_bounds(audio), ref)]
+    lines = []
+    for begin, end, text in ref:
+        part = audio[round(begin * RATE) : round(end * RATE)]
+        start, stop = _speech_bounds(part, within_db=ALIGNED_WITHIN_DB)
+        lines.append((begin + start, begin + stop, str(text)))
+    return lines
 
 
 def write_samples(path: Path, samples: np.ndarray, rate: int) -> None:
