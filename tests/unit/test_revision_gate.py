@@ -80,3 +80,14 @@ def test_a_revision_that_only_drops_the_finals_last_words_is_not_a_correction() 
     assert revision_outcome(final, "Gentle breeze carried the smell of the sea into the room.") == "ok"
     assert revision_outcome("Please end your work", "Please send your work") == "ok"
     assert revision_outcome("into the", "into the room.") == "ok"
+
+
+def test_a_revision_that_drops_only_a_word_the_final_heard_trail_off_is_a_correction() -> None:
+    """A breath at the cut: "...lies. And..." decoded again with the next final's audio after it."""
+    final = "making a famine where abundance lies. And..."
+    assert revision_outcome(final, "making a famine where abundance lies.") == "ok"
+    assert revision_outcome("the gaudy spring, and\u2026", "the gaudy spring,") == "ok"
+    # More than that one word dropped, or a last word said in full: not a correction.
+    assert revision_outcome(final, "making a famine where abundance") == "shorter"
+    assert revision_outcome("where abundance lies. And", "where abundance lies.") == "shorter"
+    assert revision_outcome(final, final) == "same"
