@@ -25,8 +25,8 @@ Kinds of clip (``Clip.kind``):
   playing cards, "go forward ten meters", 11 s of John F. Kennedy's inaugural address and 53 s of
   Shakespeare's first sonnet read for LibriVox (15 lines, 0.2-1 s between them, aligned by its
   source). Each has 0.5 s of lead-in and 1 s of tail (the noise floor) around the recording as
-  published; a segment's times are where its 10 ms frames come within 30 dB of its loudest (of
-  the recording, or of its line's stretch for an aligned one).
+  published; a segment's times are where its 10 ms frames come within 30 dB of the recording's
+  loudest (an aligned line: within ``ALIGNED_WITHIN_DB`` of the loudest of its own stretch).
 
 Every clip has a -60 dBFS white-noise floor, so the VAD never sees digital silence. A `Segment`
 gives each reference sentence with the time its speech starts and ends in the clip (TTS output is
