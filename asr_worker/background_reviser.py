@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 PARENT_POLL_S = 1.0
 """How often the child looks whether its worker is still there."""
+CHILD_EXIT_S = 2.0
+"""Longest wait, when the reviser stops, for its child to exit by itself (and then once more after
+terminating it)."""
 
 _transcriber: Transcriber | None = None  # in the child: its model
 
@@ -91,13 +94,21 @@ class BackgroundReviser:
             raise
 
     def shutdown(self) -> None:
-        """Stops the child (a revision in hand is dropped)."""
+        """Stops the child: queued revisions are dropped, the one in hand may finish within
+        ``CHILD_EXIT_S``, then the child is terminated. A child that exits by itself releases what
+        it holds; a terminated one left a semaphore (tqdm's lock, made in the first decode) that
+        the interpreter reported at exit as "leaked semaphore objects", once per worker."""
         pool, self._pool = self._pool, None
         if pool is not None:
             processes = list((getattr(pool, "_processes", None) or {}).values())
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=False, cancel_futures=True)  # the child exits after the job in hand
+            deadline = time.monotonic() + CHILD_EXIT_S
             for process in processes:
-                process.terminate()
+                process.join(max(0.0, deadline - time.monotonic()))
+                if process.is_alive():
+                    process.terminate()
+                    process.join(CHILD_EXIT_S)
+            pool.shutdown(wait=True)  # the child is gone: only the pool's own thread is left to end
 
     def pids(self) -> list[int]:
         """The child's process id (none before `start` or after `shutdown`)."""

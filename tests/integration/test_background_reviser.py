@@ -93,6 +93,38 @@ def test_the_child_exits_when_its_worker_is_killed() -> None:
     assert not Path(f"/proc/{child}").exists()
 
 
+CLEAN_EXIT = """
+import asyncio
+import numpy as np
+from asr_worker.background_reviser import BackgroundReviser
+from asr_worker.transcriber import TranscriberOptions
+
+
+async def main() -> None:
+    reviser = BackgroundReviser(TranscriberOptions(), 19)
+    reviser.start()
+    pcm = (np.random.default_rng(0).standard_normal(16000 * 3) * 300).astype("<i2").tobytes()
+    await reviser.revise(pcm, pcm)
+    (child,) = reviser.pids()
+    print(child, flush=True)
+    reviser.shutdown()
+    print("shut down", flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_a_stopped_reviser_leaves_no_child_and_nothing_to_clean_up_at_exit() -> None:
+    """A worker that ran a revision and stopped its reviser exits without Python's resource
+    tracker finding semaphores its child left behind (it warned at every stop of `asr dev`)."""
+    done = subprocess.run([sys.executable, "-c", CLEAN_EXIT], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=TIMEOUT_S)
+    assert done.returncode == 0, done.stderr
+    child = int(done.stdout.split()[0])
+    assert not Path(f"/proc/{child}").exists()
+    assert "leaked" not in done.stderr, done.stderr
+
+
 def test_nice_out_of_range_is_refused() -> None:
     with pytest.raises(ValueError, match="0-19"):
         BackgroundReviser(transcriber_options(AsrSettings.from_settings(Settings())), 20)
