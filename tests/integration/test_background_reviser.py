@@ -96,8 +96,11 @@ def test_the_child_exits_when_its_worker_is_killed() -> None:
 CLEAN_EXIT = """
 import asyncio
 import numpy as np
+from asr_worker import background_reviser
 from asr_worker.background_reviser import BackgroundReviser
 from asr_worker.transcriber import TranscriberOptions
+
+background_reviser.CHILD_EXIT_S = 60.0  # a child at nice 19 on a busy machine may take a while to exit
 
 
 async def main() -> None:
@@ -116,7 +119,8 @@ asyncio.run(main())
 
 def test_a_stopped_reviser_leaves_no_child_and_nothing_to_clean_up_at_exit() -> None:
     """A worker that ran a revision and stopped its reviser exits without Python's resource
-    tracker finding semaphores its child left behind (it warned at every stop of `asr dev`)."""
+    tracker finding semaphores its child left behind (it warned at every stop of `asr dev`): the
+    child is let exit by itself, not terminated (here with time enough for a loaded CI machine)."""
     done = subprocess.run([sys.executable, "-c", CLEAN_EXIT], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[2], timeout=TIMEOUT_S)
     assert done.returncode == 0, done.stderr
