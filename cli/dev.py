@@ -8,7 +8,10 @@ cleanly.
 
 It supervises its children: one that exits (crash, kill, OOM) is logged and started again while
 the rest keeps serving (sessions carry on: see docs/architecture.md); a child that dies
-``CRASH_LOOP_RESTARTS`` times within ``CRASH_LOOP_WINDOW_S`` is reported and the stack stops.
+``CRASH_LOOP_RESTARTS`` times within ``CRASH_LOOP_WINDOW_S`` is reported and the stack stops. A
+child that exits because of its configuration (`NOT_RESTARTED`: invalid settings, a model that
+cannot be loaded) would only fail again: the stack stops at once. Invalid settings are found before
+anything starts: every role reads the same settings, and `asr dev` reads them first.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import IO
 
 from common import sizing
 from common.nats_server import NatsServer, NatsServerError
+from common.settings import SettingsError, load
 
 ROLES = ("ingest", "vad_worker", "asr_worker")
 READY_TIMEOUT_S = 180.0
@@ -39,6 +43,8 @@ STOP_TIMEOUT_S = 40.0  # above the edge's default drain_timeout_seconds (20)
 CRASH_LOOP_RESTARTS = 5  # restarts of one child within CRASH_LOOP_WINDOW_S that stop the stack
 CRASH_LOOP_WINDOW_S = 60.0
 SUPERVISE_EVERY_S = 0.5
+NOT_RESTARTED = {2: "its settings are invalid", 3: "its model cannot be loaded"}
+"""Exit codes of a role (`common.role.run_worker`, `asr_worker.__main__`) that a restart cannot fix."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -259,6 +265,9 @@ class Stack:
                 code = proc.poll()
                 if code is None or self._stopping.is_set():
                     continue
+                if code in NOT_RESTARTED:
+                    raise CrashLoop(f"{name} exited with code {code}: {NOT_RESTARTED[code]} (see its log above); "
+                                    "not restarting it")
                 now = time.monotonic()
                 recent = [t for t in self.restarts.get(name, []) if now - t < CRASH_LOOP_WINDOW_S]
                 if len(recent) >= CRASH_LOOP_RESTARTS:
@@ -338,6 +347,11 @@ def run(args: argparse.Namespace) -> int:
     if args.edges < 1 or (args.edges > 1 and not args.redis_url):
         print("asr dev: --edges N needs N >= 1, and --redis-url when N > 1 (edges share sessions there)",
               file=sys.stderr)
+        return 2
+    try:
+        load()  # what every role will read: refused here once, not by each child in turn
+    except SettingsError as exc:
+        print(f"asr dev: {exc}", file=sys.stderr)
         return 2
     for port in range(args.port, args.port + args.edges) if args.port else ():
         if _port_taken(args.host, port):

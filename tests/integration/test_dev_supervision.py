@@ -1,11 +1,14 @@
 """`asr dev` supervises its children: one that keeps dying is reported and stops the stack (a
-child that dies once is restarted: see test_vad_failover.py)."""
+child that dies once is restarted: see test_vad_failover.py); one that exits because of its
+configuration is not restarted at all, and invalid settings are refused before anything starts."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,16 +18,70 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.slow
 
 ASR = str(Path(sys.executable).parent / "asr")
+TIMEOUT_S = 180.0
+
+
+def _child(parent: int, module: str) -> int | None:
+    """The pid of ``parent``'s child running ``python -m module``, if there is one now."""
+    out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(parent)], capture_output=True, text=True,
+                         check=False)
+    for line in out.stdout.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if args.endswith(f"-m {module}"):
+            return int(pid)
+    return None
+
+
+def test_invalid_settings_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    # A setting every role refuses: asr dev reads the settings first and says so once.
+    env = {**os.environ, "ASR_VAD_FRAME_MS": "25"}
+    out = subprocess.run([ASR, "dev", "--port", str(free_port()), "--data-dir", str(tmp_path / "data")],
+                         env=env, capture_output=True, text=True, timeout=60, check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode == 2, text[-3000:]
+    assert out.stderr.count("vad_frame_ms=25") == 1, out.stderr
+    assert "nats-server" not in text and "restarting" not in text  # nothing was started
+
+
+def test_a_child_that_cannot_start_is_not_restarted(tmp_path: Path) -> None:
+    # Valid settings, but a model folder that is not there: each ASR worker exits with code 3.
+    env = {**os.environ, "ASR_MODEL": str(tmp_path / "no-such-model")}
+    out = subprocess.run([ASR, "dev", "--port", str(free_port()), "--data-dir", str(tmp_path / "data")],
+                         env=env, capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode == 1, text[-3000:]
+    assert "exited with code 3: its model cannot be loaded" in text and "not restarting it" in text
+    assert "restarting it" not in text.replace("not restarting it", "")
+    assert "no such folder" in text  # the worker's own reason is in its log
+    assert "[dev] stopped" in text
 
 
 def test_a_crash_loop_is_reported_and_stops_the_stack(tmp_path: Path) -> None:
-    # A setting every role refuses: each child exits with code 2 as soon as it starts.
-    env = {**os.environ, "ASR_VAD_FRAME_MS": "25"}
-    out = subprocess.run([ASR, "dev", "--port", str(free_port()), "--data-dir", str(tmp_path / "data")],
-                         env=env, capture_output=True, text=True, timeout=180, check=False)
-    text = out.stdout + out.stderr
-    assert out.returncode == 1, text[-3000:]
-    assert "exited with code 2: restarting it" in text
-    assert "exited 6 times within 60 s (last exit code 2): stopping the stack" in text
-    assert "vad_frame_ms=25" in text  # the child's own reason is in its log
+    log_path = tmp_path / "dev.log"
+    with log_path.open("w") as log:
+        dev = subprocess.Popen([ASR, "dev", "--port", "0", "--data-dir", str(tmp_path / "data")],
+                               stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while "ready: stream audio to" not in log_path.read_text():
+            assert dev.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        killed: list[int] = []
+        while dev.poll() is None and len(killed) < 10:  # killed as an OOM killer would, again and again
+            pid = _child(dev.pid, "vad_worker")
+            if pid is not None and pid not in killed:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.1)
+        code = dev.wait(60)
+    finally:
+        if dev.poll() is None:
+            dev.kill()
+            dev.wait(60)
+    text = log_path.read_text()
+    assert code == 1, text[-3000:]
+    assert len(killed) == 6, killed  # 5 restarts within the window, then the stack stops
+    assert text.count("vad_worker exited with code -9: restarting it") == 5, text[-3000:]
+    assert "vad_worker exited 6 times within 60 s (last exit code -9): stopping the stack" in text
     assert "[dev] stopped" in text
