@@ -65,11 +65,12 @@ class ReplayFailed(recordings.RecordingError):
 
 
 def parse_sets(pairs: list[str], settings: Settings) -> dict[str, int]:
-    """``KEY=VALUE`` pairs -> the Asr-Options object, validated like the setting itself."""
+    """``KEY=VALUE`` pairs -> the Asr-Options object, validated like the setting itself. KEY is the
+    setting's name, or its environment variable's (``ASR_ENDPOINTING_MS``, as the docs write it)."""
     options: dict[str, int] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        key = key.strip().lower()
+        key = key.strip().lower().removeprefix("asr_")
         if not sep or not key:
             raise recordings.RecordingError(f"--set {pair!r} is not KEY=VALUE; use e.g. --set endpointing_ms=800.")
         if key == "model":

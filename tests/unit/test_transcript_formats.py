@@ -142,6 +142,11 @@ def test_set_accepts_endpointing_and_validates_it_like_the_setting() -> None:
     settings = Settings()
     assert parse_sets(["endpointing_ms=800"], settings) == {"endpointing_ms": 800}
     assert parse_sets([], settings) == {}
+    # The environment variable's name, as the docs write the settings, means the same setting.
+    assert parse_sets(["ASR_ENDPOINTING_MS=800"], settings) == {"endpointing_ms": 800}
+    with pytest.raises(RecordingError) as refused_env:
+        parse_sets(["ASR_MODEL=small.en"], settings)
+    assert str(refused_env.value) == MODEL_REFUSED
     with pytest.raises(RecordingError, match="endpointing_ms=50 is too short"):
         parse_sets(["endpointing_ms=50"], settings)
     with pytest.raises(RecordingError, match="must be a whole number"):
