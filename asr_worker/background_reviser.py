@@ -97,8 +97,8 @@ class BackgroundReviser:
     def shutdown(self) -> None:
         """Stops the child: queued revisions are dropped, the one in hand may finish within
         ``CHILD_EXIT_S``, then the child is terminated. A child that exits by itself releases what
-        it holds; a terminated one left a semaphore (tqdm's lock, made in the first decode) that
-        the interpreter reported at exit as "leaked semaphore objects", once per worker."""
+        it holds; one terminated right after a revision left a semaphore behind, which the
+        interpreter reported at exit as "leaked semaphore objects", once per worker."""
         pool, self._pool = self._pool, None
         if pool is not None:
             processes = list((getattr(pool, "_processes", None) or {}).values())
