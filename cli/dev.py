@@ -6,9 +6,10 @@ workers and --asr-workers ASR workers as separate processes. Their logs are pref
 Prints the stream URL once the edge's /readyz says every role is ready; Ctrl-C stops every child
 cleanly.
 
-It supervises its children: one that exits (crash, kill, OOM) is logged and started again while
-the rest keeps serving (sessions carry on: see docs/architecture.md); a child that dies
-``CRASH_LOOP_RESTARTS`` times within ``CRASH_LOOP_WINDOW_S`` is reported and the stack stops. A
+It supervises its children: one that exits (crash, kill, OOM; nats-server too, on its port and
+its data) is logged and started again while the rest keeps serving (sessions carry on: see
+docs/architecture.md); a child that dies ``CRASH_LOOP_RESTARTS`` times within
+``CRASH_LOOP_WINDOW_S`` is reported and the stack stops. A
 child that exits because of its configuration (`NOT_RESTARTED`: invalid settings, a model that
 cannot be loaded) would only fail again: the stack stops at once. Invalid settings are found before
 anything starts: every role reads the same settings, and `asr dev` reads them first.
@@ -259,8 +260,18 @@ class Stack:
                 return
 
     def restart_dead(self) -> None:
-        """Starts again every child that exited; CrashLoop if one keeps dying."""
+        """Starts again every child that exited, nats-server too (on its port and its data, so the
+        roles reconnect and the streams are as they were); CrashLoop if one keeps dying."""
         with self._procs_lock:
+            bus = self.nats.proc
+            code = bus.poll() if bus is not None else None
+            if code is not None and not self._stopping.is_set():
+                self._count_restart("nats-server", code)
+                self.say(f"nats-server exited with code {code}: restarting it on {self.nats.url}")
+                try:
+                    self.nats.restart()
+                except NatsServerError as exc:
+                    raise CrashLoop(f"nats-server could not be started again: {exc}") from None
             for name, proc in list(self.procs.items()):
                 code = proc.poll()
                 if code is None or self._stopping.is_set():
@@ -268,15 +279,19 @@ class Stack:
                 if code in NOT_RESTARTED:
                     raise CrashLoop(f"{name} exited with code {code}: {NOT_RESTARTED[code]} (see its log above); "
                                     "not restarting it")
-                now = time.monotonic()
-                recent = [t for t in self.restarts.get(name, []) if now - t < CRASH_LOOP_WINDOW_S]
-                if len(recent) >= CRASH_LOOP_RESTARTS:
-                    raise CrashLoop(f"{name} exited {len(recent) + 1} times within {CRASH_LOOP_WINDOW_S:.0f} s "
-                                    f"(last exit code {code})")
-                self.restarts[name] = [*recent, now]
+                self._count_restart(name, code)
                 self.say(f"{name} exited with code {code}: restarting it")
                 module, env = self._specs[name]  # its pump closes its output at EOF
                 self.spawn(name, module, env)
+
+    def _count_restart(self, name: str, code: int) -> None:
+        """Notes a restart of ``name``; CrashLoop once it would be one too many within the window."""
+        now = time.monotonic()
+        recent = [t for t in self.restarts.get(name, []) if now - t < CRASH_LOOP_WINDOW_S]
+        if len(recent) >= CRASH_LOOP_RESTARTS:
+            raise CrashLoop(f"{name} exited {len(recent) + 1} times within {CRASH_LOOP_WINDOW_S:.0f} s "
+                            f"(last exit code {code})")
+        self.restarts[name] = [*recent, now]
 
     @property
     def port(self) -> int:

@@ -1,10 +1,12 @@
 """`asr dev` supervises its children: one that keeps dying is reported and stops the stack (a
-child that dies once is restarted: see test_vad_failover.py); one that exits because of its
-configuration is not restarted at all, and invalid settings are refused before anything starts."""
+child that dies once is restarted: see test_vad_failover.py; nats-server too, here); one that
+exits because of its configuration is not restarted at all, and invalid settings are refused
+before anything starts."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import DATA, ONE_SENTENCE, free_port
+from tests.helpers import wer
 
 pytestmark = pytest.mark.slow
 
@@ -22,12 +25,13 @@ TIMEOUT_S = 180.0
 
 
 def _child(parent: int, module: str) -> int | None:
-    """The pid of ``parent``'s child running ``python -m module``, if there is one now."""
+    """The pid of ``parent``'s child running ``python -m module`` (or nats-server), if there is one now."""
     out = subprocess.run(["ps", "-o", "pid=,args=", "--ppid", str(parent)], capture_output=True, text=True,
                          check=False)
     for line in out.stdout.splitlines():
         pid, _, args = line.strip().partition(" ")
-        if args.endswith(f"-m {module}"):
+        program = args.split(" ", 1)[0]
+        if args.endswith(f"-m {module}") or (module == "nats-server" and program.endswith("/nats-server")):
             return int(pid)
     return None
 
@@ -85,3 +89,48 @@ def test_a_crash_loop_is_reported_and_stops_the_stack(tmp_path: Path) -> None:
     assert text.count("vad_worker exited with code -9: restarting it") == 5, text[-3000:]
     assert "vad_worker exited 6 times within 60 s (last exit code -9): stopping the stack" in text
     assert "[dev] stopped" in text
+
+
+def _stream(port: int) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([ASR, "stream", str(DATA / "one_sentence_44k_stereo.wav"), "--url",
+                           f"ws://127.0.0.1:{port}/v1/stream"], capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_a_killed_nats_server_is_started_again_on_its_port_with_its_data(tmp_path: Path) -> None:
+    log_path, data = tmp_path / "dev.log", tmp_path / "data"
+    with log_path.open("w") as log:
+        dev = subprocess.Popen([ASR, "dev", "--port", "0", "--data-dir", str(data)],
+                               stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT_S
+        while "ready: stream audio to" not in log_path.read_text():
+            assert dev.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        text = log_path.read_text()
+        ready = re.search(r"ready: stream audio to ws://127\.0\.0\.1:(\d+)/", text)
+        started = re.search(r"nats-server with JetStream at (nats://\S+)", text)
+        assert ready is not None and started is not None, text[-3000:]
+        port, url = int(ready.group(1)), started.group(1)
+        before = _stream(port)
+        assert before.returncode == 0, before.stderr
+
+        bus = _child(dev.pid, "nats-server")
+        assert bus is not None
+        os.kill(bus, signal.SIGKILL)
+        while f"nats-server exited with code -9: restarting it on {url}" not in log_path.read_text():
+            assert dev.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+        # The roles reconnect to the same URL; a new session is transcribed as before.
+        while (after := _stream(port)).returncode != 0:
+            assert dev.poll() is None and time.monotonic() < deadline, after.stderr
+            time.sleep(1.0)
+        lines = after.stdout.strip().splitlines()
+        assert len(lines) == 1 and wer(ONE_SENTENCE, lines[0]) <= 0.25, after.stdout
+        # And the session recorded before the kill is still in JetStream's data.
+        listed = subprocess.run([ASR, "sessions", "--data-dir", str(data)], capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert listed.returncode == 0 and len(listed.stdout.strip().splitlines()) == 3, listed.stdout + listed.stderr
+    finally:
+        dev.send_signal(signal.SIGTERM)
+        code = dev.wait(60)
+    assert code == 0, log_path.read_text()[-3000:]
