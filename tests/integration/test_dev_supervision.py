@@ -36,6 +36,23 @@ def _child(parent: int, module: str) -> int | None:
     return None
 
 
+def _start_dev(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, float]:
+    """`asr dev --port 0` with its data and log under ``tmp_path``, once it says it is ready; and
+    the deadline the test keeps to."""
+    log_path = tmp_path / "dev.log"
+    with log_path.open("w") as log:
+        dev = subprocess.Popen([ASR, "dev", "--port", "0", "--data-dir", str(tmp_path / "data")],
+                               stdout=log, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + TIMEOUT_S
+    while "ready: stream audio to" not in log_path.read_text():
+        if dev.poll() is not None or time.monotonic() > deadline:
+            dev.kill()
+            dev.wait(60)
+            raise AssertionError(log_path.read_text()[-3000:])
+        time.sleep(0.2)
+    return dev, log_path, deadline
+
+
 def test_invalid_settings_are_refused_before_anything_starts(tmp_path: Path) -> None:
     # A setting every role refuses: asr dev reads the settings first and says so once.
     env = {**os.environ, "ASR_VAD_FRAME_MS": "25"}
@@ -61,15 +78,8 @@ def test_a_child_that_cannot_start_is_not_restarted(tmp_path: Path) -> None:
 
 
 def test_a_crash_loop_is_reported_and_stops_the_stack(tmp_path: Path) -> None:
-    log_path = tmp_path / "dev.log"
-    with log_path.open("w") as log:
-        dev = subprocess.Popen([ASR, "dev", "--port", "0", "--data-dir", str(tmp_path / "data")],
-                               stdout=log, stderr=subprocess.STDOUT, text=True)
+    dev, log_path, deadline = _start_dev(tmp_path)
     try:
-        deadline = time.monotonic() + TIMEOUT_S
-        while "ready: stream audio to" not in log_path.read_text():
-            assert dev.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.2)
         killed: list[int] = []
         while dev.poll() is None and len(killed) < 10:  # killed as an OOM killer would, again and again
             pid = _child(dev.pid, "vad_worker")
@@ -97,15 +107,9 @@ def _stream(port: int) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_killed_nats_server_is_started_again_on_its_port_with_its_data(tmp_path: Path) -> None:
-    log_path, data = tmp_path / "dev.log", tmp_path / "data"
-    with log_path.open("w") as log:
-        dev = subprocess.Popen([ASR, "dev", "--port", "0", "--data-dir", str(data)],
-                               stdout=log, stderr=subprocess.STDOUT, text=True)
+    dev, log_path, deadline = _start_dev(tmp_path)
+    data = tmp_path / "data"
     try:
-        deadline = time.monotonic() + TIMEOUT_S
-        while "ready: stream audio to" not in log_path.read_text():
-            assert dev.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.2)
         text = log_path.read_text()
         ready = re.search(r"ready: stream audio to ws://127\.0\.0\.1:(\d+)/", text)
         started = re.search(r"nats-server with JetStream at (nats://\S+)", text)
