@@ -8,6 +8,7 @@ nats-server's HTTP monitoring endpoint (``/varz``, ``/connz``, ``/jsz``) on a po
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -18,6 +19,10 @@ import time
 from pathlib import Path
 
 URL_FILE = "nats.url"
+LOCK_FILE = "nats.lock"
+"""Held (``flock``) by whoever runs a server on a store: two servers on one store would both write
+its JetStream files, and the first one's recordings with them. The kernel lets it go with its
+holder, also one that was killed."""
 _LISTEN = re.compile(r"Listening for client connections on [^\s]*:(\d+)")
 _MONITOR = re.compile(r"Starting http monitor on (\S+:\d+)")
 
@@ -53,6 +58,7 @@ class NatsServer:
         self.monitor_url = ""
         """``http://host:port`` of the monitoring endpoint once started with ``monitor``; else empty."""
         self.proc: subprocess.Popen[str] | None = None
+        self._lock_fd: int | None = None
         self._log: list[str] = []
         self._reader: threading.Thread | None = None
 
@@ -62,6 +68,7 @@ class NatsServer:
 
     def start(self, timeout: float = 15.0) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_store()
         cmd = [
             find_binary(), "-a", self.host, "-p", str(self.requested_port), "-js",
             "-sd", str(self.store_dir), "--http_port", "-1" if self.monitor else "0",
@@ -101,8 +108,29 @@ class NatsServer:
         """While the server runs, this file in its store holds its URL."""
         return self.store_dir / URL_FILE
 
+    def _lock_store(self) -> None:
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.store_dir / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            running = self.url_file.read_text().strip() if self.url_file.exists() else "a server"
+            raise NatsServerError(
+                f"{self.store_dir} is in use by another nats-server ({running}): two on one store would "
+                "overwrite each other's recordings; give each stack its own data folder (--data-dir)"
+            ) from None
+        self._lock_fd = fd
+
+    def _unlock_store(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the descriptor lets the lock go
+            self._lock_fd = None
+
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None:
+            self._unlock_store()
             return
         self.url_file.unlink(missing_ok=True)
         if self.proc.poll() is None:
@@ -117,6 +145,7 @@ class NatsServer:
         if self.proc.stderr is not None:
             self.proc.stderr.close()
         self.proc = None
+        self._unlock_store()
 
     def restart(self, timeout: float = 15.0) -> NatsServer:
         """Stops the server and starts it again on the same port and store (what an operator's
