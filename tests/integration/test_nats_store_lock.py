@@ -13,14 +13,16 @@ from common.nats_server import NatsServer, NatsServerError
 
 def test_a_store_in_use_is_refused_and_free_again_once_its_server_stops(tmp_path: Path) -> None:
     store = tmp_path / "nats"
-    first = NatsServer(store).start()
+    first, refused = NatsServer(store).start(), NatsServer(store)
     try:
         with pytest.raises(NatsServerError, match=r"in use by another nats-server \(nats://127\.0\.0\.1:\d+\)"):
-            NatsServer(store).start()
+            refused.start()
+        assert refused.proc is None  # nothing was started
         assert first.proc is not None and first.proc.poll() is None  # the first one is untouched
         first.restart()  # its own restart keeps the store
         assert first.proc is not None and first.proc.poll() is None
     finally:
+        refused.stop()  # were it started after all, the test still leaves no server behind
         first.stop()
     second = NatsServer(store).start()
     try:
