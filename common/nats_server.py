@@ -68,15 +68,19 @@ class NatsServer:
 
     def start(self, timeout: float = 15.0) -> NatsServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_store()
         cmd = [
             find_binary(), "-a", self.host, "-p", str(self.requested_port), "-js",
             "-sd", str(self.store_dir), "--http_port", "-1" if self.monitor else "0",
         ]
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1,
-            start_new_session=True,  # Ctrl-C reaches the roles first; the bus stops after them
-        )
+        self._lock_store()
+        try:
+            self.proc = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, bufsize=1,
+                start_new_session=True,  # Ctrl-C reaches the roles first; the bus stops after them
+            )
+        except OSError:
+            self._unlock_store()  # nothing runs on the store: it is free for the next try
+            raise
         ready = threading.Event()
 
         def read() -> None:
